@@ -1,0 +1,14 @@
+"""Energy meters: cumulative import register and instantaneous electrical values."""
+
+from collectors.feeds._schema import FeedModel, FeedSpec, Measure
+
+
+class EnergyReading(FeedModel):
+    energy_kwh: Measure(0, 1e12, "Cumulative import register, kWh")  # type: ignore[valid-type]
+    power_kw: Measure(-1e6, 1e6, "Active power, kW (negative when exporting)")  # type: ignore[valid-type]
+    voltage_v: Measure(0, 100_000, "Voltage, V")  # type: ignore[valid-type]
+    current_a: Measure(0, 100_000, "Current, A")  # type: ignore[valid-type]
+    power_factor: Measure(0, 1, "Power factor, 0–1")  # type: ignore[valid-type]
+
+
+SPEC = FeedSpec("energy", "energy", EnergyReading, "Energy meter", "มิเตอร์ไฟฟ้า")

@@ -1,0 +1,12 @@
+"""Flood / water-level gauges: level above the site datum (m MSL where the site is surveyed), rain, battery."""
+
+from collectors.feeds._schema import FeedModel, FeedSpec, Measure
+
+
+class FloodReading(FeedModel):
+    level_m: Measure(-50, 500, "Water level, m (above the site datum, MSL where surveyed)")  # type: ignore[valid-type]
+    rain_mm: Measure(0, 500, "Rainfall since the last report, mm")  # type: ignore[valid-type]
+    battery_pct: Measure(0, 100, "Gauge battery, %")  # type: ignore[valid-type]
+
+
+SPEC = FeedSpec("flood", "water_level", FloodReading, "Water-level gauge", "สถานีวัดระดับน้ำ")

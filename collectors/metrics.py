@@ -1,0 +1,33 @@
+"""Prometheus metrics of the ingest path: rates and counts live here, not in logs.
+
+Names are part of the contract with `dashboards/` (the pipeline-health dashboard queries them).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES_RECEIVED = Counter("nakhon_messages_received", "MQTT messages received by the collectors", ["feed"])
+POINTS_STORED = Counter("nakhon_points_stored", "Points durably stored (in the sink or the disk spool)", ["feed"])
+MESSAGES_QUARANTINED = Counter(
+    "nakhon_messages_quarantined", "Messages rejected and kept in quarantine", ["feed", "reason"]
+)
+SINK_WRITE_SECONDS = Histogram(
+    "nakhon_sink_write_seconds",
+    "Time to write one batch to a sink",
+    ["sink"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+SINK_POINTS_WRITTEN = Counter("nakhon_sink_points_written", "Points accepted by a sink", ["sink"])
+SINK_WRITE_ERRORS = Counter("nakhon_sink_write_errors", "Failed batch writes by sink and kind", ["sink", "kind"])
+SINK_UP = Gauge("nakhon_sink_up", "1 when the sink answered its last write or ping", ["sink"])
+SPOOL_DEPTH_POINTS = Gauge("nakhon_spool_depth_points", "Points waiting in the disk spool for the sink")
+SPOOL_BYTES = Gauge("nakhon_spool_bytes", "Bytes used by the disk spool")
+SPOOL_FULL = Gauge("nakhon_spool_full", "1 when the disk spool reached its size limit (an error state)")
+MQTT_CONNECTED = Gauge("nakhon_mqtt_connected", "1 while the collector is connected to the MQTT broker")
+PENDING_MESSAGES = Gauge("nakhon_pending_messages", "Messages received but not yet acknowledged to the broker")
+PUBLISH_TO_STORED_SECONDS = Histogram(
+    "nakhon_publish_to_stored_seconds",
+    "From the reading's timestamp to its durable storage",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test suite against real servers (Mosquitto, InfluxDB, Prometheus, PostgreSQL) that the tests start
+# themselves on free loopback ports. Installs what it needs first. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --test
+.venv/bin/ruff check .
+.venv/bin/mypy collectors gateway rules nakhon
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

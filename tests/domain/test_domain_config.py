@@ -1,0 +1,46 @@
+"""default_enrichers / DomainConfig wiring."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from collectors.domain import DomainConfig, default_enrichers
+from collectors.domain.bus import BusEnricher
+from collectors.domain.energy import EnergyEnricher
+from collectors.model import FEEDS, DeviceInfo, Reading
+
+
+def test_one_enricher_per_feed() -> None:
+    enrichers = default_enrichers()
+    assert set(enrichers) == set(FEEDS)
+    assert all(e.feed == feed for feed, e in enrichers.items())
+
+
+def test_defaults_from_reference() -> None:
+    cfg = DomainConfig()
+    assert cfg.emission_factors_kgco2e_per_kwh == {2026: 0.4750}
+    assert cfg.speed_limits_kmh == {"municipal": 60, "rural": 70, "divided": 80, "expressway": 90}
+    assert [b.upper_pct for b in cfg.flood_legend] == [10, 30, 70, 100, None]
+
+
+def test_config_reaches_enrichers(tmp_path: Path) -> None:
+    zones = {"type": "FeatureCollection", "features": [{
+        "type": "Feature", "properties": {"name": "school", "speed_limit_kmh": 30},
+        "geometry": {"type": "Polygon", "coordinates": [[[99, 18], [99.1, 18], [99.1, 18.1], [99, 18.1], [99, 18]]]},
+    }]}
+    path = tmp_path / "zones.geojson"
+    path.write_text(json.dumps(zones), encoding="utf-8")
+    cfg = DomainConfig.model_validate(
+        {"speed_zones_path": str(path), "emission_factors_kgco2e_per_kwh": {"2026": 0.5}, "default_speed_limit_kmh": 50}
+    )
+    enrichers = default_enrichers(cfg)
+    bus, energy = enrichers["bus"], enrichers["energy"]
+    assert isinstance(bus, BusEnricher) and isinstance(energy, EnergyEnricher)
+    assert energy.emission_factors == {2026: 0.5}
+    dev = DeviceInfo(device_id="b", feed="bus", city="c", district="d")
+    inside = Reading("b", "bus", "c", "d", 0, {"lat": 18.05, "lon": 99.05})
+    outside = Reading("b", "bus", "c", "d", 1, {"lat": 17.0, "lon": 99.05})
+    bus.enrich(inside, dev)
+    bus.enrich(outside, dev)
+    assert inside.fields["speed_limit_kmh"] == 30 and outside.fields["speed_limit_kmh"] == 50
