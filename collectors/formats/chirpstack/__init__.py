@@ -1,0 +1,1 @@
+"""The `chirpstack` payload format (see README.md)."""

@@ -1,0 +1,1 @@
+"""The `lpp` payload format (see README.md)."""

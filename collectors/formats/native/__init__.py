@@ -1,0 +1,1 @@
+"""The `native` payload format (see README.md)."""

@@ -1,0 +1,1 @@
+"""The `senml` payload format (see README.md)."""

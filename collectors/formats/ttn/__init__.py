@@ -1,0 +1,1 @@
+"""The `ttn` payload format (see README.md)."""
