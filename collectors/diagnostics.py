@@ -1,0 +1,75 @@
+"""Per-device diagnostics (Home Assistant style): the last raw messages of each device, accepted or not.
+
+Kept in memory on the hot path (a bounded deque per device, a bounded number of devices) and handed in
+batches to the registry every few seconds, so field engineers can see what a device really sent.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_PAYLOAD_CHARS = 2048
+
+
+@dataclass(slots=True, frozen=True)
+class RecentMessage:
+    received_ns: int
+    topic: str
+    payload: str
+    accepted: bool
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class DeviceDiagnostics:
+    last_seen_ns: int = 0
+    last_reading: dict[str, Any] = field(default_factory=dict)
+    recent: deque[RecentMessage] = field(default_factory=lambda: deque(maxlen=20))
+
+
+class DiagnosticsBuffer:
+    """Last `per_device` messages for at most `max_devices` devices (least recently seen evicted)."""
+
+    def __init__(self, per_device: int = 20, max_devices: int = 100_000) -> None:
+        self.per_device = per_device
+        self.max_devices = max_devices
+        self._devices: OrderedDict[str, DeviceDiagnostics] = OrderedDict()
+        self._dirty: set[str] = set()
+
+    def record(
+        self,
+        device_id: str,
+        *,
+        topic: str,
+        payload: bytes,
+        received_ns: int,
+        accepted: bool,
+        reason: str | None = None,
+        reading: dict[str, Any] | None = None,
+    ) -> None:
+        diag = self._devices.get(device_id)
+        if diag is None:
+            diag = DeviceDiagnostics(recent=deque(maxlen=self.per_device))
+            self._devices[device_id] = diag
+            if len(self._devices) > self.max_devices:
+                evicted, _ = self._devices.popitem(last=False)
+                self._dirty.discard(evicted)
+        else:
+            self._devices.move_to_end(device_id)
+        diag.last_seen_ns = received_ns
+        if reading is not None:
+            diag.last_reading = reading
+        text = payload[:MAX_PAYLOAD_CHARS].decode("utf-8", errors="replace")
+        diag.recent.append(RecentMessage(received_ns, topic, text, accepted, reason))
+        self._dirty.add(device_id)
+
+    def get(self, device_id: str) -> DeviceDiagnostics | None:
+        return self._devices.get(device_id)
+
+    def take_dirty(self) -> dict[str, DeviceDiagnostics]:
+        """The devices changed since the last call (for a batched flush to the registry)."""
+        dirty = {d: self._devices[d] for d in self._dirty if d in self._devices}
+        self._dirty.clear()
+        return dirty

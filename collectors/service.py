@@ -1,0 +1,204 @@
+"""The collector service: transport + pipeline + writer + quarantine, run as one unit with named tasks.
+
+`async with CollectorService(...) as service: await stop.wait()` — leaving the block flushes everything
+accepted and acknowledges it before disconnecting (SIGTERM-safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import orjson
+
+from collectors.diagnostics import DeviceDiagnostics, DiagnosticsBuffer
+from collectors.directory import DeviceDirectory
+from collectors.domain.base import Enricher
+from collectors.model import Point
+from collectors.pipeline import FieldMapperLike, Input, Pipeline, ReadingConsumer
+from collectors.quarantine import QuarantineStore
+from collectors.sinks.base import Sink
+from collectors.sinks.spool import DiskSpool
+from collectors.sinks.writer import BatchWriter
+from collectors.transport.mqtt import MqttEndpoint, MqttSubscriber
+
+log = logging.getLogger(__name__)
+
+DiagnosticsFlush = Callable[[dict[str, DeviceDiagnostics]], None]
+
+
+class CollectorService:
+    def __init__(
+        self,
+        *,
+        endpoint: MqttEndpoint,
+        client_id: str,
+        inputs: list[Input],
+        subscriptions: list[str],
+        directory: DeviceDirectory,
+        sink: Sink,
+        data_dir: Path,
+        spool_max_bytes: int,
+        batch_points: int = 5000,
+        flush_interval_s: float = 0.25,
+        receive_maximum: int = 20_000,
+        session_expiry_s: int = 7 * 24 * 3600,
+        keepalive_s: int = 30,
+        mapper: FieldMapperLike | None = None,
+        profiles: dict[str, Any] | None = None,
+        enrichers: dict[str, Enricher] | None = None,
+        readings_out: ReadingConsumer | None = None,
+        diagnostics_flush: DiagnosticsFlush | None = None,
+        diagnostics_interval_s: float = 5.0,
+        state_interval_s: float = 30.0,
+        protocol_version: int = 5,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.sink = sink
+        self.quarantine = QuarantineStore(self.data_dir / "quarantine.db")
+        self.spool = DiskSpool(self.data_dir / "spool", spool_max_bytes)
+        self.writer = BatchWriter(
+            sink,
+            self.spool,
+            max_batch_points=batch_points,
+            flush_interval_s=flush_interval_s,
+            max_pending_points=max(receive_maximum * 2, batch_points * 4),
+            on_rejected=self._quarantine_rejected_point,
+        )
+        self.enrichers = enrichers or {}
+        self.diagnostics = DiagnosticsBuffer()
+        self.pipeline = Pipeline(
+            inputs=inputs,
+            directory=directory,
+            write_point=self.writer.add_wait,
+            quarantine=self.quarantine,
+            mapper=mapper,
+            profiles=profiles,
+            enrichers=self.enrichers,
+            diagnostics=self.diagnostics,
+            readings_out=readings_out,
+        )
+        self.subscriber = MqttSubscriber(
+            endpoint,
+            client_id=client_id,
+            topics=subscriptions,
+            handler=self.pipeline.handle,
+            receive_maximum=receive_maximum,
+            session_expiry_s=session_expiry_s,
+            keepalive_s=keepalive_s,
+            protocol_version=protocol_version,
+        )
+        self._diagnostics_flush = diagnostics_flush
+        self._diagnostics_interval_s = diagnostics_interval_s
+        self._state_interval_s = state_interval_s
+        self._state_path = self.data_dir / "enricher-state.json"
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _quarantine_rejected_point(self, point: Point, server_message: str) -> None:
+        from collectors.lineprotocol import encode_point
+
+        try:
+            line = encode_point(point).encode()
+        except Exception:  # an unencodable point is exactly what we are quarantining
+            line = repr(point).encode()
+        await self.quarantine.add(
+            topic=f"(sink) {point.measurement}",
+            payload=line,
+            reason="sink_rejected",
+            detail=server_message,
+            device_id=point.tags.get("device_id"),
+            feed=point.tags.get("feed"),
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> CollectorService:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        self._load_state()
+        await self.writer.start()
+        self._tasks = [
+            asyncio.create_task(self._every(self._diagnostics_interval_s, self.flush_diagnostics), name="diagnostics"),
+            asyncio.create_task(self._every(self._state_interval_s, self._save_state), name="enricher-state"),
+        ]
+        await self.subscriber.start()
+
+    async def close(self) -> None:
+        # Stop taking new messages, let in-flight ones reach the sink, then acknowledge and disconnect.
+        closing = asyncio.create_task(self.subscriber.close(), name="mqtt-close")
+        await asyncio.sleep(0)
+        self.writer.flush()
+        await self.quarantine.flush()
+        await closing
+        await self.writer.close()
+        await self.quarantine.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.flush_diagnostics()
+        self._save_state()
+        await self.sink.close()
+
+    async def _every(self, interval_s: float, action: Callable[[], None]) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                action()
+            except Exception:
+                log.exception("periodic task %s failed", getattr(action, "__name__", action))
+
+    # -- state that must survive a restart -------------------------------------------------------------------
+
+    def flush_diagnostics(self) -> None:
+        dirty = self.diagnostics.take_dirty()
+        if dirty and self._diagnostics_flush is not None:
+            self._diagnostics_flush(dirty)
+
+    def _save_state(self) -> None:
+        state = {feed: enricher.export_state() for feed, enricher in self.enrichers.items()}
+        tmp = self._state_path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(state))
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        tmp.replace(self._state_path)
+
+    def _load_state(self) -> None:
+        if not self._state_path.exists():
+            return
+        try:
+            state = orjson.loads(self._state_path.read_bytes())
+        except orjson.JSONDecodeError:
+            log.warning("ignoring unreadable enricher state %s", self._state_path)
+            return
+        for feed, enricher in self.enrichers.items():
+            if isinstance(state.get(feed), dict):
+                enricher.import_state(state[feed])
+
+    # -- health ----------------------------------------------------------------------------------------------
+
+    def health_checks(self) -> dict[str, Callable[[], dict[str, Any]]]:
+        def broker() -> dict[str, Any]:
+            return {"ok": self.subscriber.connected, "in_flight": self.subscriber.in_flight,
+                    "error": self.subscriber.last_error}
+
+        def sink() -> dict[str, Any]:
+            state = self.writer.health()
+            return {"ok": bool(state.get("sink_up")) and not state.get("spool_full"), **state}
+
+        return {"broker": broker, "sink": sink}

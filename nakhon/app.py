@@ -1,0 +1,107 @@
+"""Wiring: build the services from Settings. The only place that knows every component."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from collectors.directory import DeviceDirectory
+from collectors.domain import default_enrichers
+from collectors.formats import make_format
+from collectors.mapping import FieldMapper
+from collectors.mapping.profiles import builtin_profiles
+from collectors.pipeline import Input, ReadingConsumer
+from collectors.service import CollectorService, DiagnosticsFlush
+from collectors.sinks.base import Sink
+from collectors.sinks.influx import InfluxV1Sink
+from collectors.sinks.sqlite import SQLiteSink
+from collectors.transport.mqtt import MQTTv50, MQTTv311, MqttEndpoint
+from nakhon.config import InputConfig, Settings
+
+log = logging.getLogger(__name__)
+
+
+def make_sink(settings: Settings) -> Sink:
+    """InfluxDB when `influxdb.url` is set, else the embedded SQLite store in the data dir."""
+    influx = settings.influxdb
+    if influx.url:
+        return InfluxV1Sink(
+            influx.url,
+            influx.database,
+            username=influx.username,
+            password=influx.password.get_secret_value() if influx.password else None,
+            token=influx.token.get_secret_value() if influx.token else None,
+            retention_policy=influx.retention_policy,
+            gzip=influx.gzip,
+            timeout_s=influx.timeout_s,
+        )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return SQLiteSink(settings.sqlite_store_path)
+
+
+def mqtt_endpoint(settings: Settings, *, username: str | None = None, password: str | None = None) -> MqttEndpoint:
+    url = settings.mqtt.parsed_url()
+    return MqttEndpoint(
+        host=url.host,
+        port=url.port,
+        username=username or url.username,
+        password=password or (url.password.get_secret_value() if url.password else None),
+        tls=url.scheme == "mqtts",
+    )
+
+
+def _format_options(settings: Settings, config: InputConfig) -> dict[str, Any]:
+    options = dict(config.options)
+    if config.format == "native":
+        options.setdefault("prefix", settings.mqtt.topic_prefix)
+    return options
+
+
+def build_inputs(settings: Settings) -> tuple[list[Input], list[str]]:
+    """The parsers per topic filter, and the filters to subscribe to ($share/<group>/ when configured)."""
+    inputs: list[Input] = []
+    subscriptions: list[str] = []
+    group = settings.mqtt.shared_group
+    for config in settings.mqtt.effective_inputs():
+        inputs.append(Input(topics=list(config.topics), format=make_format(config.format, **_format_options(settings, config))))
+        subscriptions.extend(f"$share/{group}/{t}" if group else t for t in config.topics)
+    return inputs, subscriptions
+
+
+def build_collector(
+    settings: Settings,
+    directory: DeviceDirectory,
+    *,
+    readings_out: ReadingConsumer | None = None,
+    diagnostics_flush: DiagnosticsFlush | None = None,
+    sink: Sink | None = None,
+    mqtt_protocol: int = MQTTv50,
+    client_id: str | None = None,
+) -> CollectorService:
+    inputs, subscriptions = build_inputs(settings)
+    return CollectorService(
+        endpoint=mqtt_endpoint(settings),
+        client_id=client_id or settings.mqtt.client_id,
+        inputs=inputs,
+        subscriptions=subscriptions,
+        directory=directory,
+        sink=sink or make_sink(settings),
+        data_dir=settings.data_dir / "collector",
+        spool_max_bytes=int(settings.spool.max_mb * 1024 * 1024),
+        batch_points=settings.influxdb.batch_points,
+        flush_interval_s=settings.influxdb.flush_interval_s,
+        receive_maximum=settings.mqtt.receive_maximum,
+        session_expiry_s=settings.mqtt.session_expiry_s,
+        keepalive_s=settings.mqtt.keepalive_s,
+        mapper=FieldMapper(),
+        profiles=dict(builtin_profiles()),
+        enrichers=default_enrichers(),
+        readings_out=readings_out,
+        diagnostics_flush=diagnostics_flush,
+        protocol_version=mqtt_protocol,
+    )
+
+
+__all__ = ["MQTTv311", "Path", "Callable", "build_collector", "build_inputs", "make_sink", "mqtt_endpoint"]
