@@ -36,7 +36,7 @@ class DiagnosticsBuffer:
         self.per_device = per_device
         self.max_devices = max_devices
         self._devices: OrderedDict[str, DeviceDiagnostics] = OrderedDict()
-        self._dirty: set[str] = set()
+        self._new: dict[str, int] = {}  # messages recorded per device since the last take_new()
 
     def record(
         self,
@@ -55,7 +55,7 @@ class DiagnosticsBuffer:
             self._devices[device_id] = diag
             if len(self._devices) > self.max_devices:
                 evicted, _ = self._devices.popitem(last=False)
-                self._dirty.discard(evicted)
+                self._new.pop(evicted, None)
         else:
             self._devices.move_to_end(device_id)
         diag.last_seen_ns = received_ns
@@ -63,13 +63,13 @@ class DiagnosticsBuffer:
             diag.last_reading = reading
         text = payload[:MAX_PAYLOAD_CHARS].decode("utf-8", errors="replace")
         diag.recent.append(RecentMessage(received_ns, topic, text, accepted, reason))
-        self._dirty.add(device_id)
+        self._new[device_id] = min(self._new.get(device_id, 0) + 1, self.per_device)
 
     def get(self, device_id: str) -> DeviceDiagnostics | None:
         return self._devices.get(device_id)
 
-    def take_dirty(self) -> dict[str, DeviceDiagnostics]:
-        """The devices changed since the last call (for a batched flush to the registry)."""
-        dirty = {d: self._devices[d] for d in self._dirty if d in self._devices}
-        self._dirty.clear()
-        return dirty
+    def take_new(self) -> dict[str, list[RecentMessage]]:
+        """Each device's messages recorded since the last call (at most `per_device`), for a batched flush."""
+        new = {d: list(self._devices[d].recent)[-n:] for d, n in self._new.items() if d in self._devices}
+        self._new.clear()
+        return new

@@ -64,7 +64,10 @@ class MetricsServer:
                 ctype, body = "application/json", orjson.dumps(report)
             else:
                 status, ctype, body = "404 Not Found", "text/plain", b"not found: try /metrics or /healthz\n"
-            head = f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            head = (
+                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
             writer.write(head.encode() + body)
             await writer.drain()
         except (TimeoutError, ConnectionError):

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -57,13 +57,12 @@ class Input:
     format: PayloadFormat
 
 
-class FieldMapperLike:
+class FieldMapperLike(Protocol):
     """The mapping seam (`collectors.mapping.FieldMapper`): vendor values to canonical ones."""
 
     def map(
         self, raw: RawReading, feed: str, profile: Any, site: dict[str, Any], calibration: dict[str, dict[str, float]]
-    ) -> tuple[dict[str, Any], list[str]]:  # pragma: no cover - protocol
-        raise NotImplementedError
+    ) -> tuple[dict[str, Any], list[str]]: ...
 
 
 class Pipeline:
@@ -123,7 +122,9 @@ class Pipeline:
         elif waits:
             await asyncio.gather(*waits)
 
-    async def _handle_reading(self, topic: str, payload: bytes, received_ns: int, raw: RawReading) -> asyncio.Future[None]:
+    async def _handle_reading(
+        self, topic: str, payload: bytes, received_ns: int, raw: RawReading
+    ) -> asyncio.Future[None]:
         device: DeviceInfo | None = None
         try:
             device = self._resolve_device(raw)
@@ -201,7 +202,8 @@ class Pipeline:
             known = ", ".join(spec.field_names)
             raise RejectedMessage(
                 "no_known_fields",
-                f"none of the {device.feed} fields present (known: {known}); got keys: {', '.join(sorted(values))[:300]}",
+                f"none of the {device.feed} fields present (known: {known}); "
+                f"got keys: {', '.join(sorted(values))[:300]}",
                 device_id=device.device_id, feed=device.feed,
             )
         return Reading(

@@ -10,14 +10,14 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import orjson
 
-from collectors.diagnostics import DeviceDiagnostics, DiagnosticsBuffer
+from collectors.diagnostics import DiagnosticsBuffer, RecentMessage
 from collectors.directory import DeviceDirectory
 from collectors.domain.base import Enricher
 from collectors.model import Point
@@ -30,7 +30,7 @@ from collectors.transport.mqtt import MqttEndpoint, MqttSubscriber
 
 log = logging.getLogger(__name__)
 
-DiagnosticsFlush = Callable[[dict[str, DeviceDiagnostics]], None]
+DiagnosticsFlush = Callable[[dict[str, list[RecentMessage]]], None]
 
 
 class CollectorService:
@@ -151,24 +151,26 @@ class CollectorService:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self.flush_diagnostics()
+        await self.flush_diagnostics()
         self._save_state()
         await self.sink.close()
 
-    async def _every(self, interval_s: float, action: Callable[[], None]) -> None:
+    async def _every(self, interval_s: float, action: Callable[[], Awaitable[None] | None]) -> None:
         while True:
             await asyncio.sleep(interval_s)
             try:
-                action()
+                result = action()
+                if result is not None:
+                    await result
             except Exception:
                 log.exception("periodic task %s failed", getattr(action, "__name__", action))
 
     # -- state that must survive a restart -------------------------------------------------------------------
 
-    def flush_diagnostics(self) -> None:
-        dirty = self.diagnostics.take_dirty()
-        if dirty and self._diagnostics_flush is not None:
-            self._diagnostics_flush(dirty)
+    async def flush_diagnostics(self) -> None:
+        new = self.diagnostics.take_new()  # taken on the loop; written to the registry in a thread
+        if new and self._diagnostics_flush is not None:
+            await asyncio.to_thread(self._diagnostics_flush, new)
 
     def _save_state(self) -> None:
         state = {feed: enricher.export_state() for feed, enricher in self.enrichers.items()}

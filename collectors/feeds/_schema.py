@@ -40,4 +40,4 @@ class FeedSpec:
         return tuple(self.model.model_fields)
 
 
-__all__ = ["FeedModel", "FeedSpec", "Field", "Measure", "StrictBool", "StrictInt", "Annotated"]
+__all__ = ["Annotated", "FeedModel", "FeedSpec", "Field", "Measure", "StrictBool", "StrictInt"]

@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 OnRejected = Callable[[Point, str], Awaitable[None]]
 
 
-class WriterFull(SinkError):  # noqa: N818 - the name the pipeline uses
+class WriterFull(SinkError):
     """`max_pending_points` points are waiting to be stored: slow down (or use `add_wait`)."""
 
     def __init__(self, pending: int, limit: int, state: str) -> None:
@@ -71,7 +71,7 @@ class WriterFull(SinkError):  # noqa: N818 - the name the pipeline uses
         self.state = state
 
 
-class WriterClosed(SinkError):  # noqa: N818
+class WriterClosed(SinkError):
     """The writer is closed (or closed before this batch could be stored): nothing was acknowledged."""
 
 

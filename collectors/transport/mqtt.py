@@ -25,7 +25,7 @@ from typing import Any
 from gmqtt import Client, Subscription
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
-__all__ = ["MQTTv50", "MQTTv311", "MqttEndpoint", "MqttSubscriber", "MessageHandler"]
+__all__ = ["MQTTv50", "MQTTv311", "MessageHandler", "MqttEndpoint", "MqttSubscriber"]
 
 from collectors.metrics import MQTT_CONNECTED, PENDING_MESSAGES
 
