@@ -20,6 +20,7 @@ class AckingPublisher:
         self.client.max_inflight_messages_set(max_inflight)
         self._lock = threading.Lock()
         self._by_mid: dict[int, bytes] = {}
+        self._early: dict[int, int] = {}  # PUBACKs that arrived before publish() recorded their mid
         self.acked: list[bytes] = []
         self.refused: list[tuple[bytes, int]] = []
         self.client.on_publish = self._on_publish
@@ -27,20 +28,28 @@ class AckingPublisher:
         self.client.loop_start()
 
     def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason: object, props: object) -> None:
+        code = int(getattr(reason, "value", 0) or 0)
         with self._lock:
             payload = self._by_mid.pop(mid, None)
             if payload is None:
+                self._early[mid] = code
                 return
-            code = getattr(reason, "value", 0)
-            if code and code >= 0x80:
-                self.refused.append((payload, int(code)))
-            else:
-                self.acked.append(payload)
+            self._settle(payload, code)
+
+    def _settle(self, payload: bytes, code: int) -> None:
+        if code >= 0x80:
+            self.refused.append((payload, code))
+        else:
+            self.acked.append(payload)
 
     def publish(self, topic: str, payload: bytes) -> None:
+        # paho calls on_publish while holding its own lock: never hold ours across client.publish()
+        info = self.client.publish(topic, payload, qos=1)
         with self._lock:
-            info = self.client.publish(topic, payload, qos=1)
-            self._by_mid[info.mid] = payload
+            if info.mid in self._early:
+                self._settle(payload, self._early.pop(info.mid))
+            else:
+                self._by_mid[info.mid] = payload
 
     def publish_many(self, messages: Iterable[tuple[str, bytes]], *, pace_s: float = 0.0) -> None:
         for topic, payload in messages:

@@ -195,9 +195,14 @@ bind-address = "127.0.0.1:{self.rpc_port}"
             self.query("CREATE USER admin WITH PASSWORD 'admin-secret' WITH ALL PRIVILEGES", auth=None)
         self.query(f'CREATE DATABASE "{self.database}"')
 
-    def query(self, q: str, *, auth: tuple[str, str] | None = ("admin", "admin-secret"), db: str | None = None) -> Any:
-        """Run InfluxQL; returns the parsed JSON `results`."""
+    def query(
+        self, q: str, *, auth: tuple[str, str] | None = ("admin", "admin-secret"), db: str | None = None,
+        epoch: str | None = None,
+    ) -> Any:
+        """Run InfluxQL; returns the parsed JSON `results` (times as integers when `epoch` is given)."""
         params = {"q": q}
+        if epoch:
+            params["epoch"] = epoch
         if db or self.database:
             params["db"] = db or self.database
         response = httpx.post(
@@ -210,10 +215,10 @@ bind-address = "127.0.0.1:{self.rpc_port}"
                 raise RuntimeError(f"InfluxQL error for {q!r}: {result['error']}")
         return results
 
-    def rows(self, q: str) -> list[dict[str, Any]]:
+    def rows(self, q: str, *, epoch: str | None = None) -> list[dict[str, Any]]:
         """Rows of an InfluxQL SELECT as dicts (tags merged in for GROUP BY series)."""
         out: list[dict[str, Any]] = []
-        for result in self.query(q):
+        for result in self.query(q, epoch=epoch):
             for series in result.get("series", []):
                 tags = series.get("tags", {})
                 for values in series["values"]:

@@ -1,0 +1,1 @@
+"""nakhon gateway: the device registry, broker provisioning (Mosquitto dynamic security), HTTP API, tokens, audit."""

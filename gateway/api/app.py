@@ -1,0 +1,74 @@
+"""`create_app(store, provisioner)`: the gateway's FastAPI application (OpenAPI at /docs)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from gateway.api.routes import build_router
+from gateway.broker.dynsec import Provisioner
+from gateway.errors import GatewayError
+from gateway.registry.store import RegistryStore
+from gateway.service import DeviceService
+
+log = logging.getLogger(__name__)
+
+
+def _problem_field(loc: tuple[Any, ...]) -> tuple[str, str]:
+    """('body', 'site', 'bank_level_m') -> ('body', 'site.bank_level_m')"""
+    where = str(loc[0]) if loc else "request"
+    name = ".".join(str(part) for part in loc[1:]) or where
+    return where, name
+
+
+def create_app(
+    store: RegistryStore, provisioner: Provisioner | None, *, extra_routers: Iterable[APIRouter] = ()
+) -> FastAPI:
+    app = FastAPI(
+        title="nakhon gateway",
+        version="1",
+        description="Device registry, MQTT credentials, profiles, maintenance and audit for nakhon. "
+        "ทะเบียนอุปกรณ์ สิทธิ์ MQTT โปรไฟล์ การบำรุงรักษา และบันทึกการเปลี่ยนแปลง",
+    )
+    app.state.registry = store
+    app.state.provisioner = provisioner
+    app.state.device_service = DeviceService(store, provisioner)
+
+    @app.exception_handler(GatewayError)
+    async def gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:
+        if exc.status_code >= 500:
+            log.error("gateway error: %s", exc)
+        headers = getattr(exc, "headers", None)
+        return JSONResponse(exc.as_dict(), status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for error in exc.errors():
+            where, name = _problem_field(tuple(error.get("loc", ())))
+            errors.append({"in": where, "field": name, "message": error.get("msg", "invalid"), "row": None})
+        summary = "; ".join(f"{e['in']} field {e['field']!r}: {e['message']}" for e in errors[:5])
+        return JSONResponse(
+            {"error": "validation_failed", "message": summary, "message_th": "ข้อมูลไม่ถูกต้อง", "errors": errors},
+            status_code=422,
+        )
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> JSONResponse:
+        """Liveness and database reachability (no token needed)."""
+        try:
+            store.ping()
+        except Exception as exc:
+            log.warning("registry database unreachable: %s", type(exc).__name__)
+            return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
+        return JSONResponse({"status": "ok", "database": "ok", "broker_configured": provisioner is not None})
+
+    app.include_router(build_router())
+    for router in extra_routers:
+        app.include_router(router)
+    return app

@@ -1,0 +1,295 @@
+"""Validated shapes of the registry's input and output (pydantic v2).
+
+Input is strict: unknown keys are refused, identifiers must be topic-safe (they appear in MQTT topics and
+InfluxDB tags), numbers must be finite and in range. Output models are what the API and CLI show.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from collectors.feeds import FEED_SPECS
+
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+DEV_EUI_PATTERN = re.compile(r"^[0-9a-f]{16}$")
+THRESHOLD_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+
+Feed = Literal["air", "flood", "energy", "bus"]
+Status = Literal["active", "retired"]
+Role = Literal["admin", "engineer", "operator", "viewer"]
+ROLES: tuple[str, ...] = ("admin", "engineer", "operator", "viewer")
+
+# Identifiers that become MQTT topic levels or tags: no '/', '+', '#', whitespace or control characters.
+Identifier = Annotated[str, StringConstraints(pattern=DEVICE_ID_PATTERN)]
+PlainText = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+RequiredText = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$")
+]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+HeartbeatSeconds = Annotated[int, Field(ge=10, le=7 * 24 * 3600, description="Expected reporting interval, s")]
+
+# Per-site numbers the feeds' derived values use, with sane physical ranges.
+SITE_FIELDS: dict[str, tuple[float, float, str]] = {
+    "bank_level_m": (-50, 500, "Lowest bank level, m MSL (flood)"),
+    "ground_level_m": (-50, 500, "Ground / river bed level, m MSL (flood)"),
+    "mounting_height_m": (0, 100, "Ultrasonic sensor height above the datum, m (flood)"),
+    "contracted_kw": (0, 1e6, "Contracted demand, kW (energy)"),
+    "speed_limit_kmh": (5, 200, "Speed limit, km/h (bus)"),
+}
+
+
+def check_expected_fields(feed: str, fields: list[str]) -> None:
+    known = FEED_SPECS[feed].field_names
+    unknown = [f for f in fields if f not in known]
+    if unknown:
+        raise ValueError(f"not fields of feed {feed!r}: {', '.join(unknown)}; known: {', '.join(known)}")
+    if len(set(fields)) != len(fields):
+        raise ValueError("fields are listed more than once")
+
+
+def _to_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of the supported time range") from None
+
+
+# A time with an explicit offset, normalised to UTC (a naive time is refused: which zone was meant?).
+UtcTime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+
+
+def _check_dev_eui(value: str | None) -> str | None:
+    if value is None:
+        return None
+    normalised = value.strip().lower()
+    if not DEV_EUI_PATTERN.fullmatch(normalised):
+        raise ValueError("DevEUI must be 16 hexadecimal digits, e.g. 70b3d57ed0001234")
+    return normalised
+
+
+DevEui = Annotated[str, AfterValidator(_check_dev_eui)]
+
+
+def check_site(site: dict[str, Any]) -> dict[str, float]:
+    checked: dict[str, float] = {}
+    for key, value in site.items():
+        if key not in SITE_FIELDS:
+            raise ValueError(f"unknown site field {key!r}; known: {', '.join(SITE_FIELDS)}")
+        lo, hi, _ = SITE_FIELDS[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"site field {key!r} must be a finite number")
+        if not lo <= value <= hi:
+            raise ValueError(f"site field {key!r} must be between {lo:g} and {hi:g}")
+        checked[key] = float(value)
+    return checked
+
+
+SiteValues = Annotated[dict[str, Any], AfterValidator(check_site)]
+
+
+class StrictInput(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class DeviceSpec(StrictInput):
+    """A device as registered (create, CSV import)."""
+
+    device_id: Identifier
+    feed: Feed
+    city: Identifier
+    district: RequiredText
+    name: PlainText = ""
+    lat: Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)] | None = None
+    lon: Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)] | None = None
+    dev_eui: DevEui | None = None
+    profile: Identifier | None = None
+    site: SiteValues = Field(default_factory=dict)
+    heartbeat_s: HeartbeatSeconds | None = None
+
+
+class DevicePatch(StrictInput):
+    """A partial update; only the keys given change. `device_id` and credentials are not changed here."""
+
+    feed: Feed | None = None
+    city: Identifier | None = None
+    district: RequiredText | None = None
+    name: PlainText | None = None
+    lat: Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)] | None = None
+    lon: Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)] | None = None
+    dev_eui: DevEui | None = None
+    profile: Identifier | None = None
+    site: SiteValues | None = None
+    heartbeat_s: HeartbeatSeconds | None = None
+
+
+class ProfileSpec(StrictInput):
+    name: Identifier
+    feed: Feed
+    description: PlainText = ""
+    expected_fields: list[str] = Field(default_factory=list, max_length=64)
+    field_mapping: Identifier | None = None
+    default_thresholds: dict[Annotated[str, StringConstraints(pattern=THRESHOLD_NAME_PATTERN)], FiniteFloat] = Field(
+        default_factory=dict, max_length=200
+    )
+    heartbeat_s: HeartbeatSeconds | None = None
+
+    @field_validator("expected_fields")
+    @classmethod
+    def _fields_of_the_feed(cls, fields: list[str], info: Any) -> list[str]:
+        feed = info.data.get("feed")
+        if feed in FEED_SPECS:
+            check_expected_fields(feed, fields)
+        return fields
+
+
+class ProfilePatch(StrictInput):
+    description: PlainText | None = None
+    expected_fields: list[str] | None = Field(default=None, max_length=64)
+    field_mapping: Identifier | None = None
+    default_thresholds: dict[Annotated[str, StringConstraints(pattern=THRESHOLD_NAME_PATTERN)], FiniteFloat] | None = (
+        Field(default=None, max_length=200)
+    )
+    heartbeat_s: HeartbeatSeconds | None = None
+
+
+class Calibration(StrictInput):
+    """value' = value * scale + offset"""
+
+    offset: FiniteFloat = 0.0
+    scale: Annotated[float, Field(allow_inf_nan=False, gt=0, le=1e6)] = 1.0
+
+
+class OverridesSpec(StrictInput):
+    thresholds: dict[Annotated[str, StringConstraints(pattern=THRESHOLD_NAME_PATTERN)], FiniteFloat] = Field(
+        default_factory=dict, max_length=200
+    )
+    calibration: dict[str, Calibration] = Field(default_factory=dict, max_length=64)
+
+
+class MaintenanceSpec(StrictInput):
+    """Maintenance ends by itself at `until` (a time with an offset; stored UTC). `null` ends it now."""
+
+    until: UtcTime | None = Field(description="End of maintenance with a UTC offset, e.g. 2026-11-22T08:00:00+07:00")
+
+
+class TokenSpec(StrictInput):
+    name: Identifier
+    role: Role
+
+
+# ---------------------------------------------------------------- output
+
+T = TypeVar("T")
+
+
+class Output(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class DeviceOut(Output):
+    device_id: str
+    feed: str
+    city: str
+    district: str
+    name: str
+    lat: float | None
+    lon: float | None
+    dev_eui: str | None
+    profile: str | None
+    site: dict[str, Any]
+    status: str
+    heartbeat_s: int | None
+    maintenance_until: datetime | None
+    in_maintenance: bool = False
+    mqtt_username: str | None
+    has_mqtt_credentials: bool = False
+    topic: str = ""
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProfileOut(Output):
+    name: str
+    feed: str
+    description: str
+    expected_fields: list[str]
+    field_mapping: str | None
+    default_thresholds: dict[str, Any]
+    heartbeat_s: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class OverridesOut(Output):
+    device_id: str
+    thresholds: dict[str, Any]
+    calibration: dict[str, Any]
+    updated_at: datetime | None = None
+
+
+class TokenOut(Output):
+    name: str
+    role: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class AuditOut(Output):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    entity_type: str
+    entity_id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class RecentMessageOut(Output):
+    received_at: datetime
+    topic: str
+    payload: str
+    accepted: bool
+    reason: str | None
+
+
+class DiagnosticsOut(BaseModel):
+    device: DeviceOut
+    last_seen: datetime | None
+    last_reading_at: datetime | None
+    last_reading: Any = None
+    recent_messages: list[RecentMessageOut]
+
+
+class Page(BaseModel, Generic[T]):
+    total: int
+    limit: int
+    offset: int
+    items: list[T]
+
+
+class ImportReport(BaseModel):
+    """What a CSV import did (or, for a dry run or a refused file, would have done)."""
+
+    dry_run: bool
+    applied: bool
+    rows: int
+    created: int
+    updated: int
+    unchanged: int
+    rejected: int
+    errors: list[dict[str, Any]]
+    created_ids: list[str] = Field(default_factory=list, exclude=True)
+    updated_ids: list[str] = Field(default_factory=list, exclude=True)
+    # (device_id, old topic, new topic) for provisioned devices whose city or feed changed: the broker's ACL follows.
+    topic_changes: list[tuple[str, str, str]] = Field(default_factory=list, exclude=True)
+
+
+def topic_for(city: str, feed: str, device_id: str) -> str:
+    """The one topic a device may publish to."""
+    return f"city/{city}/{feed}/{device_id}"

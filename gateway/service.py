@@ -1,0 +1,158 @@
+"""Device operations that touch both the registry and the broker, kept consistent with each other.
+
+Order matters for security: credentials are created on the broker before the registry records them (a
+registry failure then removes the broker account again), and a device is revoked on the broker before the
+registry marks it retired (so "retired" never describes a device that can still publish).
+The registry store is synchronous; its calls run in a worker thread so the event loop keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from gateway.broker.dynsec import DynsecCommandError, Provisioner
+from gateway.errors import BrokerNotConfiguredError, ConflictError, ProvisioningError
+from gateway.registry.csv_import import parse_device_csv
+from gateway.registry.schemas import DeviceOut, DevicePatch, DeviceSpec, ImportReport, topic_for
+from gateway.registry.store import RegistryStore
+from gateway.secrets import hash_password, new_device_password
+
+log = logging.getLogger(__name__)
+
+NOTE_EN = "Store this password now: it is shown only once and cannot be recovered (rotate to get a new one)."
+NOTE_TH = "โปรดบันทึกรหัสผ่านนี้ทันที ระบบจะแสดงเพียงครั้งเดียวและไม่สามารถกู้คืนได้ (หมุนเวียนรหัสเพื่อออกรหัสใหม่)"
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCredentials:
+    """MQTT credentials as issued: the password exists only here, never in the registry or a log."""
+
+    username: str
+    password: str
+    topic: str
+
+    def __repr__(self) -> str:
+        return f"IssuedCredentials(username={self.username!r}, password='***', topic={self.topic!r})"
+
+
+class DeviceService:
+    def __init__(self, store: RegistryStore, provisioner: Provisioner | None) -> None:
+        self.store = store
+        self.provisioner = provisioner
+
+    def _broker(self, why: str) -> Provisioner:
+        if self.provisioner is None:
+            raise BrokerNotConfiguredError(f"no MQTT broker is configured: cannot {why}")
+        return self.provisioner
+
+    async def create_device(self, spec: DeviceSpec, *, actor: str) -> tuple[DeviceOut, IssuedCredentials | None]:
+        """Register the device; with a broker configured, also issue its MQTT account (password returned once)."""
+        if self.provisioner is None:
+            return await asyncio.to_thread(self.store.create_device, spec, actor=actor), None
+        if await asyncio.to_thread(self.store.device_exists, spec.device_id):
+            raise ConflictError(
+                f"device {spec.device_id!r} is already registered",
+                message_th="อุปกรณ์นี้ลงทะเบียนไว้แล้ว",
+                device_id=spec.device_id,
+            )
+        password = new_device_password()
+        password_hash = await asyncio.to_thread(hash_password, password)
+        await self.provisioner.create_device_client(spec.device_id, password, city=spec.city, feed=spec.feed)
+        try:
+            device = await asyncio.to_thread(
+                self.store.create_device,
+                spec,
+                actor=actor,
+                mqtt_username=spec.device_id,
+                mqtt_password_hash=password_hash,
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):  # undo the broker account; the registry error is what matters
+                await self.provisioner.revoke_device_client(spec.device_id)
+            raise
+        return device, IssuedCredentials(spec.device_id, password, device.topic)
+
+    async def rotate_credentials(self, device_id: str, *, actor: str) -> IssuedCredentials:
+        """A new password at once (the old one stops working, live sessions are dropped); also the first issue
+        for devices registered without one (e.g. by CSV import)."""
+        broker = self._broker("issue MQTT credentials")
+        device = await asyncio.to_thread(self.store.get_device, device_id)
+        if device.status == "retired":
+            raise ConflictError(
+                f"device {device_id!r} is retired: it gets no credentials",
+                message_th="อุปกรณ์นี้ถูกปลดระวางแล้ว",
+                device_id=device_id,
+            )
+        password = new_device_password()
+        password_hash = await asyncio.to_thread(hash_password, password)
+        if device.has_mqtt_credentials:
+            try:
+                await broker.set_device_password(device_id, password)
+            except DynsecCommandError as exc:
+                if "not found" not in exc.error.lower():
+                    raise
+                # The broker lost the account (e.g. a fresh dynamic-security file): create it again.
+                await broker.create_device_client(device_id, password, city=device.city, feed=device.feed)
+        else:
+            try:
+                await broker.create_device_client(device_id, password, city=device.city, feed=device.feed)
+            except DynsecCommandError as exc:
+                if "already exists" not in exc.error.lower():
+                    raise
+                await broker.set_device_password(device_id, password)
+        await asyncio.to_thread(
+            self.store.set_credentials,
+            device_id,
+            mqtt_username=device_id,
+            mqtt_password_hash=password_hash,
+            actor=actor,
+        )
+        return IssuedCredentials(device_id, password, device.topic)
+
+    async def update_device(self, device_id: str, patch: DevicePatch, *, actor: str) -> DeviceOut:
+        before, after = await asyncio.to_thread(self.store.update_device, device_id, patch, actor=actor)
+        if after.has_mqtt_credentials and before.topic != after.topic:
+            try:
+                broker = self._broker("move the device's MQTT permission to its new topic")
+                await broker.update_device_topic(device_id, old_topic=before.topic, new_topic=after.topic)
+            except (ProvisioningError, BrokerNotConfiguredError):
+                # Put the registry back so that it keeps describing what the broker enforces.
+                undo = DevicePatch.model_validate({"city": before.city, "feed": before.feed})
+                await asyncio.to_thread(self.store.update_device, device_id, undo, actor=f"{actor} (undo)")
+                raise
+        return after
+
+    async def retire_device(self, device_id: str, *, actor: str) -> DeviceOut:
+        device = await asyncio.to_thread(self.store.get_device, device_id)
+        if device.status == "retired":
+            return device
+        if device.mqtt_username is not None:
+            broker = self._broker(f"revoke the MQTT account of {device_id!r} (it would keep working)")
+            await broker.revoke_device_client(device_id)
+        return await asyncio.to_thread(self.store.retire_device, device_id, actor=actor)
+
+    async def import_csv(self, text: str, *, actor: str, atomic: bool, dry_run: bool = False) -> ImportReport:
+        parsed = await asyncio.to_thread(parse_device_csv, text)
+        report = await asyncio.to_thread(self.store.import_devices, parsed, actor=actor, atomic=atomic, dry_run=dry_run)
+        if report.topic_changes:
+            broker = self._broker("move provisioned devices' MQTT permissions to their new topics")
+            for device_id, old_topic, new_topic in report.topic_changes:
+                await broker.update_device_topic(device_id, old_topic=old_topic, new_topic=new_topic)
+        return report
+
+    async def ensure_collector_account(self, username: str, password: str, *, actor: str) -> None:
+        await self._broker("create the collectors' account").ensure_collector_account(username, password)
+        await asyncio.to_thread(
+            self.store.record_audit,
+            actor=actor,
+            action="broker.collector_account",
+            entity_type="broker_client",
+            entity_id=username,
+            after={"username": username, "role": "collectors"},
+        )
+
+
+__all__ = ["NOTE_EN", "NOTE_TH", "DeviceService", "IssuedCredentials", "topic_for"]

@@ -1,0 +1,331 @@
+"""The rules engine: evaluates every reading against the rules of its feed, keeps per-device state in memory,
+and drives the alert lifecycle.
+
+    engine = RulesEngine(ruleset, store, pipeline, emit_point, clock=SystemClock(), devices=directory_list)
+    await engine.start()                 # reload open alerts (a restart loses no firing alert)
+    asyncio.create_task(engine.run(queue))  # queue: asyncio.Queue[tuple[Reading, DeviceInfo]] (bounded)
+    offer(queue, reading, device)        # on the ingest path: never blocks, counts drops
+
+`process` touches the database only when an alert changes state. `tick(now_ns)` handles what time alone
+decides: `for` durations, `keep_firing_for` (flap damping), absence of data (heartbeat), reminders and escalation.
+Rule state is per device, so engines can be partitioned by device (one per district, or by MQTT shared
+subscription hash) without coordination; the database still keeps one open alert per (rule, device).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from collectors.model import DeviceInfo, Reading
+from rules.conditions import Context, DeviceMemory, Result, evaluate, heartbeat_s, history_windows, remember
+from rules.lifecycle import AlertLifecycle, EmitPoint
+from rules.metrics import RULES_QUEUE_DROPPED
+from rules.model import Absent, Rule, RuleSet
+from rules.notify.pipeline import NotificationPipeline
+from rules.notify.render import Renderer
+from rules.store import Alert, AlertStore
+from rules.timeutil import NS, Clock, SystemClock, format_duration
+
+log = logging.getLogger(__name__)
+
+DevicesProvider = Callable[[], Iterable[DeviceInfo]]
+
+
+@dataclass(slots=True)
+class _RuleState:
+    alert: Alert | None = None
+    last_ok: bool | None = None
+    clear_since_ns: int | None = None
+    value: float | None = None
+    threshold: float | None = None
+
+
+def offer(queue: asyncio.Queue[tuple[Reading, DeviceInfo]], reading: Reading, device: DeviceInfo) -> bool:
+    """Hand a reading to the engine without blocking the ingest path; False (and counted) when the queue is full."""
+    try:
+        queue.put_nowait((reading, device))
+        return True
+    except asyncio.QueueFull:
+        RULES_QUEUE_DROPPED.inc()
+        return False
+
+
+class RulesEngine:
+    def __init__(
+        self,
+        rules: RuleSet | Sequence[Rule],
+        store: AlertStore,
+        notifier_pipeline: NotificationPipeline | None,
+        emit_point: EmitPoint | None,
+        clock: Clock | None = None,
+        devices: DevicesProvider | None = None,
+        renderer: Renderer | None = None,
+        tick_interval_s: float = 5.0,
+    ) -> None:
+        self.ruleset = rules if isinstance(rules, RuleSet) else RuleSet(rules=list(rules))
+        self.store = store
+        self.pipeline = notifier_pipeline
+        self.clock = clock or SystemClock()
+        self.devices = devices
+        self.renderer = renderer or (notifier_pipeline.renderer if notifier_pipeline else Renderer())
+        self.tick_interval_s = tick_interval_s
+        self.lifecycle = AlertLifecycle(store, emit_point, notifier_pipeline)
+        self._by_feed: dict[str, list[Rule]] = {}
+        for rule in self.ruleset.rules:
+            self._by_feed.setdefault(rule.feed, []).append(rule)
+        self._rules = {r.name: r for r in self.ruleset.rules}
+        self._windows = history_windows(self.ruleset)
+        self._state: dict[tuple[str, str], _RuleState] = {}
+        self._memory: dict[str, DeviceMemory] = {}
+        self._known: dict[str, DeviceInfo] = {}
+        self._lock = asyncio.Lock()
+        self._started_ns: int | None = None
+        if notifier_pipeline is not None and notifier_pipeline.device_lookup is None:
+            notifier_pipeline.device_lookup = self._known.get
+
+    # ---- start / restart ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load open (pending / firing) alerts from the store; re-offer firing ones to the pipeline (deduplicated)."""
+        if self._started_ns is not None:
+            return
+        self._started_ns = self.clock.now_ns()
+        open_alerts = await asyncio.to_thread(self.store.open_alerts)
+        for alert in open_alerts:
+            if alert.rule in self._rules:
+                self._state[(alert.rule, alert.device_id)] = _RuleState(alert=alert, last_ok=True)
+        if self.pipeline is not None:
+            await self.pipeline.restore([a for a in open_alerts if a.rule in self._rules])
+
+    def open_alert(self, rule: str, device_id: str) -> Alert | None:
+        st = self._state.get((rule, device_id))
+        return st.alert if st else None
+
+    # ---- readings -----------------------------------------------------------------------------------------
+
+    async def process(self, reading: Reading, device: DeviceInfo) -> None:
+        await self.start()
+        self._known[device.device_id] = device
+        mem = self._memory.setdefault(device.device_id, DeviceMemory())
+        remember(mem, reading, self._windows)
+        ctx = Context(reading, device, self.ruleset.thresholds, mem)
+        async with self._lock:
+            for rule in self._by_feed.get(reading.feed, ()):
+                if not rule.applies_to(device.device_id, device.city, device.district, device.profile):
+                    continue
+                st = self._state.setdefault((rule.name, device.device_id), _RuleState())
+                if rule.is_absence:
+                    st.last_ok = False
+                    if st.alert is not None:
+                        await self._resolve(st, device, reading.time_ns, None)
+                    continue
+                result = evaluate(rule.when, ctx)
+                # hysteresis: a separate clear condition, else "the alert condition is known to be false"
+                clear_ok = evaluate(rule.clear, ctx).ok is True if rule.clear is not None else result.ok is False
+                if result.ok:
+                    clear_ok = False
+                st.last_ok, st.value, st.threshold = result.ok, result.value, result.threshold
+                await self._step(rule, st, device, reading, result, clear_ok, reading.time_ns)
+
+    def _messages(
+        self,
+        rule: Rule,
+        device: DeviceInfo,
+        reading: Reading | None,
+        value: float | None,
+        threshold: float | None,
+        extra: dict[str, Any] | None = None,
+    ) -> tuple[str, str]:
+        ctx: dict[str, Any] = {
+            "rule": rule.name,
+            "severity": rule.severity.value,
+            "value": value,
+            "threshold": threshold,
+            "device": {
+                "id": device.device_id,
+                "device_id": device.device_id,
+                "name": device.name or device.device_id,
+                "city": device.city,
+                "district": device.district,
+                "site": device.site,
+            },
+            "fields": dict(reading.fields) if reading else {},
+            "tags": dict(reading.tags) if reading else {},
+            "for": format_duration(rule.for_),
+        }
+        ctx.update(extra or {})
+        try:
+            th = self.renderer.render_summary(rule.summary_th, ctx)
+            en = self.renderer.render_summary(rule.summary_en, ctx)
+        except Exception as exc:  # a template mistake must not stop alerting
+            log.warning("summary template of rule %s failed: %s", rule.name, exc)
+            th = en = f"{rule.name}: {device.device_id} = {value}"
+        return th, en
+
+    async def _open(
+        self,
+        rule: Rule,
+        st: _RuleState,
+        device: DeviceInfo,
+        reading: Reading | None,
+        t_ns: int,
+        value: float | None,
+        threshold: float | None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        th, en = self._messages(rule, device, reading, value, threshold, extra)
+        firing = rule.for_ <= 0
+        alert, _ = await self.lifecycle.open(
+            rule=rule.name,
+            severity=rule.severity.value,
+            device=device,
+            t_ns=t_ns,
+            firing=firing,
+            value=value,
+            threshold=threshold,
+            message_th=th,
+            message_en=en,
+            labels=dict(rule.labels),
+        )
+        st.alert, st.clear_since_ns = alert, None
+
+    async def _fire(
+        self,
+        rule: Rule,
+        st: _RuleState,
+        device: DeviceInfo | None,
+        reading: Reading | None,
+        t_ns: int,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        assert st.alert is not None
+        dev = device or self._known.get(st.alert.device_id)
+        th = en = None
+        if dev is not None:
+            th, en = self._messages(rule, dev, reading, st.value, st.threshold, extra)
+        st.alert = await self.lifecycle.fire(st.alert, dev, t_ns, st.value, st.threshold, th, en)
+        if st.alert is not None and not st.alert.is_open:
+            st.alert = None
+
+    async def _resolve(self, st: _RuleState, device: DeviceInfo | None, t_ns: int, value: float | None) -> None:
+        assert st.alert is not None
+        dev = device or self._known.get(st.alert.device_id)
+        await self.lifecycle.resolve(st.alert, dev, t_ns, value)
+        st.alert, st.clear_since_ns = None, None
+
+    async def _step(
+        self, rule: Rule, st: _RuleState, device: DeviceInfo, reading: Reading, result: Result, clear_ok: bool, now: int
+    ) -> None:
+        alert = st.alert
+        if alert is None:
+            if result.ok:
+                await self._open(rule, st, device, reading, now, result.value, result.threshold)
+            return
+        if alert.state == "pending":
+            if clear_ok:
+                await self._resolve(st, device, now, result.value)
+            elif result.ok and now - alert.started_ns >= int(rule.for_ * NS):
+                await self._fire(rule, st, device, reading, now)
+            return
+        # firing
+        if clear_ok:
+            if rule.keep_firing_for <= 0:
+                await self._resolve(st, device, now, result.value)
+            elif st.clear_since_ns is None:
+                st.clear_since_ns = now
+            elif now - st.clear_since_ns >= int(rule.keep_firing_for * NS):
+                await self._resolve(st, device, now, result.value)
+        elif result.ok and st.clear_since_ns is not None:
+            st.clear_since_ns = None  # came back while held: a flap, damped
+            updated = await self.lifecycle.note_flap(alert, now)
+            if updated is not None:
+                st.alert = updated
+
+    # ---- time ---------------------------------------------------------------------------------------------
+
+    async def tick(self, now_ns: int | None = None) -> None:
+        await self.start()
+        now = self.clock.now_ns() if now_ns is None else now_ns
+        async with self._lock:
+            for (rule_name, device_id), st in list(self._state.items()):
+                rule = self._rules.get(rule_name)
+                alert = st.alert
+                if rule is None or alert is None:
+                    continue
+                if (
+                    alert.state == "pending"
+                    and st.last_ok
+                    and not rule.is_absence
+                    and now - alert.started_ns >= int(rule.for_ * NS)
+                ):
+                    await self._fire(rule, st, self._known.get(device_id), None, now)
+                elif (
+                    alert.state == "firing"
+                    and st.clear_since_ns is not None
+                    and now - st.clear_since_ns >= int(rule.keep_firing_for * NS)
+                ):
+                    await self._resolve(st, self._known.get(device_id), now, st.value)
+            await self._check_absence(now)
+        if self.pipeline is not None:
+            await self.pipeline.tick(now)
+
+    async def _check_absence(self, now: int) -> None:
+        if self.devices is None:
+            return
+        absence_rules = [r for r in self.ruleset.rules if r.is_absence]
+        if not absence_rules:
+            return
+        for device in list(self.devices()):
+            self._known.setdefault(device.device_id, device)
+            if device.status not in ("active", ""):
+                continue
+            mem = self._memory.get(device.device_id)
+            last = mem.last_seen_ns if mem and mem.last_seen_ns is not None else self._started_ns or now
+            for rule in absence_rules:
+                if rule.feed != device.feed or not rule.applies_to(
+                    device.device_id, device.city, device.district, device.profile
+                ):
+                    continue
+                assert isinstance(rule.when, Absent)
+                limit_s = heartbeat_s(rule.when.absent, device, self.ruleset.thresholds)
+                silent_s = (now - last) / NS
+                st = self._state.setdefault((rule.name, device.device_id), _RuleState())
+                if silent_s <= limit_s:
+                    continue
+                st.value, st.threshold, st.last_ok = silent_s, limit_s, True
+                extra = {"silent_for": format_duration(silent_s), "heartbeat": format_duration(limit_s)}
+                if st.alert is None:
+                    await self._open(rule, st, device, None, now, silent_s, limit_s, extra)
+                elif st.alert.state == "pending" and now - st.alert.started_ns >= int(rule.for_ * NS):
+                    await self._fire(rule, st, device, None, now, extra)
+
+    # ---- the loop -----------------------------------------------------------------------------------------
+
+    async def run(self, queue: asyncio.Queue[tuple[Reading, DeviceInfo]], tick_interval_s: float | None = None) -> None:
+        """Consume readings from the bounded queue; tick every `tick_interval_s` (wall time)."""
+        await self.start()
+        interval = tick_interval_s or self.tick_interval_s
+        next_tick = time.monotonic() + interval
+        while True:
+            try:
+                reading, device = await asyncio.wait_for(queue.get(), max(0.0, next_tick - time.monotonic()))
+            except TimeoutError:
+                pass
+            else:
+                try:
+                    await self.process(reading, device)
+                except Exception:
+                    log.exception("rules: reading of %s could not be evaluated", reading.device_id)
+                finally:
+                    queue.task_done()
+            if time.monotonic() >= next_tick:
+                try:
+                    await self.tick()
+                except Exception:
+                    log.exception("rules: tick failed")
+                next_tick = time.monotonic() + interval

@@ -1,0 +1,17 @@
+"""Prometheus metrics of the rules engine and notifications (exposed as *_total counters)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+NOTIFICATIONS = Counter(
+    "nakhon_notifications",
+    "Notification deliveries by receiver and outcome (sent, failed, retried)",
+    ["receiver", "outcome"],
+)
+ALERT_STATE_CHANGES = Counter(
+    "nakhon_alerts_state_changes", "Alert state changes by rule and new state", ["rule", "state"]
+)
+RULES_QUEUE_DROPPED = Counter("nakhon_rules_queue_dropped", "Readings dropped because the rules queue was full")
+ALERT_POINT_ERRORS = Counter("nakhon_alert_point_errors", "Alert points the sink callback failed to take")
+RECEIVER_QUEUE_DEPTH = Gauge("nakhon_notification_queue_depth", "Messages waiting per receiver", ["receiver"])

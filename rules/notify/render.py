@@ -1,0 +1,101 @@
+"""Notification text from Jinja2 templates (`rules/templates/`), Thai and English, times in Asia/Bangkok.
+
+Thai text shows the Buddhist-era year (2026 -> 2569). Every alert carries an acknowledge link
+`{public_url}/api/v1/alerts/{id}/ack`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jinja2 import FileSystemLoader, StrictUndefined, Undefined
+from jinja2.sandbox import SandboxedEnvironment
+
+from rules.store import Alert
+from rules.timeutil import format_duration, format_en, format_th
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+SEVERITY_TH = {"info": "ข้อมูล", "warning": "เฝ้าระวัง", "critical": "วิกฤต"}
+STATE_TH = {"pending": "รอยืนยัน", "firing": "เกิดเหตุ", "resolved": "คลี่คลายแล้ว"}
+KIND_TH = {
+    "firing": "แจ้งเตือน",
+    "resolved": "คลี่คลายแล้ว",
+    "reminder": "เตือนซ้ำ (ยังไม่มีผู้รับทราบ)",
+    "escalation": "ยกระดับ (ยังไม่มีผู้รับทราบ)",
+}
+KIND_EN = {
+    "firing": "Alert",
+    "resolved": "Resolved",
+    "reminder": "Reminder (not acknowledged)",
+    "escalation": "Escalation (not acknowledged)",
+}
+FEED_TH = {"air": "คุณภาพอากาศ", "flood": "ระดับน้ำ", "energy": "พลังงานไฟฟ้า", "bus": "รถรับส่งนักเรียน"}
+
+
+def _num(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:,.2f}".rstrip("0").rstrip(".") if abs(v) < 1e6 else f"{v:,.0f}"
+
+
+class Renderer:
+    def __init__(self, public_url: str = "http://localhost:8000", templates_dir: Path | None = None) -> None:
+        self.public_url = public_url.rstrip("/")
+        self.env = SandboxedEnvironment(
+            loader=FileSystemLoader(str(templates_dir or TEMPLATES_DIR)),
+            undefined=StrictUndefined,
+            autoescape=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+        )
+        self.env.filters.update(th_time=format_th, en_time=format_en, duration=format_duration, num=_num)
+        self.env.globals.update(
+            SEVERITY_TH=SEVERITY_TH, STATE_TH=STATE_TH, KIND_TH=KIND_TH, KIND_EN=KIND_EN, FEED_TH=FEED_TH
+        )
+
+    def ack_url(self, alert_id: str) -> str:
+        return f"{self.public_url}/api/v1/alerts/{alert_id}/ack"
+
+    def context(self, alerts: list[Alert], kind: str, receiver: str, now_ns: int) -> dict[str, Any]:
+        base_kind = kind.split("-", 1)[0]
+        severity = max((a.severity for a in alerts), key=lambda s: {"info": 0, "warning": 1, "critical": 2}.get(s, 0))
+        items = []
+        for a in alerts:
+            d = a.to_dict()
+            d["ack_url"] = self.ack_url(a.id)
+            d["severity_th"] = SEVERITY_TH.get(a.severity, a.severity)
+            d["state_th"] = STATE_TH.get(a.state, a.state)
+            items.append(d)
+        return {
+            "alerts": items,
+            "kind": base_kind,
+            "receiver": receiver,
+            "severity": severity,
+            "severity_th": SEVERITY_TH.get(severity, severity),
+            "now_ns": now_ns,
+            "public_url": self.public_url,
+        }
+
+    def render(self, alerts: list[Alert], kind: str, receiver: str, language: str, now_ns: int) -> tuple[str, str]:
+        """(title, body) in `th`, `en` or `both` (Thai first)."""
+        ctx = self.context(alerts, kind, receiver, now_ns)
+        title = " ".join(self.env.get_template("title.j2").render(ctx).split())
+        parts = []
+        if language in ("th", "both"):
+            parts.append(self.env.get_template("message.th.j2").render(ctx).strip())
+        if language in ("en", "both"):
+            parts.append(self.env.get_template("message.en.j2").render(ctx).strip())
+        return title, "\n\n———\n\n".join(parts) + "\n"
+
+    def render_summary(self, template: str, context: dict[str, Any]) -> str:
+        """A rule's one-line summary_th / summary_en (sandboxed; unknown names render empty)."""
+        env = self.env.overlay(undefined=_Lenient)
+        return env.from_string(template).render(context).strip()
+
+
+class _Lenient(Undefined):
+    def __str__(self) -> str:
+        return ""

@@ -1,0 +1,551 @@
+"""The alert lifecycle store: alerts, silences and the notification log, in SQL (SQLite by default, PostgreSQL by URL).
+
+One open alert per (rule, device) is enforced by the database: `open_key` is UNIQUE and holds
+"rule|device_id" while the alert is pending or firing, NULL once resolved (NULLs never collide), so two
+evaluators racing to open the same alert get one row. Times are UTC nanoseconds (BigInteger).
+
+The tables live on `Base`. To share the gateway's registry database and Alembic metadata, replace the
+`class Base(DeclarativeBase)` below by `from gateway.db import Base` (one line).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Float, Index, Integer, String, Text, create_engine, event, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from rules.timeutil import NS, to_utc
+
+
+class Base(DeclarativeBase):  # switch to the registry's metadata: `from gateway.db import Base`
+    pass
+
+
+OPEN_STATES = ("pending", "firing")
+STATES = ("pending", "firing", "resolved")
+LABEL_NAMES = ("rule", "device_id", "city", "district", "feed", "severity")
+
+
+class AlertRow(Base):
+    __tablename__ = "rules_alerts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(120), index=True)
+    device_id: Mapped[str] = mapped_column(String(120), index=True)
+    city: Mapped[str] = mapped_column(String(80), default="")
+    district: Mapped[str] = mapped_column(String(80), default="")
+    feed: Mapped[str] = mapped_column(String(20), default="")
+    severity: Mapped[str] = mapped_column(String(10))
+    state: Mapped[str] = mapped_column(String(10), index=True)
+    open_key: Mapped[str | None] = mapped_column(String(250), unique=True, nullable=True)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
+    message_th: Mapped[str] = mapped_column(Text, default="")
+    message_en: Mapped[str] = mapped_column(Text, default="")
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    started_ns: Mapped[int] = mapped_column(BigInteger)
+    fired_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    resolved_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    updated_ns: Mapped[int] = mapped_column(BigInteger)
+    ack_by: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    ack_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    ack_comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    flap_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SilenceRow(Base):
+    __tablename__ = "rules_silences"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    matchers: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    starts_ns: Mapped[int] = mapped_column(BigInteger)
+    ends_ns: Mapped[int] = mapped_column(BigInteger, index=True)
+    created_by: Mapped[str] = mapped_column(String(120))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_ns: Mapped[int] = mapped_column(BigInteger)
+
+
+class NotificationRow(Base):
+    """One (receiver, alert, event) delivery; `dedup_key` is unique so nothing is sent twice, even after a restart."""
+
+    __tablename__ = "rules_notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dedup_key: Mapped[str] = mapped_column(String(400), unique=True)
+    message_id: Mapped[str] = mapped_column(String(32), index=True)
+    alert_id: Mapped[str] = mapped_column(String(32), index=True)
+    receiver: Mapped[str] = mapped_column(String(120), index=True)
+    group_key: Mapped[str] = mapped_column(String(400), default="")
+    kind: Mapped[str] = mapped_column(String(40))
+    outcome: Mapped[str] = mapped_column(String(20), index=True)  # queued | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_ns: Mapped[int] = mapped_column(BigInteger)
+    updated_ns: Mapped[int] = mapped_column(BigInteger)
+
+
+Index("ix_rules_alerts_rule_device", AlertRow.rule, AlertRow.device_id)
+
+
+@dataclass(slots=True)
+class Alert:
+    """A plain snapshot of one alert (safe to pass between threads and tasks)."""
+
+    id: str
+    rule: str
+    device_id: str
+    city: str
+    district: str
+    feed: str
+    severity: str
+    state: str
+    value: float | None
+    threshold: float | None
+    message_th: str
+    message_en: str
+    labels: dict[str, str]
+    started_ns: int
+    fired_ns: int | None
+    resolved_ns: int | None
+    updated_ns: int
+    ack_by: str | None = None
+    ack_ns: int | None = None
+    ack_comment: str | None = None
+    flap_count: int = 0
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.ack_ns is not None
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("started_ns", "fired_ns", "resolved_ns", "updated_ns", "ack_ns"):
+            v = out[key]
+            out[key.replace("_ns", "_at")] = to_utc(v).isoformat() if v is not None else None
+        return out
+
+
+@dataclass(slots=True)
+class Silence:
+    id: str
+    matchers: list[dict[str, str]]
+    starts_ns: int
+    ends_ns: int
+    created_by: str
+    comment: str
+    created_ns: int
+
+    def active(self, now_ns: int) -> bool:
+        return self.starts_ns <= now_ns < self.ends_ns
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["starts_at"] = to_utc(self.starts_ns).isoformat()
+        out["ends_at"] = to_utc(self.ends_ns).isoformat()
+        out["created_at"] = to_utc(self.created_ns).isoformat()
+        return out
+
+
+@dataclass(slots=True)
+class NotificationLog:
+    id: int
+    message_id: str
+    alert_id: str
+    receiver: str
+    group_key: str
+    kind: str
+    outcome: str
+    attempts: int
+    error: str | None
+    created_ns: int
+    updated_ns: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("extra")
+        out["created_at"] = to_utc(self.created_ns).isoformat()
+        out["updated_at"] = to_utc(self.updated_ns).isoformat()
+        return out
+
+
+def _alert(row: AlertRow) -> Alert:
+    return Alert(
+        id=row.id,
+        rule=row.rule,
+        device_id=row.device_id,
+        city=row.city,
+        district=row.district,
+        feed=row.feed,
+        severity=row.severity,
+        state=row.state,
+        value=row.value,
+        threshold=row.threshold,
+        message_th=row.message_th,
+        message_en=row.message_en,
+        labels=dict(row.labels or {}),
+        started_ns=row.started_ns,
+        fired_ns=row.fired_ns,
+        resolved_ns=row.resolved_ns,
+        updated_ns=row.updated_ns,
+        ack_by=row.ack_by,
+        ack_ns=row.ack_ns,
+        ack_comment=row.ack_comment,
+        flap_count=row.flap_count,
+    )
+
+
+def _silence(row: SilenceRow) -> Silence:
+    return Silence(row.id, list(row.matchers), row.starts_ns, row.ends_ns, row.created_by, row.comment, row.created_ns)
+
+
+def _note(row: NotificationRow) -> NotificationLog:
+    return NotificationLog(
+        row.id,
+        row.message_id,
+        row.alert_id,
+        row.receiver,
+        row.group_key,
+        row.kind,
+        row.outcome,
+        row.attempts,
+        row.error,
+        row.created_ns,
+        row.updated_ns,
+    )
+
+
+def open_key(rule: str, device_id: str) -> str:
+    return f"{rule}|{device_id}"
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30}}
+        if url in ("sqlite://", "sqlite:///:memory:"):
+            kwargs["poolclass"] = StaticPool
+        engine = create_engine(url, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            if url not in ("sqlite://", "sqlite:///:memory:"):
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class AlertStore:
+    """Alerts, silences and the notification log. Synchronous (call from a thread in async code)."""
+
+    def __init__(self, url: str | Engine = "sqlite:///nakhon-alerts.db", create: bool = True) -> None:
+        self.engine = make_engine(url) if isinstance(url, str) else url
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if create:
+            Base.metadata.create_all(self.engine)
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- alerts -------------------------------------------------------------------------------------------
+
+    def open_alert(
+        self,
+        *,
+        rule: str,
+        device_id: str,
+        city: str,
+        district: str,
+        feed: str,
+        severity: str,
+        state: str,
+        t_ns: int,
+        value: float | None = None,
+        threshold: float | None = None,
+        message_th: str = "",
+        message_en: str = "",
+        labels: dict[str, str] | None = None,
+    ) -> tuple[Alert, bool]:
+        """Open (pending or firing) the alert of (rule, device), or return the one already open: (alert, created)."""
+        if state not in OPEN_STATES:
+            raise ValueError(f"cannot open an alert as {state!r}")
+        key = open_key(rule, device_id)
+        row = AlertRow(
+            id=uuid.uuid4().hex,
+            rule=rule,
+            device_id=device_id,
+            city=city,
+            district=district,
+            feed=feed,
+            severity=severity,
+            state=state,
+            open_key=key,
+            value=value,
+            threshold=threshold,
+            message_th=message_th,
+            message_en=message_en,
+            labels=dict(labels or {}),
+            started_ns=t_ns,
+            fired_ns=t_ns if state == "firing" else None,
+            resolved_ns=None,
+            updated_ns=t_ns,
+            flap_count=0,
+        )
+        try:
+            with self._tx() as s:
+                s.add(row)
+            return _alert(row), True
+        except IntegrityError:
+            existing = self.get_open(rule, device_id)
+            if existing is None:  # resolved in between: try once more
+                return self.open_alert(
+                    rule=rule,
+                    device_id=device_id,
+                    city=city,
+                    district=district,
+                    feed=feed,
+                    severity=severity,
+                    state=state,
+                    t_ns=t_ns,
+                    value=value,
+                    threshold=threshold,
+                    message_th=message_th,
+                    message_en=message_en,
+                    labels=labels,
+                )
+            return existing, False
+
+    def get(self, alert_id: str) -> Alert | None:
+        with self._tx() as s:
+            row = s.get(AlertRow, alert_id)
+            return _alert(row) if row else None
+
+    def get_open(self, rule: str, device_id: str) -> Alert | None:
+        with self._tx() as s:
+            row = s.scalar(select(AlertRow).where(AlertRow.open_key == open_key(rule, device_id)))
+            return _alert(row) if row else None
+
+    def _update(self, alert_id: str, expect: Sequence[str] | None, **values: Any) -> Alert | None:
+        with self._tx() as s:
+            stmt = update(AlertRow).where(AlertRow.id == alert_id)
+            if expect is not None:
+                stmt = stmt.where(AlertRow.state.in_(list(expect)))
+            result = s.execute(stmt.values(**values))
+            if getattr(result, "rowcount", 1) == 0:
+                return None
+            row = s.get(AlertRow, alert_id, populate_existing=True)
+            return _alert(row) if row else None
+
+    def fire(
+        self,
+        alert_id: str,
+        t_ns: int,
+        value: float | None = None,
+        threshold: float | None = None,
+        message_th: str | None = None,
+        message_en: str | None = None,
+    ) -> Alert | None:
+        """pending -> firing. None when the alert was not pending (someone else moved it)."""
+        values: dict[str, Any] = {"state": "firing", "fired_ns": t_ns, "updated_ns": t_ns}
+        if value is not None:
+            values["value"] = value
+        if threshold is not None:
+            values["threshold"] = threshold
+        if message_th is not None:
+            values["message_th"] = message_th
+        if message_en is not None:
+            values["message_en"] = message_en
+        return self._update(alert_id, ("pending",), **values)
+
+    def resolve(self, alert_id: str, t_ns: int, value: float | None = None) -> Alert | None:
+        """pending|firing -> resolved; frees the (rule, device) slot. None when it was not open."""
+        values: dict[str, Any] = {"state": "resolved", "open_key": None, "resolved_ns": t_ns, "updated_ns": t_ns}
+        if value is not None:
+            values["value"] = value
+        return self._update(alert_id, OPEN_STATES, **values)
+
+    def ack(self, alert_id: str, by: str, comment: str, t_ns: int) -> Alert | None:
+        """Acknowledge at any point (pending, firing or resolved). None when the alert does not exist."""
+        return self._update(alert_id, None, ack_by=by, ack_comment=comment, ack_ns=t_ns, updated_ns=t_ns)
+
+    def note_flap(self, alert_id: str, t_ns: int) -> Alert | None:
+        with self._tx() as s:
+            s.execute(
+                update(AlertRow)
+                .where(AlertRow.id == alert_id)
+                .values(flap_count=AlertRow.flap_count + 1, updated_ns=t_ns)
+            )
+            row = s.get(AlertRow, alert_id, populate_existing=True)
+            return _alert(row) if row else None
+
+    def open_alerts(self) -> list[Alert]:
+        return self.list_alerts(states=OPEN_STATES, limit=None)
+
+    def list_alerts(
+        self,
+        *,
+        state: str | None = None,
+        states: Sequence[str] | None = None,
+        severity: str | None = None,
+        device_id: str | None = None,
+        rule: str | None = None,
+        city: str | None = None,
+        feed: str | None = None,
+        limit: int | None = 500,
+    ) -> list[Alert]:
+        stmt = select(AlertRow)
+        if state is not None:
+            stmt = stmt.where(AlertRow.state == state)
+        if states is not None:
+            stmt = stmt.where(AlertRow.state.in_(list(states)))
+        for col, val in (
+            (AlertRow.severity, severity),
+            (AlertRow.device_id, device_id),
+            (AlertRow.rule, rule),
+            (AlertRow.city, city),
+            (AlertRow.feed, feed),
+        ):
+            if val is not None:
+                stmt = stmt.where(col == val)
+        stmt = stmt.order_by(AlertRow.updated_ns.desc(), AlertRow.id)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self._tx() as s:
+            return [_alert(r) for r in s.scalars(stmt)]
+
+    # ---- silences -----------------------------------------------------------------------------------------
+
+    def add_silence(
+        self, matchers: list[dict[str, str]], starts_ns: int, ends_ns: int, created_by: str, comment: str, now_ns: int
+    ) -> Silence:
+        if ends_ns <= starts_ns:
+            raise ValueError("a silence must end after it starts")
+        row = SilenceRow(
+            id=uuid.uuid4().hex,
+            matchers=matchers,
+            starts_ns=starts_ns,
+            ends_ns=ends_ns,
+            created_by=created_by,
+            comment=comment,
+            created_ns=now_ns,
+        )
+        with self._tx() as s:
+            s.add(row)
+        return _silence(row)
+
+    def list_silences(self, active_at_ns: int | None = None, include_expired: bool = True) -> list[Silence]:
+        stmt = select(SilenceRow).order_by(SilenceRow.created_ns.desc())
+        if active_at_ns is not None:
+            stmt = stmt.where(SilenceRow.ends_ns > active_at_ns)
+            if not include_expired:
+                stmt = stmt.where(SilenceRow.starts_ns <= active_at_ns)
+        with self._tx() as s:
+            return [_silence(r) for r in s.scalars(stmt)]
+
+    def get_silence(self, silence_id: str) -> Silence | None:
+        with self._tx() as s:
+            row = s.get(SilenceRow, silence_id)
+            return _silence(row) if row else None
+
+    def expire_silence(self, silence_id: str, now_ns: int) -> Silence | None:
+        """End a silence now (kept for the record). None when it does not exist."""
+        with self._tx() as s:
+            row = s.get(SilenceRow, silence_id)
+            if row is None:
+                return None
+            if row.ends_ns > now_ns:
+                row.ends_ns = max(now_ns, row.starts_ns + 1)
+            return _silence(row)
+
+    # ---- notification log ---------------------------------------------------------------------------------
+
+    def claim_notification(
+        self, *, dedup_key: str, message_id: str, alert_id: str, receiver: str, group_key: str, kind: str, now_ns: int
+    ) -> bool:
+        """Record a delivery about to be attempted; False when it already was (dedup, also across restarts)."""
+        row = NotificationRow(
+            dedup_key=dedup_key,
+            message_id=message_id,
+            alert_id=alert_id,
+            receiver=receiver,
+            group_key=group_key,
+            kind=kind,
+            outcome="queued",
+            attempts=0,
+            error=None,
+            created_ns=now_ns,
+            updated_ns=now_ns,
+        )
+        try:
+            with self._tx() as s:
+                s.add(row)
+            return True
+        except IntegrityError:
+            return False
+
+    def claimed(self, dedup_key: str) -> bool:
+        with self._tx() as s:
+            return s.scalar(select(NotificationRow.id).where(NotificationRow.dedup_key == dedup_key)) is not None
+
+    def finish_message(self, message_id: str, outcome: str, attempts: int, error: str | None, now_ns: int) -> None:
+        with self._tx() as s:
+            s.execute(
+                update(NotificationRow)
+                .where(NotificationRow.message_id == message_id)
+                .values(outcome=outcome, attempts=attempts, error=error, updated_ns=now_ns)
+            )
+
+    def was_sent(self, receiver: str, alert_id: str, kind: str) -> bool:
+        with self._tx() as s:
+            stmt = select(NotificationRow.id).where(
+                NotificationRow.receiver == receiver,
+                NotificationRow.alert_id == alert_id,
+                NotificationRow.kind == kind,
+                NotificationRow.outcome.in_(["sent", "queued"]),
+            )
+            return s.scalar(stmt.limit(1)) is not None
+
+    def list_notifications(
+        self,
+        *,
+        failed: bool | None = None,
+        receiver: str | None = None,
+        alert_id: str | None = None,
+        limit: int = 500,
+    ) -> list[NotificationLog]:
+        stmt = select(NotificationRow)
+        if failed is True:
+            stmt = stmt.where(NotificationRow.outcome == "failed")
+        elif failed is False:
+            stmt = stmt.where(NotificationRow.outcome != "failed")
+        if receiver is not None:
+            stmt = stmt.where(NotificationRow.receiver == receiver)
+        if alert_id is not None:
+            stmt = stmt.where(NotificationRow.alert_id == alert_id)
+        stmt = stmt.order_by(NotificationRow.id.desc()).limit(limit)
+        with self._tx() as s:
+            return [_note(r) for r in s.scalars(stmt)]
+
+
+def seconds(ns: int) -> float:
+    return ns / NS

@@ -1,0 +1,45 @@
+"""Schemathesis against the app's own OpenAPI (in-process ASGI, admin token): no input gives a 5xx.
+
+Example counts are kept modest so the whole run stays well under a minute. (The schema is loaded at import:
+`schemathesis.pytest.from_fixture` does not work with this pytest version.)
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+
+from gateway.api import create_app
+from gateway.broker import FakeProvisioner
+from gateway.registry import RegistryStore
+from gateway.registry.schemas import DeviceSpec, ProfileSpec
+
+_DATA_DIR = tempfile.mkdtemp(prefix="nakhon-fuzz-")
+_STORE = RegistryStore.for_data_dir(_DATA_DIR)
+_STORE.migrate()
+_TOKEN = _STORE.create_token("fuzz-admin", "admin", actor="test")[1]
+AUTH = {"Authorization": f"Bearer {_TOKEN}"}
+# Something to find, so that paths with ids sometimes reach the code behind them.
+_STORE.create_profile(ProfileSpec(name="p1", feed="air"), actor="test")
+_STORE.create_device(DeviceSpec(device_id="d1", feed="air", city="bangkok", district="Bang Rak"), actor="test")
+
+schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(_STORE, FakeProvisioner()))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cleanup() -> Iterator[None]:
+    yield
+    _STORE.close()
+    shutil.rmtree(_DATA_DIR, ignore_errors=True)
+
+
+@schema.parametrize()
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_input_makes_a_server_error(case: schemathesis.Case) -> None:
+    case.call_and_validate(headers=AUTH, checks=[not_a_server_error])

@@ -1,0 +1,331 @@
+"""The registry store on SQLite and PostgreSQL (migrations included): devices, profiles, overrides, import,
+recent messages, tokens, audit, and the collectors' in-memory directory."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import inspect
+
+from gateway.errors import ConflictError, DeviceNotFoundError, InvalidInputError
+from gateway.registry import RecentMessage, RegistryDirectory, RegistryStore, parse_device_csv
+from gateway.registry.schemas import DevicePatch, DeviceSpec, OverridesSpec, ProfilePatch, ProfileSpec
+from gateway.secrets import REDACTED
+
+HEADER = "device_id,feed,city,district,lat,lon,name"
+
+
+def flood(device_id: str = "cm-flood-1", **extra: object) -> DeviceSpec:
+    data: dict[str, object] = {
+        "device_id": device_id,
+        "feed": "flood",
+        "city": "chiangmai",
+        "district": "Mueang",
+        "name": "P.1 Nawarat bridge",
+        "lat": 18.79,
+        "lon": 98.99,
+        "site": {"bank_level_m": 3.7, "ground_level_m": 0.0},
+    }
+    data.update(extra)
+    return DeviceSpec.model_validate(data)
+
+
+def test_migrations_create_every_table_and_are_idempotent(store: RegistryStore) -> None:
+    store.migrate()  # a second run is a no-op
+    tables = set(inspect(store.engine).get_table_names())
+    assert {
+        "devices",
+        "device_profiles",
+        "device_overrides",
+        "api_tokens",
+        "audit_log",
+        "device_recent_messages",
+        "alembic_version",
+    } <= tables
+
+
+def test_create_get_list_with_filters_and_paging(store: RegistryStore) -> None:
+    store.create_device(flood("a-1"), actor="t")
+    store.create_device(flood("a-2", district="Hang Dong"), actor="t")
+    store.create_device(flood("b-1", feed="air", city="bangkok", district="Bang Rak", site={}), actor="t")
+    device = store.get_device("a-1")
+    assert device.topic == "city/chiangmai/flood/a-1"
+    assert device.created_at.tzinfo is not None and device.created_at.utcoffset() == timedelta(0)
+    assert store.list_devices(city="chiangmai").total == 2
+    assert [d.device_id for d in store.list_devices(district="Hang Dong").items] == ["a-2"]
+    assert store.list_devices(feed="air").total == 1
+    page = store.list_devices(limit=2, offset=1)
+    assert page.total == 3 and [d.device_id for d in page.items] == ["a-2", "b-1"]
+    with pytest.raises(DeviceNotFoundError):
+        store.get_device("nope")
+
+
+def test_duplicates_and_dev_eui_uniqueness(store: RegistryStore) -> None:
+    store.create_device(flood("a-1", dev_eui="70B3D57ED0001234"), actor="t")
+    assert store.get_device("a-1").dev_eui == "70b3d57ed0001234"  # stored lower-case
+    with pytest.raises(ConflictError):
+        store.create_device(flood("a-1"), actor="t")
+    with pytest.raises(ConflictError) as excinfo:
+        store.create_device(flood("a-2", dev_eui="70b3d57ed0001234"), actor="t")
+    assert excinfo.value.context["field"] == "dev_eui"
+
+
+def test_bad_input_names_the_field() -> None:
+    with pytest.raises(Exception) as excinfo:
+        flood("bad id/with slash", site={"bank_level_m": "high"})
+    text = str(excinfo.value)
+    assert "device_id" in text and "site" in text
+    with pytest.raises(Exception, match="unknown site field 'colour'"):
+        flood(site={"colour": 1})
+    with pytest.raises(Exception, match="dev_eui"):
+        flood(dev_eui="xyz")
+
+
+def test_update_retire_maintenance_and_audit(store: RegistryStore) -> None:
+    store.create_device(flood(), actor="token:eng")
+    before, after = store.update_device(
+        "cm-flood-1", DevicePatch(name="New name", site={"bank_level_m": 4.0}), actor="token:eng"
+    )
+    assert before.name == "P.1 Nawarat bridge" and after.name == "New name"
+    assert after.site == {"bank_level_m": 4.0}
+    with pytest.raises(InvalidInputError) as excinfo:
+        store.update_device("cm-flood-1", DevicePatch.model_validate({"city": None}), actor="t")
+    assert excinfo.value.problems[0].field == "city"
+    until = datetime.now(UTC) + timedelta(hours=2)
+    device = store.set_maintenance("cm-flood-1", until, actor="t")
+    assert device.in_maintenance
+    device = store.set_maintenance("cm-flood-1", datetime.now(UTC) - timedelta(seconds=1), actor="t")
+    assert not device.in_maintenance  # maintenance ends by itself: active iff until > now
+    store.set_credentials("cm-flood-1", mqtt_username="cm-flood-1", mqtt_password_hash="scrypt$secret", actor="t")
+    retired = store.retire_device("cm-flood-1", actor="t")
+    assert retired.status == "retired" and not retired.has_mqtt_credentials
+    audit = store.list_audit(entity_id="cm-flood-1", limit=50)
+    actions = [entry.action for entry in audit.items]
+    assert actions[0] == "device.retire" and actions[-1] == "device.create"
+    assert "device.update" in actions and "device.rotate_credentials" in actions
+    rotate = next(e for e in audit.items if e.action == "device.rotate_credentials")
+    assert rotate.after is not None and rotate.after["mqtt_password_hash"] == REDACTED
+    assert "scrypt$secret" not in str([e.model_dump() for e in audit.items])
+    assert audit.items[-1].actor == "token:eng"
+    assert all(e.at.utcoffset() == timedelta(0) for e in audit.items)
+
+
+def test_profiles_overrides_and_directory_merge(store: RegistryStore) -> None:
+    store.create_profile(
+        ProfileSpec(
+            name="ultrasonic-v1",
+            feed="flood",
+            expected_fields=["level_m", "battery_pct"],
+            field_mapping="ultrasonic",
+            default_thresholds={"level_warning_m": 3.0, "level_critical_m": 3.7},
+            heartbeat_s=300,
+        ),
+        actor="t",
+    )
+    with pytest.raises(InvalidInputError) as excinfo:
+        store.create_device(flood(feed="air", profile="ultrasonic-v1", site={}), actor="t")
+    assert excinfo.value.problems[0].field == "profile"
+    store.create_device(flood(profile="ultrasonic-v1", dev_eui="0011223344556677"), actor="t")
+    store.set_overrides(
+        "cm-flood-1",
+        OverridesSpec.model_validate(
+            {"thresholds": {"level_critical_m": 3.9}, "calibration": {"level_m": {"offset": -0.12, "scale": 1.0}}}
+        ),
+        actor="t",
+    )
+    with pytest.raises(InvalidInputError) as excinfo:
+        store.set_overrides("cm-flood-1", OverridesSpec.model_validate({"calibration": {"pm25_ugm3": {}}}), actor="t")
+    assert excinfo.value.problems[0].field == "calibration.pm25_ugm3"
+    with pytest.raises(ConflictError):
+        store.delete_profile("ultrasonic-v1", actor="t")
+    store.update_profile("ultrasonic-v1", ProfilePatch(heartbeat_s=600), actor="t")
+    with pytest.raises(InvalidInputError):
+        store.update_profile("ultrasonic-v1", ProfilePatch(expected_fields=["pm25_ugm3"]), actor="t")
+
+    until = datetime(2030, 1, 1, 7, 0, tzinfo=UTC)
+    store.set_maintenance("cm-flood-1", until, actor="t")
+    directory = RegistryDirectory(store, refresh_s=60, start=False)
+    info = directory.by_id("cm-flood-1")
+    assert info is not None
+    assert info.thresholds == {"level_warning_m": 3.0, "level_critical_m": 3.9}
+    assert info.calibration == {"level_m": {"offset": -0.12, "scale": 1.0}}
+    assert info.heartbeat_s == 600
+    assert info.site == {"bank_level_m": 3.7, "ground_level_m": 0.0}
+    assert info.maintenance_until_ns == int(until.timestamp()) * 1_000_000_000
+    assert directory.by_dev_eui("0011223344556677") is info
+    assert directory.by_dev_eui("0011223344556677".upper()) is info
+    directory.stop()
+
+
+def test_directory_refreshes_on_change_without_queries_per_lookup(store: RegistryStore) -> None:
+    directory = RegistryDirectory(store, refresh_s=0.2)
+    try:
+        assert directory.by_id("new-1") is None
+        store.create_device(flood("new-1"), actor="t")  # the store tells the directory (in-process)
+        deadline = time.monotonic() + 5
+        while directory.by_id("new-1") is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert directory.by_id("new-1") is not None
+
+        # A change made by another process (another store on the same database) is found by the poll.
+        other = RegistryStore(store.url)
+        other.update_device("new-1", DevicePatch(name="renamed"), actor="t")
+        other.close()
+        deadline = time.monotonic() + 5
+        while directory.by_id("new-1").name != "renamed" and time.monotonic() < deadline:  # type: ignore[union-attr]
+            time.sleep(0.02)
+        assert directory.by_id("new-1").name == "renamed"  # type: ignore[union-attr]
+
+        queries = []
+
+        def count(*_args: object) -> None:
+            queries.append(1)
+
+        from sqlalchemy import event
+
+        event.listen(store.engine, "before_cursor_execute", count)
+        try:
+            for _ in range(10_000):
+                directory.by_id("new-1")
+                directory.by_dev_eui("0000000000000000")
+        finally:
+            event.remove(store.engine, "before_cursor_execute", count)
+        assert len(queries) <= 4  # at most a background poll or two, never one per lookup
+    finally:
+        directory.stop()
+
+
+def test_csv_import_upserts_idempotently(store: RegistryStore) -> None:
+    csv_text = "\n".join(
+        [
+            HEADER + ",profile,dev_eui,site_bank_level_m,site_ground_level_m",
+            "f-1,flood,chiangmai,Mueang,18.79,98.99,Gauge one,,70B3D57ED0000001,3.7,0.5",
+            'f-2,flood,chiangmai,"Mueang, north",18.80,98.98,"Gauge ""two""",,,4.1,',
+            "a-1,air,bangkok,ปทุมวัน,13.74,100.53,สถานีวัดฝุ่น,,,,",
+        ]
+    )
+    report = store.import_devices(parse_device_csv(csv_text), actor="t", atomic=True)
+    assert (report.created, report.updated, report.unchanged, report.rejected) == (3, 0, 0, 0)
+    assert store.get_device("f-2").district == "Mueang, north"
+    assert store.get_device("f-2").site == {"bank_level_m": 4.1}
+    assert store.get_device("a-1").district == "ปทุมวัน"
+    assert store.get_device("f-1").dev_eui == "70b3d57ed0000001"
+    again = store.import_devices(parse_device_csv(csv_text), actor="t", atomic=True)
+    assert (again.created, again.updated, again.unchanged) == (0, 0, 3)
+    changed = csv_text.replace("Gauge one", "Gauge 1")
+    third = store.import_devices(parse_device_csv(changed), actor="t", atomic=True)
+    assert (third.created, third.updated, third.unchanged) == (0, 1, 2)
+    assert store.list_audit(action="device.import_update").total == 1
+
+
+def test_csv_import_reports_every_bad_row_and_field(store: RegistryStore) -> None:
+    store.create_device(flood("owner", dev_eui="00000000000000aa"), actor="t")
+    csv_text = "\n".join(
+        [
+            HEADER + ",dev_eui,profile,site_bank_level_m",
+            "good-1,flood,chiangmai,Mueang,18.7,98.9,ok,,,3",
+            "bad id,flood,chiangmai,Mueang,18.7,98.9,x,,,3",  # line 3
+            "bad-2,water,chiangmai,Mueang,91,98.9,x,,,",  # line 4: feed and lat
+            "bad-3,flood,chiangmai,Mueang,18.7,98.9,x,00000000000000AA,,",  # line 5: DevEUI taken
+            "bad-4,flood,chiangmai,Mueang,18.7,98.9,x,,no-such-profile,",  # line 6
+            "bad-5,flood,chiangmai,Mueang,18.7,98.9,x,,,very high",  # line 7
+            "good-1,flood,chiangmai,Mueang,18.7,98.9,dup,,,",  # line 8: duplicate of line 2
+            "short,row",  # line 9
+        ]
+    )
+    atomic = store.import_devices(parse_device_csv(csv_text), actor="t", atomic=True)
+    assert not atomic.applied and not store.device_exists("good-1")  # a bad file changes nothing
+    found = {(e["row"], e["field"]) for e in atomic.errors}
+    assert {
+        (3, "device_id"),
+        (4, "feed"),
+        (4, "lat"),
+        (5, "dev_eui"),
+        (6, "profile"),
+        (7, "site_bank_level_m"),
+        (8, "device_id"),
+        (9, "row"),
+    } <= found
+    assert atomic.rejected == 7
+    partial = store.import_devices(parse_device_csv(csv_text), actor="t", atomic=False)
+    assert partial.applied and partial.created == 1 and store.device_exists("good-1")
+
+
+def test_csv_header_problems_are_on_line_1() -> None:
+    parsed = parse_device_csv("device_id,feed,city,lat,lon,name,colour\n")
+    assert {(p.row, p.field) for p in parsed.problems} == {(1, "district"), (1, "colour")}
+    assert parse_device_csv("").problems[0].row == 1
+
+
+def test_csv_dry_run_changes_nothing(store: RegistryStore) -> None:
+    report = store.import_devices(
+        parse_device_csv(HEADER + "\nx-1,bus,phuket,Kathu,7.9,98.3,Van 1\n"), actor="t", atomic=True, dry_run=True
+    )
+    assert report.created == 1 and not report.applied
+    assert not store.device_exists("x-1")
+    assert store.list_audit().total == 0
+
+
+def test_import_of_10000_rows_takes_seconds(store: RegistryStore) -> None:
+    lines = [HEADER + ",dev_eui,site_bank_level_m"]
+    lines += [f"dev-{i:05d},flood,chiangmai,Mueang,18.7,98.9,Gauge {i},{i:016x},3.5" for i in range(10_000)]
+    text = "\n".join(lines)
+    started = time.perf_counter()
+    report = store.import_devices(parse_device_csv(text), actor="t", atomic=True)
+    elapsed = time.perf_counter() - started
+    assert report.created == 10_000 and report.applied
+    assert store.list_devices(limit=1).total == 10_000
+    started = time.perf_counter()
+    again = store.import_devices(parse_device_csv(text.replace("Gauge 7,", "Gauge seven,")), actor="t", atomic=True)
+    elapsed_again = time.perf_counter() - started
+    assert again.updated == 1 and again.unchanged == 9_999
+    print(f"\n10,000-row import on {store.engine.dialect.name}: {elapsed:.2f}s new, {elapsed_again:.2f}s re-import")
+    assert elapsed < 20 and elapsed_again < 20
+
+
+def test_recent_messages_keep_the_last_20(store: RegistryStore) -> None:
+    store.create_device(flood(), actor="t")
+    base = time.time_ns()
+    first = {
+        "cm-flood-1": [
+            RecentMessage("city/chiangmai/flood/cm-flood-1", b'{"level_m": %d}' % i, True, None, base + i)
+            for i in range(15)
+        ]
+    }
+    store.record_recent_messages(first)
+    second = {
+        "cm-flood-1": [
+            RecentMessage("city/chiangmai/flood/cm-flood-1", b"x" * 5000, False, "schema: level_m", base + 100 + i)
+            for i in range(10)
+        ],
+        "unknown-dev": [RecentMessage("city/x/air/unknown-dev", "{}", False, "unknown_device", base)],
+    }
+    store.record_recent_messages(second)
+    kept = store.recent_messages("cm-flood-1")
+    assert len(kept) == 20
+    assert kept[0].received_at.utcoffset() == timedelta(0)
+    assert len(kept[0].payload.encode()) == 2048 and not kept[0].accepted and kept[0].reason == "schema: level_m"
+    diagnostics = store.diagnostics("cm-flood-1")
+    assert diagnostics.last_reading == {"level_m": 14}
+    assert diagnostics.last_seen == kept[0].received_at
+    assert len(store.recent_messages("unknown-dev")) == 1
+
+
+def test_tokens_are_hashed_and_revocable(store: RegistryStore) -> None:
+    record, token = store.create_token("ops-laptop", "operator", actor="cli")
+    assert token.startswith("nkh_") and len(token) > 40
+    authenticated = store.authenticate(token)
+    assert authenticated is not None and authenticated.role == "operator"
+    assert store.authenticate(token + "x") is None
+    with store.engine.connect() as conn:
+        from sqlalchemy import text
+
+        stored = conn.execute(text("SELECT token_hash FROM api_tokens")).scalar_one()
+    assert token not in stored
+    with pytest.raises(ConflictError):
+        store.create_token("ops-laptop", "viewer", actor="cli")
+    store.revoke_token("ops-laptop", actor="cli")
+    assert store.authenticate(token) is None
+    assert record.name == "ops-laptop"

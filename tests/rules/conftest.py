@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collectors.model import DeviceInfo, Point, Reading
+from rules.notify.memory import MemoryNotifier
+from rules.notify.pipeline import NotificationPipeline, RetryPolicy
+from rules.notify.render import Renderer
+from rules.notify.routing import parse_routing
+from rules.store import AlertStore
+from rules.timeutil import BANGKOK, NS, FakeClock, ns_from_datetime
+
+
+def bkk(*args: int) -> int:
+    """UTC ns of a wall-clock time in Asia/Bangkok."""
+    return ns_from_datetime(datetime(*args, tzinfo=BANGKOK))  # type: ignore[misc]
+
+
+# Tuesday 2026-01-06 10:00 Asia/Bangkok (a working day, TOU on-peak)
+T0 = bkk(2026, 1, 6, 10, 0)
+
+
+def device(device_id: str = "dev-1", feed: str = "air", **kw: Any) -> DeviceInfo:
+    kw.setdefault("city", "chiangmai")
+    kw.setdefault("district", "mueang")
+    kw.setdefault("name", f"Station {device_id}")
+    return DeviceInfo(device_id=device_id, feed=feed, **kw)
+
+
+def reading(dev: DeviceInfo, t_ns: int, tags: dict[str, str] | None = None, **fields: Any) -> Reading:
+    return Reading(dev.device_id, dev.feed, dev.city, dev.district, t_ns, fields, dict(tags or {}))
+
+
+def minutes(n: float) -> int:
+    return int(n * 60 * NS)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[AlertStore]:
+    s = AlertStore(f"sqlite:///{tmp_path / 'alerts.db'}")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
+
+
+class PointSink:
+    def __init__(self) -> None:
+        self.points: list[Point] = []
+
+    async def __call__(self, point: Point) -> None:
+        self.points.append(point)
+
+    @property
+    def states(self) -> list[tuple[str, str, str]]:
+        return [(str(p.tags["rule"]), str(p.tags["device_id"]), str(p.fields["state"])) for p in self.points]
+
+
+@pytest.fixture
+def sink() -> PointSink:
+    return PointSink()
+
+
+SIMPLE_ROUTING = """
+receivers:
+  - {name: ops}
+  - {name: line}
+  - {name: boss}
+route:
+  receiver: ops
+  group_by: [rule, device_id]
+  group_wait: 0s
+  group_interval: 1m
+  repeat_interval: 0s
+"""
+
+
+async def _no_sleep(_s: float) -> None:
+    return None
+
+
+def make_pipeline(
+    store: AlertStore,
+    clock: FakeClock,
+    routing_yaml: str = SIMPLE_ROUTING,
+    notifiers: dict[str, Any] | None = None,
+    **kw: Any,
+) -> tuple[NotificationPipeline, dict[str, MemoryNotifier]]:
+    routing = parse_routing(routing_yaml)
+    mem = notifiers or {r.name: MemoryNotifier(r.name) for r in routing.receivers}
+    kw.setdefault("retry", RetryPolicy(max_attempts=3, initial_backoff_s=0, timeout_s=5))
+    kw.setdefault("sleep", _no_sleep)
+    pipeline = NotificationPipeline(
+        routing, mem, store, clock=clock, renderer=Renderer("https://nakhon.example.go.th"), **kw
+    )
+    return pipeline, mem
+
+
+@pytest.fixture
+def pipeline_factory(store: AlertStore, clock: FakeClock) -> Callable[..., Any]:
+    def factory(routing_yaml: str = SIMPLE_ROUTING, **kw: Any) -> tuple[NotificationPipeline, dict[str, Any]]:
+        return make_pipeline(store, clock, routing_yaml, **kw)
+
+    return factory

@@ -1,0 +1,91 @@
+"""Real local receivers for integration tests: an aiosmtpd SMTP server and HTTP webhook servers in threads."""
+
+from __future__ import annotations
+
+import email
+import email.header
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+from tests.servers import free_port
+
+
+class SmtpServer:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.messages: list[email.message.Message] = []
+        self.envelopes: list[Any] = []
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd hook
+        self.envelopes.append(envelope)
+        self.messages.append(email.message_from_bytes(envelope.content))
+        return "250 OK"
+
+    def __enter__(self) -> SmtpServer:
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._controller.stop()
+
+    @staticmethod
+    def subject(msg: email.message.Message) -> str:
+        return str(email.header.make_header(email.header.decode_header(msg["Subject"])))
+
+    @staticmethod
+    def text(msg: email.message.Message) -> str:
+        for part in msg.walk():
+            if part.get_content_type() == "text/plain":
+                payload = part.get_payload(decode=True)
+                assert isinstance(payload, bytes)
+                return payload.decode(part.get_content_charset() or "utf-8")
+        return ""
+
+
+class WebhookServer:
+    """Records JSON posts; answers `status` (e.g. 500 to fail) after `delay_s`."""
+
+    def __init__(self, status: int = 200, delay_s: float = 0.0) -> None:
+        self.status = status
+        self.delay_s = delay_s
+        self.received: list[dict[str, Any]] = []
+        self.received_at: list[float] = []
+        self.hits = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                outer.hits += 1
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if outer.delay_s:
+                    time.sleep(outer.delay_s)
+                if outer.status < 300:
+                    outer.received.append(json.loads(body))
+                    outer.received_at.append(time.monotonic())
+                self.send_response(outer.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> WebhookServer:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
