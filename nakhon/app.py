@@ -17,7 +17,7 @@ from collectors.service import CollectorService, DiagnosticsFlush
 from collectors.sinks.base import Sink
 from collectors.sinks.influx import InfluxV1Sink
 from collectors.sinks.sqlite import SQLiteSink
-from collectors.transport.mqtt import MQTTv50, MQTTv311, MqttEndpoint
+from collectors.transport.mqtt import MqttEndpoint, MQTTv50, MQTTv311
 from nakhon.config import InputConfig, Settings
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,8 @@ def build_inputs(settings: Settings) -> tuple[list[Input], list[str]]:
     subscriptions: list[str] = []
     group = settings.mqtt.shared_group
     for config in settings.mqtt.effective_inputs():
-        inputs.append(Input(topics=list(config.topics), format=make_format(config.format, **_format_options(settings, config))))
+        parser = make_format(config.format, **_format_options(settings, config))
+        inputs.append(Input(topics=list(config.topics), format=parser))
         subscriptions.extend(f"$share/{group}/{t}" if group else t for t in config.topics)
     return inputs, subscriptions
 
@@ -104,4 +105,4 @@ def build_collector(
     )
 
 
-__all__ = ["MQTTv311", "Path", "Callable", "build_collector", "build_inputs", "make_sink", "mqtt_endpoint"]
+__all__ = ["Callable", "MQTTv311", "Path", "build_collector", "build_inputs", "make_sink", "mqtt_endpoint"]

@@ -257,4 +257,4 @@ def env_for(section: str, key: str) -> str:
     return f"NAKHON_{section.upper()}__{key.upper()}"
 
 
-__all__ = ["ConfigError", "Settings", "load_settings", "mask_url", "MqttUrl", "env_for", "os"]
+__all__ = ["ConfigError", "MqttUrl", "Settings", "env_for", "load_settings", "mask_url", "os"]
