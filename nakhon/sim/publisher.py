@@ -140,6 +140,7 @@ class _Job:
     drain_timeout_s: float
     record_acked: bool
     connect_timeout_s: float = 15.0
+    mqtt_version: int = 5  # 4 = MQTT 3.1.1, for brokers without MQTT 5 (the embedded demo broker)
 
 
 class _State:
@@ -208,7 +209,8 @@ class _Connection:
         self.target = parse_mqtt_url(job.url)
         self.state = state
         self.client_id = job.client_id
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=job.client_id, protocol=MQTTProtocolVersion.MQTTv5)
+        protocol = MQTTProtocolVersion.MQTTv5 if job.mqtt_version == 5 else MQTTProtocolVersion.MQTTv311
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=job.client_id, protocol=protocol)
         client.enable_logger(_mqtt_log)
         if self.target.username is not None:
             client.username_pw_set(self.target.username, self.target.password)
@@ -494,6 +496,7 @@ async def publish_city(
     drain_timeout_s: float = 30.0,
     progress_interval_s: float = 1.0,
     stop_event: threading.Event | None = None,
+    mqtt_version: int = 5,
 ) -> PublishStats:
     """Publish the devices' messages at `rate` msg/s in total until `count` messages or `duration_s` seconds
     (whichever comes first; neither: until `stop_event` is set or the task is cancelled).
@@ -546,6 +549,7 @@ async def publish_city(
                 max_inflight=max(1, max_inflight // processes) if processes > 1 else max_inflight,
                 drain_timeout_s=drain_timeout_s,
                 record_acked=record_acked,
+                mqtt_version=mqtt_version,
             )
         )
     if processes > 1:
