@@ -8,7 +8,9 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES_RECEIVED = Counter("nakhon_messages_received", "MQTT messages received by the collectors", ["feed"])
-POINTS_STORED = Counter("nakhon_points_stored", "Points durably stored (in the sink or the disk spool)", ["feed"])
+POINTS_STORED = Counter(
+    "nakhon_points_stored", "Points durably stored (in the sink or the disk spool), by feed (or `alerts`)", ["feed"]
+)
 MESSAGES_QUARANTINED = Counter(
     "nakhon_messages_quarantined", "Messages rejected and kept in quarantine", ["feed", "reason"]
 )

@@ -22,6 +22,7 @@ from collectors.directory import DeviceDirectory
 from collectors.domain.base import Enricher
 from collectors.errors import RejectedMessage
 from collectors.feeds import FEED_SPECS
+from collectors.formats._common import mqtt_topic_matches
 from collectors.formats.base import PayloadFormat
 from collectors.metrics import MESSAGES_RECEIVED
 from collectors.model import DeviceInfo, Point, RawReading, Reading
@@ -37,16 +38,7 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
     """MQTT topic-filter matching (`+` one level, `#` the rest); `$share/<group>/` prefixes are ignored."""
     if topic_filter.startswith("$share/"):
         topic_filter = topic_filter.split("/", 2)[2]
-    filter_levels = topic_filter.split("/")
-    topic_levels = topic.split("/")
-    for index, level in enumerate(filter_levels):
-        if level == "#":
-            return True
-        if index >= len(topic_levels):
-            return False
-        if level != "+" and level != topic_levels[index]:
-            return False
-    return len(filter_levels) == len(topic_levels)
+    return mqtt_topic_matches(topic_filter, topic)
 
 
 @dataclass(slots=True)

@@ -100,6 +100,7 @@ class CollectorService:
         self._state_interval_s = state_interval_s
         self._state_path = self.data_dir / "enricher-state.json"
         self._tasks: list[asyncio.Task[None]] = []
+        self._intake_stopped = False
 
     async def _quarantine_rejected_point(self, point: Point, server_message: str) -> None:
         from collectors.lineprotocol import encode_point
@@ -137,13 +138,22 @@ class CollectorService:
         ]
         await self.subscriber.start()
 
-    async def close(self) -> None:
-        # Stop taking new messages, let in-flight ones reach the sink, then acknowledge and disconnect.
+    async def stop_intake(self) -> None:
+        """Stop taking messages: in-flight ones reach the sink and are acknowledged, then MQTT disconnects.
+
+        The writer stays open, so whatever consumes the stream (the rules engine) can still write its points.
+        """
+        if self._intake_stopped:
+            return
+        self._intake_stopped = True
         closing = asyncio.create_task(self.subscriber.close(), name="mqtt-close")
         await asyncio.sleep(0)
         self.writer.flush()
         await self.quarantine.flush()
         await closing
+
+    async def close(self) -> None:
+        await self.stop_intake()
         await self.writer.close()
         await self.quarantine.close()
         for task in self._tasks:

@@ -130,9 +130,11 @@ async def start_services(
         writer_ref.append(collector.writer)
         running.collector = collector
         await collector.start()
+        # Closers run in reverse: stop MQTT intake, then drain the rules engine, then close the writer.
+        running.closers.append(collector.close)
         if rules_runtime is not None:
             running.closers.append(rules_runtime.close)
-        running.closers.append(collector.close)
+        running.closers.append(collector.stop_intake)
         checks.update(collector.health_checks())
 
     if component in ("all", "gateway"):

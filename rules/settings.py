@@ -3,7 +3,8 @@
 service = build_rules_service(RulesSettings(...), emit_point=sink_callback, devices=directory.all)
 app = create_app(..., extra_routers=[service.router(require_role)])
 await service.start(); asyncio.create_task(service.engine.run(service.queue))
-offer(service.queue, reading, device)     # rules.engine.offer: on the ingest path, never blocks
+offer(service.queue, reading, device)     # rules.engine.offer: never blocks, drops (counted) when full
+await service.queue.put((reading, device))  # or backpressure, as `nakhon run` does (nakhon/rules_wiring.py)
 """
 
 from __future__ import annotations

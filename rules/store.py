@@ -4,8 +4,10 @@ One open alert per (rule, device) is enforced by the database: `open_key` is UNI
 "rule|device_id" while the alert is pending or firing, NULL once resolved (NULLs never collide), so two
 evaluators racing to open the same alert get one row. Times are UTC nanoseconds (BigInteger).
 
-The tables live on `Base`. To share the gateway's registry database and Alembic metadata, replace the
-`class Base(DeclarativeBase)` below by `from gateway.db import Base` (one line).
+The tables live on the registry's shared `gateway.db.Base`, so one Alembic history migrates them together
+(`gateway/migrations/versions/0002_rules.py`): in production the schema comes from `RegistryStore(url).migrate()`.
+`AlertStore` only creates its own tables itself on a database that Alembic does not manage (unit tests, a
+throwaway `sqlite://` replay); on a migrated database it checks that the migration created them.
 """
 
 from __future__ import annotations
@@ -16,17 +18,30 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, Index, Integer, String, Text, create_engine, event, select, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from gateway.db import Base
 from rules.timeutil import NS, to_utc
 
-
-class Base(DeclarativeBase):  # switch to the registry's metadata: `from gateway.db import Base`
-    pass
+ALEMBIC_VERSION_TABLE = "alembic_version"
 
 
 OPEN_STATES = ("pending", "firing")
@@ -93,6 +108,37 @@ class NotificationRow(Base):
 
 
 Index("ix_rules_alerts_rule_device", AlertRow.rule, AlertRow.device_id)
+
+# The tables this module owns on the shared metadata (the registry's tables are the migrations' business).
+RULES_TABLES: tuple[Table, ...] = tuple(
+    Base.metadata.tables[name] for name in ("rules_alerts", "rules_silences", "rules_notifications")
+)
+
+
+class SchemaMissingError(RuntimeError):
+    """The database is managed by Alembic but lacks the rules tables: it has not been migrated to the head."""
+
+
+def ensure_schema(engine: Engine, *, create: bool = True) -> None:
+    """Make sure the rules tables exist.
+
+    A database under Alembic (it has `alembic_version`) is never changed here: its tables come from the
+    migrations, and a missing table is an error telling to migrate. A bare database (unit tests, a throwaway
+    `sqlite://`) gets the rules tables created when `create` is true (only those: creating the registry's
+    tables outside Alembic would make a later `migrate()` fail).
+    """
+    names = set(inspect(engine).get_table_names())
+    wanted = {t.name for t in RULES_TABLES}
+    if ALEMBIC_VERSION_TABLE in names:
+        missing = sorted(wanted - names)
+        if missing:
+            raise SchemaMissingError(
+                f"the database is managed by Alembic but has no {', '.join(missing)}: "
+                "migrate it first (`RegistryStore(url).migrate()`, run by `nakhon run` at start)"
+            )
+        return
+    if create and not wanted <= names:
+        Base.metadata.create_all(engine, tables=list(RULES_TABLES))
 
 
 @dataclass(slots=True)
@@ -254,10 +300,12 @@ class AlertStore:
     """Alerts, silences and the notification log. Synchronous (call from a thread in async code)."""
 
     def __init__(self, url: str | Engine = "sqlite:///nakhon-alerts.db", create: bool = True) -> None:
+        """`create`: on a database Alembic does not manage, create the rules tables (a convenience for tests and
+        throwaway databases). A migrated database is only checked (see `ensure_schema`)."""
         self.engine = make_engine(url) if isinstance(url, str) else url
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         if create:
-            Base.metadata.create_all(self.engine)
+            ensure_schema(self.engine, create=True)
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collectors.errors import SinkError, SinkRejected, SinkUnavailable, SpoolFull
+from collectors.feeds import FEED_SPECS
 from collectors.metrics import (
     POINTS_STORED,
     SINK_POINTS_WRITTEN,
@@ -59,6 +60,9 @@ __all__ = ["BatchWriter", "WriterClosed", "WriterFull"]
 log = logging.getLogger(__name__)
 
 OnRejected = Callable[[Point, str], Awaitable[None]]
+
+
+FEED_MEASUREMENTS = frozenset(spec.measurement for spec in FEED_SPECS.values())
 
 
 class WriterFull(SinkError):
@@ -396,8 +400,12 @@ class BatchWriter:
 
     @staticmethod
     def _count_stored(points: list[Point]) -> None:
-        for feed, n in collections.Counter(p.tags.get("feed", "") for p in points).items():
-            POINTS_STORED.labels(feed).inc(n)
+        # Readings count under their feed; other points (the rules engine's `alerts`) under their measurement.
+        labels = collections.Counter(
+            p.tags.get("feed", "") if p.measurement in FEED_MEASUREMENTS else p.measurement for p in points
+        )
+        for label, n in labels.items():
+            POINTS_STORED.labels(label).inc(n)
 
     # --- replay ---
     async def _drain_loop(self) -> None:

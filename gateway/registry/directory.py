@@ -45,6 +45,10 @@ class RegistryDirectory:
     def __len__(self) -> int:
         return len(self._by_id)
 
+    def all(self) -> list[DeviceInfo]:
+        """Every registered device (any status), from memory: e.g. the rules engine's heartbeat checks."""
+        return list(self._by_id.values())
+
     # -- keeping it fresh
 
     def refresh(self, *, force: bool = True) -> bool:

@@ -43,7 +43,7 @@ def expected(payloads: list[bytes]) -> dict[tuple[str, int], float]:
     for raw in payloads:
         body = orjson.loads(raw)
         ts = body.pop("ts")
-        [(field, value)] = body.items()
+        [(_field, value)] = body.items()
         device_index = (ts - BASE_MS) % len(DEVICES)
         by_payload[(DEVICES[device_index][0], ts * 1_000_000)] = value
     return by_payload

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from collectors.model import DeviceInfo, Point, Reading
 from rules.notify.memory import MemoryNotifier
@@ -14,6 +15,7 @@ from rules.notify.render import Renderer
 from rules.notify.routing import parse_routing
 from rules.store import AlertStore
 from rules.timeutil import BANGKOK, NS, FakeClock, ns_from_datetime
+from tests.gateway.pg import fresh_database, postgres_server
 
 
 def bkk(*args: int) -> int:
@@ -40,9 +42,47 @@ def minutes(n: float) -> int:
     return int(n * 60 * NS)
 
 
+@pytest.fixture(scope="session")
+def rules_pg_server() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def rules_pg_url(rules_pg_server: str) -> Iterator[str]:
+    """One PostgreSQL database for the rules tests, migrated like production (`RegistryStore.migrate()`)."""
+    from gateway.registry.store import RegistryStore
+
+    with fresh_database(rules_pg_server) as url:
+        registry = RegistryStore(url)
+        registry.migrate()
+        registry.close()
+        yield url
+
+
+def _empty_rules_tables(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("SET LOCAL lock_timeout = '10s'"))  # a leaked transaction fails the test, not hangs
+            conn.execute(text("TRUNCATE rules_alerts, rules_silences, rules_notifications RESTART IDENTITY"))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty alert database: a bare SQLite file (tables made by `AlertStore`) or a migrated PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'alerts.db'}"
+    url: str = request.getfixturevalue("rules_pg_url")
+    _empty_rules_tables(url)
+    return url
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[AlertStore]:
-    s = AlertStore(f"sqlite:///{tmp_path / 'alerts.db'}")
+def store(db_url: str) -> Iterator[AlertStore]:
+    s = AlertStore(db_url)
     yield s
     s.close()
 

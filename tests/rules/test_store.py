@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -44,8 +43,8 @@ def test_lifecycle_transitions_and_ack_any_time(store: AlertStore) -> None:
     assert store.ack("nope", "x", "", T0) is None
 
 
-def test_concurrent_threads_open_one_alert(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'race.db'}"
+def test_concurrent_threads_open_one_alert(db_url: str) -> None:
+    url = db_url
     AlertStore(url).close()
     barrier = threading.Barrier(12)
     results: list[str] = []
@@ -82,8 +81,8 @@ def _process_worker(url: str, barrier: multiprocessing.synchronize.Barrier, out:
     store.close()
 
 
-def test_concurrent_processes_open_one_alert(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'race.db'}"
+def test_concurrent_processes_open_one_alert(db_url: str) -> None:
+    url = db_url
     AlertStore(url).close()
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(4)
@@ -98,9 +97,9 @@ def test_concurrent_processes_open_one_alert(tmp_path: Path) -> None:
     assert sum(1 for _, created in got if created) == 1
 
 
-async def test_concurrent_engines_share_one_alert(tmp_path: Path, clock) -> None:
+async def test_concurrent_engines_share_one_alert(db_url: str, clock) -> None:
     """Two engines (e.g. an overlap during a rolling restart) evaluate the same device at once."""
-    url = f"sqlite:///{tmp_path / 'two.db'}"
+    url = db_url
     stores = [AlertStore(url), AlertStore(url)]
     sinks = [PointSink(), PointSink()]
     rules = load_rules_dir().subset(["flood_level_overbank"])
@@ -121,8 +120,8 @@ async def test_concurrent_engines_share_one_alert(tmp_path: Path, clock) -> None
         s.close()
 
 
-async def test_restart_keeps_firing_alerts_and_does_not_resend(tmp_path: Path, clock) -> None:
-    url = f"sqlite:///{tmp_path / 'restart.db'}"
+async def test_restart_keeps_firing_alerts_and_does_not_resend(db_url: str, clock) -> None:
+    url = db_url
     rules = load_rules_dir().subset(["bus_child_left", "flood_level_overbank"])
     store1 = AlertStore(url)
     sink1 = PointSink()

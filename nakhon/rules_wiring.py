@@ -1,0 +1,115 @@
+"""The rules engine inside `nakhon run`: built from nakhon's settings, on the registry's database and devices.
+
+`nakhon.services.start_rules()` calls `build_rules_runtime(...)` and then `runtime.start()`:
+
+- alerts, silences and the notification log live in the registry database (`settings.registry.url`), in tables
+  made by the registry's migrations (`0002_rules`, run by `open_registry()` before this is called);
+- rules come from `settings.rules.dir` (else the shipped `rules/defaults/`), routing from
+  `settings.rules.routes_file` (else the shipped log-only routing); acknowledge links use
+  `settings.gateway.public_url`;
+- heartbeat checks list the registry's active devices from the in-memory `RegistryDirectory` (no query per tick);
+  notifications see maintenance windows through the same directory, so a window set in the API applies at once;
+- the HTTP API (`/api/v1/alerts`, `/silences`, `/notifications`) is guarded by the gateway's `require_role`;
+- readings reach the engine through the runtime's bounded queue; `offer` *awaits* room in a full queue
+  (explicit backpressure: ingestion slows to the engine's pace, nothing is dropped, see rules/README.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from collectors.model import DeviceInfo, Point, Reading
+from gateway.api.auth import require_role
+from gateway.registry.store import RegistryStore
+from rules.settings import RulesService, RulesSettings, build_rules_service
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+
+def rules_settings(settings: Any) -> RulesSettings:
+    """The rules service's settings from nakhon's `Settings` (sections registry, rules, gateway)."""
+    return RulesSettings.model_validate(
+        {
+            "database_url": settings.registry.url,
+            "rules_dir": Path(settings.rules.dir) if settings.rules.dir else None,
+            "routing_file": Path(settings.rules.routes_file) if settings.rules.routes_file else None,
+            "public_url": settings.gateway.public_url,
+            "queue_size": settings.rules.queue_size,
+        }
+    )
+
+
+def active_devices_provider(registry: RegistryStore, directory: Any) -> Callable[[], list[DeviceInfo]]:
+    """Active devices for the heartbeat checks: from the directory's memory when it can list them."""
+    all_devices = getattr(directory, "all", None)
+    # A directory that cannot list (e.g. a custom one): ask the registry (one query per engine tick).
+    listing: Callable[[], Iterable[DeviceInfo]] = all_devices if callable(all_devices) else registry.device_infos
+
+    def devices() -> list[DeviceInfo]:
+        return [d for d in listing() if d.status == "active"]
+
+    return devices
+
+
+class RulesEngineHandle:
+    """What the runtime drives: `run(queue)` is the engine's loop, `close()` stops notifications and the store."""
+
+    def __init__(self, service: RulesService) -> None:
+        self.service = service
+
+    @property
+    def engine(self) -> Any:
+        return self.service.engine
+
+    @property
+    def store(self) -> Any:
+        return self.service.store
+
+    async def run(self, queue: asyncio.Queue[tuple[Reading, DeviceInfo]]) -> None:
+        # RulesEngine.run reads the queue and ticks every tick_interval_s (`for`, flap damping, heartbeat).
+        await self.service.engine.run(queue)
+
+    async def close(self) -> None:
+        await self.service.stop()
+
+
+async def build_rules_runtime(
+    settings: Any,
+    registry: RegistryStore,
+    directory: Any,
+    emit_point: Callable[[Point], Awaitable[None]],
+    runtime_cls: Callable[[Any, int, Any], R],
+) -> R | None:
+    """The rules runtime for `nakhon run`: `runtime_cls(engine_handle, queue_size, router)`, not yet started.
+
+    Open alerts are reloaded and the notification workers started here, so a broken rules directory, routing
+    file or alert schema fails `nakhon run` at start instead of leaving it running without alerting.
+    """
+    config = rules_settings(settings)
+    service = await asyncio.to_thread(
+        build_rules_service, config, emit_point, active_devices_provider(registry, directory)
+    )
+    by_id = getattr(directory, "by_id", None)
+    if callable(by_id):
+        service.pipeline.device_lookup = by_id  # current maintenance windows, not the ones of the last reading
+    try:
+        await service.start()
+    except BaseException:
+        await service.stop()
+        raise
+    log.info(
+        "rules: %d rules from %s, routing %s, alerts in the registry database",
+        len(service.ruleset.rules),
+        config.rules_dir or "the shipped defaults",
+        config.routing_file or "log only (shipped default)",
+    )
+    return runtime_cls(RulesEngineHandle(service), config.queue_size, service.router(require_role))
+
+
+__all__ = ["RulesEngineHandle", "active_devices_provider", "build_rules_runtime", "rules_settings"]
