@@ -52,6 +52,23 @@ def open_alert_store(settings: Settings) -> Any:
     return AlertStore(settings.registry.url)
 
 
+async def ensure_collector_account(settings: Settings, registry: RegistryStore) -> None:
+    """With broker provisioning configured, make sure the collectors' own MQTT account exists and may
+    subscribe to every device topic (also as `$share/nakhon/...` members) before they connect."""
+    provisioner = make_provisioner(settings)
+    url = settings.mqtt.parsed_url()
+    if provisioner is None or not url.username or url.password is None:
+        return
+    from gateway.service import DeviceService
+
+    try:
+        await DeviceService(registry, provisioner).ensure_collector_account(
+            url.username, url.password.get_secret_value(), actor="nakhon run"
+        )
+    finally:
+        await provisioner.close()
+
+
 def import_devices_csv(settings: Settings, csv_text: str) -> str:
     """Register devices from CSV text (idempotent upsert); returns a one-line summary."""
     from gateway.service import DeviceService
@@ -109,6 +126,7 @@ async def start_services(
     checks: dict[str, Callable[[], dict[str, Any]]] = {}
 
     if component in ("all", "collectors"):
+        await ensure_collector_account(settings, registry)
         running.sink = sink or make_sink(settings)
         writer_ref: list[Any] = []
 
@@ -178,7 +196,8 @@ async def start_gateway(settings: Settings, registry: RegistryStore, running: Ru
     routers = []
     if running.rules is not None and running.rules.router is not None:
         routers.append(running.rules.router)
-    app = create_app(registry, make_provisioner(settings), extra_routers=routers)
+    provisioner = make_provisioner(settings)
+    app = create_app(registry, provisioner, extra_routers=routers)
     config = uvicorn.Config(
         app,
         host=settings.gateway.host,
@@ -198,6 +217,8 @@ async def start_gateway(settings: Settings, registry: RegistryStore, running: Ru
         server.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 10)
+        if provisioner is not None:
+            await provisioner.close()
 
     running.closers.append(close)
     return server

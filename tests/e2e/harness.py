@@ -17,7 +17,14 @@ NAKHON = [sys.executable, "-m", "nakhon.cli"]
 
 
 def write_config(
-    directory: Path, *, mqtt_url: str, influx_url: str = "", metrics_port: int = 0, extra: str = ""
+    directory: Path,
+    *,
+    mqtt_url: str,
+    influx_url: str = "",
+    metrics_port: int = 0,
+    gateway_port: int = 0,
+    gateway_extra: str = "",
+    extra: str = "",
 ) -> Path:
     config = directory / "nakhon.toml"
     config.write_text(
@@ -25,7 +32,7 @@ def write_config(
         f"[mqtt]\nurl = \"{mqtt_url}\"\nclient_id = \"e2e-collector\"\n"
         f'[influxdb]\nurl = "{influx_url}"\ndatabase = "nakhon"\n'
         f"[metrics]\nport = {metrics_port or free_port()}\n"
-        f"[gateway]\nport = {free_port()}\n"
+        f"[gateway]\nport = {gateway_port or free_port()}\n{gateway_extra}"
         f"{extra}"
     )
     return config
@@ -49,7 +56,8 @@ def nakhon(config: Path, *args: str, check: bool = True, env: dict[str, str] | N
 class CollectorProcess:
     """`nakhon run collectors` in its own process, so it can be SIGKILLed and restarted."""
 
-    def __init__(self, config: Path, metrics_port: int, log_path: Path) -> None:
+    def __init__(self, config: Path, metrics_port: int, log_path: Path, component: str = "collectors") -> None:
+        self.component = component
         self.config = config
         self.metrics_port = metrics_port
         self.log_path = log_path
@@ -57,7 +65,7 @@ class CollectorProcess:
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
-        self.proc = subprocess.Popen([*NAKHON, "--config", str(self.config), "run", "collectors"],
+        self.proc = subprocess.Popen([*NAKHON, "--config", str(self.config), "run", self.component],
                                      stdout=log, stderr=subprocess.STDOUT)
         self.wait_healthy()
 
@@ -68,7 +76,7 @@ class CollectorProcess:
     def metrics(self) -> str:
         return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).text
 
-    def wait_healthy(self, timeout_s: float = 30.0) -> None:
+    def wait_healthy(self, timeout_s: float = 40.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
