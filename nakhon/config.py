@@ -152,6 +152,12 @@ class RulesConfig(Strict):
     dir: str = Field(default="", description="Directory of rule YAML files; empty means the shipped defaults.")
     routes_file: str = Field(default="", description="Notification routing YAML; empty means log-only.")
     queue_size: int = Field(default=10_000, ge=1)
+    ack_link_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs one-click acknowledge links (at least 32 characters); "
+        "unset: 32 random bytes kept in <data_dir>/ack-link.secret (mode 0600).",
+    )
+    ack_link_ttl_s: float = Field(default=7 * 86400, gt=0, description="How long an acknowledge link is valid.")
 
 
 class Settings(BaseSettings):

@@ -6,7 +6,8 @@
   made by the registry's migrations (`0002_rules`, run by `open_registry()` before this is called);
 - rules come from `settings.rules.dir` (else the shipped `rules/defaults/`), routing from
   `settings.rules.routes_file` (else the shipped log-only routing); acknowledge links use
-  `settings.gateway.public_url`;
+  `settings.gateway.public_url` and are signed with `settings.rules.ack_link_secret`, else with the secret kept
+  in `{data_dir}/ack-link.secret` (made once, mode 0600), valid `settings.rules.ack_link_ttl_s`;
 - heartbeat checks list the registry's active devices from the in-memory `RegistryDirectory` (no query per tick);
   notifications see maintenance windows through the same directory, so a window set in the API applies at once;
 - the HTTP API (`/api/v1/alerts`, `/silences`, `/notifications`) is guarded by the gateway's `require_role`;
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 from collectors.model import DeviceInfo, Point, Reading
 from gateway.api.auth import require_role
 from gateway.registry.store import RegistryStore
+from rules.acklink import SECRET_FILE_NAME
 from rules.settings import RulesService, RulesSettings, build_rules_service
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,9 @@ def rules_settings(settings: Any) -> RulesSettings:
             "routing_file": Path(settings.rules.routes_file) if settings.rules.routes_file else None,
             "public_url": settings.gateway.public_url,
             "queue_size": settings.rules.queue_size,
+            "ack_link_secret": settings.rules.ack_link_secret,
+            "ack_link_secret_file": Path(settings.data_dir) / SECRET_FILE_NAME,
+            "ack_link_ttl_s": settings.rules.ack_link_ttl_s,
         }
     )
 

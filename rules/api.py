@@ -8,6 +8,12 @@ POST   /api/v1/silences                 {"matchers": ["device_id=bus-7", "severi
                                          "starts_at"?, "ends_at" | "duration": "2h", "creator"?, "comment"} (operator)
 DELETE /api/v1/silences/{id}            (operator; expires it, kept for the record)
 GET    /api/v1/notifications?failed=true&receiver=&alert_id=
+
+Signed acknowledge links (rules/acklink.py; no bearer token: the signature is the credential):
+GET    /api/v1/alerts/{id}/ack-link?r=&exp=&sig=   bilingual HTML page: the alert and a confirm button (no change:
+                                                 mail scanners and LINE's link preview fetch links)
+POST   /api/v1/alerts/{id}/ack-link                form r, exp, sig, comment?: acknowledges as `link:{receiver}`
+Bad or expired signature: 403 (the page says only "invalid or expired"); unknown alert: 404.
 """
 
 from __future__ import annotations
@@ -16,10 +22,14 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field, field_validator
+from starlette.concurrency import run_in_threadpool
 
+from rules.acklink import PAGE_HEADERS, AckLinkSigner, AckPages, acknowledge_once
 from rules.matchers import Matcher
 from rules.store import STATES, AlertStore
 from rules.timeutil import NS, Clock, ns_from_datetime, parse_duration
@@ -62,7 +72,35 @@ def principal_name(principal: Any) -> str:
     return "api"
 
 
-def build_router(store: AlertStore, require_role: Callable[..., Any], *, clock: Clock | None = None) -> APIRouter:
+MAX_FORM_BYTES = 64 * 1024
+MAX_COMMENT_CHARS = 2000
+
+
+async def _read_form(request: Request) -> dict[str, str] | None:
+    """An urlencoded form body (python-multipart is not needed for it); None when too big or malformed."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return None
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if not body or content_type != "application/x-www-form-urlencoded":
+        return {}
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False, max_num_fields=20)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return dict(pairs)
+
+
+def build_router(
+    store: AlertStore,
+    require_role: Callable[..., Any],
+    *,
+    clock: Clock | None = None,
+    ack_links: AckLinkSigner | None = None,
+) -> APIRouter:
+    """The alerts API; with `ack_links`, also the signed acknowledge-link page (GET) and its confirm (POST)."""
     now_ns: Callable[[], int] = clock.now_ns if clock is not None else time.time_ns
     router = APIRouter(prefix="/api/v1", tags=["alerts"])
     viewer = Depends(require_role(*VIEW_ROLES))
@@ -107,6 +145,9 @@ def build_router(store: AlertStore, require_role: Callable[..., Any], *, clock: 
         if alert is None:
             raise HTTPException(404, "no such alert")
         return alert.to_dict()
+
+    if ack_links is not None:
+        _add_ack_link_routes(router, store, ack_links, now_ns)
 
     @router.get("/silences")
     def list_silences(active: bool = False, _who: Any = viewer) -> list[dict[str, Any]]:
@@ -153,3 +194,48 @@ def build_router(store: AlertStore, require_role: Callable[..., Any], *, clock: 
         return [n.to_dict() for n in notes]
 
     return router
+
+
+def _add_ack_link_routes(
+    router: APIRouter, store: AlertStore, signer: AckLinkSigner, now_ns: Callable[[], int]
+) -> None:
+    pages = AckPages()
+
+    def page(status: int, name: str, alert: Any = None, **kw: Any) -> HTMLResponse:
+        return HTMLResponse(pages.render(name, alert, **kw), status_code=status, headers=PAGE_HEADERS)
+
+    @router.get("/alerts/{alert_id}/ack-link", response_class=HTMLResponse, include_in_schema=False)
+    def ack_link_page(alert_id: str, r: str = "", exp: str = "", sig: str = "") -> HTMLResponse:
+        """The alert and a confirm button. Changes nothing (link previews and mail scanners fetch links)."""
+        link = signer.verify(alert_id, r, exp, sig, now_ns())
+        if link is None:
+            return page(403, "invalid")
+        alert = store.get(alert_id)
+        if alert is None:
+            return page(404, "missing")
+        if alert.acknowledged:
+            return page(200, "already", alert)
+        return page(200, "confirm", alert, receiver=link.receiver, exp=link.exp, sig=sig)
+
+    @router.post("/alerts/{alert_id}/ack-link", response_class=HTMLResponse, include_in_schema=False)
+    async def ack_link_confirm(alert_id: str, request: Request) -> HTMLResponse:
+        """The confirm button: acknowledges as `link:{receiver}` (the first acknowledgement stands)."""
+        form = await _read_form(request)
+        if form is None:
+            return page(400, "bad")
+        query = request.query_params
+
+        def field(name: str) -> str:
+            return form.get(name) or query.get(name) or ""
+
+        sig = field("sig")
+        link = signer.verify(alert_id, field("r"), field("exp"), sig, now_ns())
+        if link is None:
+            return page(403, "invalid")
+        comment = form.get("comment", "").strip()[:MAX_COMMENT_CHARS]
+        alert, acknowledged = await run_in_threadpool(
+            acknowledge_once, store, alert_id, f"link:{link.receiver}", comment, now_ns()
+        )
+        if alert is None:
+            return page(404, "missing")
+        return page(200, "done" if acknowledged else "already", alert)

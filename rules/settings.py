@@ -5,6 +5,9 @@ app = create_app(..., extra_routers=[service.router(require_role)])
 await service.start(); asyncio.create_task(service.engine.run(service.queue))
 offer(service.queue, reading, device)     # rules.engine.offer: never blocks, drops (counted) when full
 await service.queue.put((reading, device))  # or backpressure, as `nakhon run` does (nakhon/rules_wiring.py)
+
+Acknowledge links in messages are signed (rules/acklink.py) with `ack_link_secret`, else the secret kept in
+`ack_link_secret_file` (made once, mode 0600), else a secret that lives only as long as the process.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from collectors.model import DeviceInfo, Reading
+from rules.acklink import DEFAULT_TTL_S, AckLinkSigner, resolve_secret
 from rules.api import build_router
 from rules.check import load_rules_dir
 from rules.engine import DevicesProvider, RulesEngine
@@ -44,6 +48,9 @@ class RulesSettings(BaseModel):
     retry_initial_backoff_s: float = Field(2.0, ge=0)
     retry_max_backoff_s: float = Field(300.0, ge=0)
     notify_timeout_s: float = Field(30.0, gt=0)
+    ack_link_secret: SecretStr | None = None  # signs acknowledge links; None: ack_link_secret_file
+    ack_link_secret_file: Path | None = None  # made once when missing; None (and no secret): per-process secret
+    ack_link_ttl_s: float = Field(DEFAULT_TTL_S, gt=0)  # how long a link in a message stays valid
 
 
 @dataclass
@@ -55,9 +62,10 @@ class RulesService:
     pipeline: NotificationPipeline
     engine: RulesEngine
     queue: asyncio.Queue[tuple[Reading, DeviceInfo]]
+    ack_links: AckLinkSigner | None = None
 
     def router(self, require_role: Any) -> APIRouter:
-        return build_router(self.store, require_role, clock=self.engine.clock)
+        return build_router(self.store, require_role, clock=self.engine.clock, ack_links=self.ack_links)
 
     async def start(self) -> None:
         await self.pipeline.start()
@@ -80,7 +88,9 @@ def build_rules_service(
     store = AlertStore(settings.database_url)
     ruleset = load_rules_dir(settings.rules_dir)
     routing = load_routing(settings.routing_file or DEFAULT_ROUTING_FILE)
-    renderer = Renderer(settings.public_url)
+    secret = settings.ack_link_secret.get_secret_value() if settings.ack_link_secret is not None else None
+    ack_links = AckLinkSigner(resolve_secret(secret, settings.ack_link_secret_file), settings.ack_link_ttl_s)
+    renderer = Renderer(settings.public_url, ack_links=ack_links)
     pipeline = NotificationPipeline(
         routing,
         notifiers if notifiers is not None else build_notifiers(routing),
@@ -106,4 +116,4 @@ def build_rules_service(
         tick_interval_s=settings.tick_interval_s,
     )
     queue: asyncio.Queue[tuple[Reading, DeviceInfo]] = asyncio.Queue(maxsize=settings.queue_size)
-    return RulesService(settings, store, ruleset, routing, pipeline, engine, queue)
+    return RulesService(settings, store, ruleset, routing, pipeline, engine, queue, ack_links)

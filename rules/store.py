@@ -436,6 +436,19 @@ class AlertStore:
         """Acknowledge at any point (pending, firing or resolved). None when the alert does not exist."""
         return self._update(alert_id, None, ack_by=by, ack_comment=comment, ack_ns=t_ns, updated_ns=t_ns)
 
+    def ack_once(self, alert_id: str, by: str, comment: str, t_ns: int) -> tuple[Alert | None, bool]:
+        """Acknowledge unless someone already did: (the alert, whether this call acknowledged it).
+
+        The first acknowledgement stands: two people pressing the button, or a reload re-posting a form, do
+        not overwrite who acknowledged first. (None, False) when the alert does not exist."""
+        with self._tx() as s:
+            result = s.execute(
+                update(AlertRow)
+                .where(AlertRow.id == alert_id, AlertRow.ack_ns.is_(None))
+                .values(ack_by=by[:120], ack_comment=comment, ack_ns=t_ns, updated_ns=t_ns)
+            )
+        return self.get(alert_id), bool(getattr(result, "rowcount", 0))
+
     def note_flap(self, alert_id: str, t_ns: int) -> Alert | None:
         with self._tx() as s:
             s.execute(

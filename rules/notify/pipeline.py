@@ -333,7 +333,7 @@ class NotificationPipeline:
                 "kind": kind,
                 "receiver": group.receiver,
                 "group_key": group.key,
-                "alerts": [dict(a.to_dict(), ack_url=self.renderer.ack_url(a.id)) for a in alerts],
+                "alerts": [dict(a.to_dict(), ack_url=self.renderer.ack_url(a.id, group.receiver, now)) for a in alerts],
             },
         )
         queue = self._queues.get(group.receiver)

@@ -1,19 +1,24 @@
 """Notification text from Jinja2 templates (`rules/templates/`), Thai and English, times in Asia/Bangkok.
 
-Thai text shows the Buddhist-era year (2026 -> 2569). Every alert carries an acknowledge link
-`{public_url}/api/v1/alerts/{id}/ack`.
+Thai text shows the Buddhist-era year (2026 -> 2569). Every open, unacknowledged alert carries an acknowledge
+link: with an `AckLinkSigner` (always, in `build_rules_service`) the signed one-click link for the message's
+receiver, `{public_url}/api/v1/alerts/{id}/ack-link?r=&exp=&sig=` (rules/acklink.py); without one, the API's
+`{public_url}/api/v1/alerts/{id}/ack`, which needs an operator's bearer token.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import FileSystemLoader, StrictUndefined, Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from rules.store import Alert
 from rules.timeutil import format_duration, format_en, format_th
+
+if TYPE_CHECKING:
+    from rules.acklink import AckLinkSigner
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
@@ -41,8 +46,15 @@ def _num(v: float | None) -> str:
 
 
 class Renderer:
-    def __init__(self, public_url: str = "http://localhost:8000", templates_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        public_url: str = "http://localhost:8000",
+        templates_dir: Path | None = None,
+        *,
+        ack_links: AckLinkSigner | None = None,
+    ) -> None:
         self.public_url = public_url.rstrip("/")
+        self.ack_links = ack_links
         self.env = SandboxedEnvironment(
             loader=FileSystemLoader(str(templates_dir or TEMPLATES_DIR)),
             undefined=StrictUndefined,
@@ -56,8 +68,15 @@ class Renderer:
             SEVERITY_TH=SEVERITY_TH, STATE_TH=STATE_TH, KIND_TH=KIND_TH, KIND_EN=KIND_EN, FEED_TH=FEED_TH
         )
 
-    def ack_url(self, alert_id: str) -> str:
+    def api_ack_url(self, alert_id: str) -> str:
+        """The API's acknowledge endpoint (needs an operator's bearer token)."""
         return f"{self.public_url}/api/v1/alerts/{alert_id}/ack"
+
+    def ack_url(self, alert_id: str, receiver: str | None = None, now_ns: int = 0) -> str:
+        """The link a message to `receiver` carries: signed (valid `ttl_s` from `now_ns`) when there is a signer."""
+        if self.ack_links is not None and receiver:
+            return self.ack_links.url(self.public_url, alert_id, receiver, now_ns)
+        return self.api_ack_url(alert_id)
 
     def context(self, alerts: list[Alert], kind: str, receiver: str, now_ns: int) -> dict[str, Any]:
         base_kind = kind.split("-", 1)[0]
@@ -65,7 +84,7 @@ class Renderer:
         items = []
         for a in alerts:
             d = a.to_dict()
-            d["ack_url"] = self.ack_url(a.id)
+            d["ack_url"] = self.ack_url(a.id, receiver, now_ns)
             d["severity_th"] = SEVERITY_TH.get(a.severity, a.severity)
             d["state_th"] = STATE_TH.get(a.state, a.state)
             items.append(d)

@@ -138,9 +138,8 @@ def make_pipeline(
     mem = notifiers or {r.name: MemoryNotifier(r.name) for r in routing.receivers}
     kw.setdefault("retry", RetryPolicy(max_attempts=3, initial_backoff_s=0, timeout_s=5))
     kw.setdefault("sleep", _no_sleep)
-    pipeline = NotificationPipeline(
-        routing, mem, store, clock=clock, renderer=Renderer("https://nakhon.example.go.th"), **kw
-    )
+    kw.setdefault("renderer", Renderer("https://nakhon.example.go.th"))
+    pipeline = NotificationPipeline(routing, mem, store, clock=clock, **kw)
     return pipeline, mem
 
 
