@@ -54,20 +54,18 @@ async def test_flood_warning_and_critical_levels(store, clock, sink) -> None:
     assert alert is not None and alert.severity == "critical" and alert.state == "firing"
 
 
-async def test_flood_rising_fast_from_derived_or_raw_level(store, clock, sink) -> None:
+async def test_flood_rising_fast_uses_the_30_minute_rate_not_single_steps(store, clock, sink) -> None:
     eng = engine_for(["flood_rising_fast"], store, sink, clock)
-    a, b = device("g-a", "flood"), device("g-b", "flood")
-    await eng.process(reading(a, T0, rise_cm_per_10min=15.0), a)
-    for i, level in enumerate([2.0, 2.1, 2.25, 2.4, 2.6]):  # raw level only: rate over 30 min
-        await eng.process(reading(b, T0 + minutes(5 * i), level_m=level), b)
-    states = {(r, d): s for r, d, s in sink.states}
-    assert states[("flood_rising_fast", "g-a")] == "pending"
-    assert states[("flood_rising_fast", "g-b")] == "pending"
+    steady, step = device("g-b", "flood"), device("g-a", "flood")
+    for i, level in enumerate([2.0, 2.1, 2.25, 2.4, 2.6]):  # rising 0.15 m per 5 min, sustained
+        await eng.process(reading(steady, T0 + minutes(5 * i), level_m=level), steady)
+    # one 15 cm jump between two readings a minute apart, then flat: a ripple, not a rising canal
+    await eng.process(reading(step, T0, level_m=2.0, rise_cm_per_10min=150.0), step)
+    for i in range(1, 7):
+        await eng.process(reading(step, T0 + minutes(5 * i - 4), level_m=2.15), step)
     await eng.tick(T0 + minutes(26))  # g-b pending since minute 15 (half the window), for 10m
-    assert {(r, d) for r, d, s in sink.states if s == "firing"} == {
-        ("flood_rising_fast", "g-a"),
-        ("flood_rising_fast", "g-b"),
-    }
+    assert {(r, d) for r, d, s in sink.states if s == "firing"} == {("flood_rising_fast", "g-b")}
+    assert not [s for s in sink.states if s[1] == "g-a"]
 
 
 async def test_bus_speed_and_child_left(store, clock, sink) -> None:
