@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,11 +28,38 @@ from collectors.formats.base import PayloadFormat
 from collectors.metrics import MESSAGES_RECEIVED
 from collectors.model import DeviceInfo, Point, RawReading, Reading
 from collectors.quarantine import QuarantineStore
+from collectors.sinks.writer import WriterFull
 
 log = logging.getLogger(__name__)
 
-ReadingConsumer = Callable[[Reading, DeviceInfo], Awaitable[None]]
-PointWriter = Callable[[Point], Awaitable["asyncio.Future[None]"]]
+
+
+class ReadingConsumer(Protocol):
+    """Whoever watches the stream of readings (the rules engine), through a bounded queue."""
+
+    def offer_nowait(self, reading: Reading, device: DeviceInfo) -> bool:
+        """Queue the reading if there is room; False when the queue is full."""
+
+    async def offer(self, reading: Reading, device: DeviceInfo) -> None:
+        """Queue the reading, waiting for room (backpressure)."""
+
+
+class FlowControl(Protocol):
+    """The transport's intake switch (`MqttSubscriber.hold` / `release`)."""
+
+    def hold(self, reason: str) -> None: ...
+
+    def release(self, reason: str) -> None: ...
+
+
+class PointWriter(Protocol):
+    """The sink seam as the pipeline sees it (`collectors.sinks.writer.BatchWriter`)."""
+
+    def add(self, point: Point) -> asyncio.Future[None]:
+        """Queue a point; its batch's future resolves when durable. Raises WriterFull when at its bound."""
+
+    async def add_wait(self, point: Point) -> asyncio.Future[None]:
+        """Like add, waiting for room."""
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
@@ -63,7 +91,7 @@ class Pipeline:
         *,
         inputs: Sequence[Input],
         directory: DeviceDirectory,
-        write_point: PointWriter,
+        writer: PointWriter,
         quarantine: QuarantineStore,
         mapper: FieldMapperLike | None = None,
         profiles: dict[str, Any] | None = None,
@@ -73,7 +101,7 @@ class Pipeline:
     ) -> None:
         self.inputs = list(inputs)
         self.directory = directory
-        self.write_point = write_point
+        self.writer = writer
         self.quarantine = quarantine
         self.mapper = mapper
         self.profiles = profiles or {}
@@ -81,6 +109,12 @@ class Pipeline:
         self.diagnostics = diagnostics or DiagnosticsBuffer()
         self.readings_out = readings_out
         self._format_by_topic: dict[str, PayloadFormat | None] = {}
+        self._received: dict[str, Any] = {}  # label children, cached: labels() per message is costly
+        self._background: set[asyncio.Task[None]] = set()
+        # Readings the rules engine's queue had no room for. The MQTT ack does not wait for the rules engine
+        # (the data is what must be durable), but intake is held until this backlog has been handed over.
+        self._overflow: deque[tuple[Reading, DeviceInfo]] = deque()
+        self.flow: FlowControl | None = None
 
     def format_for(self, topic: str) -> PayloadFormat | None:
         try:
@@ -93,55 +127,104 @@ class Pipeline:
         self._format_by_topic[topic] = found
         return found
 
+    def _count_received(self, feed: str | None) -> None:
+        label = feed or "unknown"
+        child = self._received.get(label)
+        if child is None:
+            child = self._received[label] = MESSAGES_RECEIVED.labels(label)
+        child.inc()
+
     async def handle(self, topic: str, payload: bytes, received_ns: int) -> None:
         """Process one MQTT message; returns once everything it produced is durable."""
+        await self.submit(topic, payload, received_ns)
+
+    def submit(self, topic: str, payload: bytes, received_ns: int) -> asyncio.Future[None]:
+        """Process one MQTT message without waiting: returns the future of its durable outcome (stored or
+        quarantined). Never raises. The common case does no awaiting at all; only when the writer or the
+        rules queue is full does the message wait in a task, and the transport stops reading meanwhile."""
         waits: list[asyncio.Future[None]] = []
         fmt = self.format_for(topic)
         if fmt is None:
-            MESSAGES_RECEIVED.labels("unknown").inc()
+            self._count_received(None)
             waits.append(self._reject(topic, payload, received_ns, RejectedMessage("no_format", "no input matches")))
         else:
             try:
                 raws = fmt.parse(topic, payload, received_ns)
             except RejectedMessage as rejected:
-                MESSAGES_RECEIVED.labels(rejected.feed or "unknown").inc()
-                waits.append(self._reject(topic, payload, received_ns, rejected))
+                self._count_received(rejected.feed)
                 raws = []
+                waits.append(self._reject(topic, payload, received_ns, rejected))
+            except Exception as exc:  # a parser bug must not stop the subscription: quarantine and go on
+                log.exception("parser %s failed on %s", getattr(fmt, "name", fmt), topic)
+                self._count_received(None)
+                raws = []
+                waits.append(self._reject(topic, payload, received_ns,
+                                          RejectedMessage("parser_error", f"{type(exc).__name__}: {exc}")))
             for raw in raws:
-                waits.append(await self._handle_reading(topic, payload, received_ns, raw))
+                waits.extend(self._handle_reading(topic, payload, received_ns, raw))
         if len(waits) == 1:
-            await waits[0]
-        elif waits:
-            await asyncio.gather(*waits)
+            return waits[0]
+        if not waits:
+            return _done()
+        return asyncio.gather(*waits)  # type: ignore[return-value]  # only its completion matters
 
-    async def _handle_reading(
+    def _handle_reading(
         self, topic: str, payload: bytes, received_ns: int, raw: RawReading
-    ) -> asyncio.Future[None]:
+    ) -> list[asyncio.Future[None]]:
         device: DeviceInfo | None = None
         try:
             device = self._resolve_device(raw)
-            MESSAGES_RECEIVED.labels(device.feed).inc()
+            self._count_received(device.feed)
             reading = self._normalise(raw, device, received_ns)
         except RejectedMessage as rejected:
             if device is None:
-                MESSAGES_RECEIVED.labels(rejected.feed or raw.topic_feed or "unknown").inc()
+                self._count_received(rejected.feed or raw.topic_feed)
             if rejected.device_id is None and device is not None:
                 rejected.device_id = device.device_id
-            return self._reject(topic, payload, received_ns, rejected)
+            return [self._reject(topic, payload, received_ns, rejected)]
         enricher = self.enrichers.get(device.feed)
         if enricher is not None:
             try:
                 enricher.enrich(reading, device)
             except Exception:  # a derived value must never cost us the reading itself
                 log.exception("enricher for %s failed on %s", device.feed, device.device_id)
-        stored = await self.write_point(reading.to_point())
+        point = reading.to_point()
+        waits: list[asyncio.Future[None]] = []
+        try:
+            waits.append(self.writer.add(point))
+        except WriterFull:
+            waits.append(self._later(self._add_when_room(point)))
         self.diagnostics.record(
             device.device_id, topic=topic, payload=payload, received_ns=received_ns, accepted=True,
             reading=reading.fields,
         )
-        if self.readings_out is not None:
-            await self.readings_out(reading, device)
-        return stored
+        if self.readings_out is not None and (self._overflow or not self.readings_out.offer_nowait(reading, device)):
+            self._overflow.append((reading, device))
+            if len(self._overflow) == 1:
+                if self.flow is not None:
+                    self.flow.hold("rules")
+                self._later(self._hand_over_overflow())
+        return waits
+
+    async def _hand_over_overflow(self) -> None:
+        assert self.readings_out is not None
+        try:
+            while self._overflow:
+                reading, device = self._overflow[0]
+                await self.readings_out.offer(reading, device)
+                self._overflow.popleft()
+        finally:
+            if self.flow is not None:
+                self.flow.release("rules")
+
+    async def _add_when_room(self, point: Point) -> None:
+        await (await self.writer.add_wait(point))
+
+    def _later(self, work: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     def _resolve_device(self, raw: RawReading) -> DeviceInfo:
         ref = raw.device
@@ -217,6 +300,12 @@ class Pipeline:
             topic=topic, payload=payload, reason=rejected.reason, detail=rejected.detail, received_ns=received_ns,
             device_id=rejected.device_id, feed=rejected.feed,
         )
+
+
+def _done() -> asyncio.Future[None]:
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
 
 
 def _calibrate(fields: dict[str, Any], calibration: dict[str, dict[str, float]]) -> None:

@@ -77,7 +77,7 @@ class CollectorService:
         self.pipeline = Pipeline(
             inputs=inputs,
             directory=directory,
-            write_point=self.writer.add_wait,
+            writer=self.writer,
             quarantine=self.quarantine,
             mapper=mapper,
             profiles=profiles,
@@ -89,12 +89,13 @@ class CollectorService:
             endpoint,
             client_id=client_id,
             topics=subscriptions,
-            handler=self.pipeline.handle,
+            handler=self.pipeline.submit,
             receive_maximum=receive_maximum,
             session_expiry_s=session_expiry_s,
             keepalive_s=keepalive_s,
             protocol_version=protocol_version,
         )
+        self.pipeline.flow = self.subscriber
         self._diagnostics_flush = diagnostics_flush
         self._diagnostics_interval_s = diagnostics_interval_s
         self._state_interval_s = state_interval_s

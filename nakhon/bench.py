@@ -70,14 +70,8 @@ REQUIRED_KEYS = (
 
 
 def _servers() -> Any:
-    """`tests.servers` from the checkout (the `tests` package is not part of the installed distribution)."""
-    try:
-        import tests.servers as servers
-    except ImportError:
-        if not (REPO_ROOT / "tests" / "servers.py").exists():
-            raise RuntimeError("nakhon bench runs from a source checkout: tests/servers.py not found") from None
-        sys.path.insert(0, str(REPO_ROOT))
-        import tests.servers as servers
+    import nakhon.localservers as servers
+
     return servers
 
 

@@ -140,7 +140,7 @@ async def start_services(
         collector = build_collector(
             settings,
             directory,
-            readings_out=rules_runtime.offer if rules_runtime is not None else None,
+            readings_out=rules_runtime,
             diagnostics_flush=diagnostics_to_registry(registry),
             sink=running.sink,
             mqtt_protocol=mqtt_protocol,
@@ -238,6 +238,13 @@ class RulesRuntime:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self.engine.run(self.queue), name="rules-engine")
+
+    def offer_nowait(self, reading: Reading, device: DeviceInfo) -> bool:
+        try:
+            self.queue.put_nowait((reading, device))
+        except asyncio.QueueFull:
+            return False
+        return True
 
     async def offer(self, reading: Reading, device: DeviceInfo) -> None:
         # Awaiting a full queue is the explicit backpressure: ingestion slows to the rules engine's pace.

@@ -311,18 +311,28 @@ class RulesEngine:
         await self.start()
         interval = tick_interval_s or self.tick_interval_s
         next_tick = time.monotonic() + interval
+        processed = 0
         while True:
+            item: tuple[Reading, DeviceInfo] | None
             try:
-                reading, device = await asyncio.wait_for(queue.get(), max(0.0, next_tick - time.monotonic()))
-            except TimeoutError:
-                pass
-            else:
+                # Drain what is queued without a timer per reading; wait (until the next tick) only when empty.
+                item = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                try:
+                    item = await asyncio.wait_for(queue.get(), max(0.0, next_tick - time.monotonic()))
+                except TimeoutError:
+                    item = None
+            if item is not None:
+                reading, device = item
                 try:
                     await self.process(reading, device)
                 except Exception:
                     log.exception("rules: reading of %s could not be evaluated", reading.device_id)
                 finally:
                     queue.task_done()
+                processed += 1
+                if processed % 64 == 0:
+                    await asyncio.sleep(0)  # draining a full queue must not starve ingestion's acks
             if time.monotonic() >= next_tick:
                 try:
                     await self.tick()

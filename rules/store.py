@@ -289,6 +289,10 @@ def make_engine(url: str) -> Engine:
             cur = dbapi_conn.cursor()
             if url not in ("sqlite://", "sqlite:///:memory:"):
                 cur.execute("PRAGMA journal_mode=WAL")
+                # WAL + NORMAL: a commit survives the process being killed (what restarts are about); only an
+                # OS crash or power cut can lose the last commits. FULL would fsync every state change and a
+                # burst of alerts would stall the engine and, through its bounded queue, ingestion.
+                cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 

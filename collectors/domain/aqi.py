@@ -293,6 +293,10 @@ class RollingMean:
         self._n = window_s // bucket_s
         self._buckets: dict[int, list[float]] = {}  # bucket index -> [sum, count]
         self._newest: int | None = None
+        # Running totals over every kept bucket: the window ending at the newest bucket, the common case,
+        # is then answered without walking up to 288 buckets per reading.
+        self._sum = 0.0
+        self._count = 0.0
 
     def _bucket(self, time_ns: int) -> int:
         return time_ns // (self.bucket_s * 1_000_000_000)
@@ -307,11 +311,18 @@ class RollingMean:
         entry = self._buckets.setdefault(k, [0.0, 0.0])
         entry[0] += value
         entry[1] += 1
+        self._sum += value
+        self._count += 1
         if self._newest is None or k > self._newest:
             self._newest = k
             oldest_kept = k - self._n + 1
-            for old in [b for b in self._buckets if b < oldest_kept]:
-                del self._buckets[old]
+            evicted = [b for b in self._buckets if b < oldest_kept]
+            if evicted:
+                for old in evicted:
+                    del self._buckets[old]
+                # recomputed, not subtracted, so float error cannot build up over months of running
+                self._sum = math.fsum(s for s, _ in self._buckets.values())
+                self._count = sum(n for _, n in self._buckets.values())
         return True
 
     def mean(self, at_ns: int | None = None) -> float | None:
@@ -322,6 +333,8 @@ class RollingMean:
             end = self._newest
         else:
             end = self._bucket(at_ns)
+        if end == self._newest:
+            return self._sum / self._count if self._count > 0 else None
         total = count = 0.0
         for k, (s, n) in self._buckets.items():
             if end - self._n < k <= end:
@@ -347,6 +360,8 @@ class RollingMean:
         rm._newest = int(newest) if newest is not None else None
         for k, s, n in state.get("buckets", []):
             rm._buckets[int(k)] = [float(s), float(n)]
+            rm._sum += float(s)
+            rm._count += float(n)
         return rm
 
 

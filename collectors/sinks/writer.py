@@ -134,7 +134,7 @@ class BatchWriter:
         self.rejected_points = 0
         self._sem = asyncio.Semaphore(max_concurrent_writes)
         self._spool_lock = asyncio.Lock()
-        self._space = asyncio.Event()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()  # add_wait, FIFO
         self._drain_wake = asyncio.Event()
         self._batch: _Batch | None = None
         self._pending = 0
@@ -214,9 +214,19 @@ class BatchWriter:
     async def add_wait(self, point: Point) -> asyncio.Future[None]:
         """Like `add`, but waits for space when `max_pending_points` are pending (explicit backpressure)."""
         while self._pending >= self.max_pending_points and not self._closed:
-            self._space.clear()
-            await self._space.wait()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
         return self.add(point)
+
+    def _wake_waiters(self) -> None:
+        """Wake as many add_wait callers as there is room for (all of them once closed), oldest first."""
+        room = self.max_pending_points - self._pending
+        while self._waiters and (room > 0 or self._closed):
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                room -= 1
 
     def flush(self) -> asyncio.Future[None] | None:
         """Seal the open batch now; returns its future (None when nothing is open)."""
@@ -263,7 +273,7 @@ class BatchWriter:
         finally:
             self._settle(batch.seq)
             self._pending -= len(batch.points)
-            self._space.set()
+            self._wake_waiters()
 
     def _settle(self, seq: int) -> None:
         if seq in self._unsettled:
@@ -452,7 +462,7 @@ class BatchWriter:
             return
         self._seal()
         self._closed = True
-        self._space.set()
+        self._wake_waiters()
         deadline = time.monotonic() + timeout_s
         tasks = list(self._tasks)
         if tasks:

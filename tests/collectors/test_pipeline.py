@@ -36,9 +36,17 @@ class Harness:
         self.writer = BatchWriter(self.sink, None, flush_interval_s=0.01)
         self.quarantine = QuarantineStore(tmp_path / "q.db", flush_interval_s=0.01)
         self.readings: list[Reading] = []
+        harness = self
 
-        async def out(reading: Reading, device: DeviceInfo) -> None:
-            self.readings.append(reading)
+        class Out:
+            def offer_nowait(self, reading: Reading, device: DeviceInfo) -> bool:
+                harness.readings.append(reading)
+                return True
+
+            async def offer(self, reading: Reading, device: DeviceInfo) -> None:
+                harness.readings.append(reading)
+
+        out = Out()
 
         self.pipeline = Pipeline(
             inputs=[
@@ -46,7 +54,7 @@ class Harness:
                 Input(["v3/+/devices/+/up"], make_format("ttn")),
             ],
             directory=StaticDirectory(DEVICES),
-            write_point=self.writer.add_wait,
+            writer=self.writer,
             quarantine=self.quarantine,
             mapper=FieldMapper(),
             profiles=dict(builtin_profiles()),
@@ -155,7 +163,7 @@ async def test_sink_rejected_point_is_isolated_and_reported(tmp_path: Path) -> N
     pipeline = Pipeline(
         inputs=[Input(["city/+/+/+"], make_format("native"))],
         directory=StaticDirectory(DEVICES),
-        write_point=writer.add_wait,
+        writer=writer,
         quarantine=quarantine,
     )
     await writer.start()
@@ -194,7 +202,7 @@ async def test_calibration_override_applies_to_canonical_payloads(tmp_path: Path
     pipeline = Pipeline(
         inputs=[Input(["city/+/+/+"], make_format("native"))],
         directory=StaticDirectory([device]),
-        write_point=writer.add_wait,
+        writer=writer,
         quarantine=quarantine,
         mapper=FieldMapper(),
     )

@@ -42,16 +42,32 @@ def split_unescaped(text: str, sep: str, *, quotes: bool = False) -> list[str]:
 
 
 def parse(line: str) -> tuple[str, dict[str, str], str]:
-    """(measurement and tags as written, {field key: raw value}, timestamp)."""
+    """(measurement and tags as written, {field key as written: raw value}, timestamp).
+
+    Quotes mean something only at the start of a field value (a key may contain an escaped-free `"`)."""
     head, *rest = split_unescaped(line, " ")  # quotes mean nothing before the fields
-    sections = split_unescaped(" ".join(rest), " ", quotes=True)
-    assert len(sections) == 2, (line, sections)
-    fields, ts = sections
-    out = {}
-    for part in split_unescaped(fields, ",", quotes=True):
-        key, value = split_unescaped(part, "=", quotes=True)[0], part[len(split_unescaped(part, "=")[0]) + 1 :]
-        out[key] = value
-    return head, out, ts
+    text = " ".join(rest)
+    out: dict[str, str] = {}
+    i = 0
+    while True:
+        key_start = i
+        while text[i] != "=":
+            i += 2 if text[i] == "\\" else 1
+        key = text[key_start:i]
+        i += 1
+        value_start = i
+        if text[i] == '"':
+            i += 1
+            while text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            i += 1
+        else:
+            while text[i] not in ", ":
+                i += 1
+        out[key] = text[value_start:i]
+        if text[i] == " ":
+            return head, out, text[i + 1 :]
+        i += 1
 
 
 def assert_same_as_oracle(p: Point) -> None:
