@@ -212,3 +212,55 @@ async def test_calibration_override_applies_to_canonical_payloads(tmp_path: Path
     await quarantine.close()
     [point] = sink.query("air_quality")
     assert point.fields["pm25_ugm3"] == pytest.approx(21.0)
+
+
+async def test_full_rules_queue_holds_intake_and_hands_over_every_reading_in_order(tmp_path: Path) -> None:
+    sink = MemorySink()
+    writer = BatchWriter(sink, None, flush_interval_s=0.01)
+    quarantine = QuarantineStore(tmp_path / "q.db")
+    queue: asyncio.Queue[tuple[Reading, DeviceInfo]] = asyncio.Queue(maxsize=2)
+    events: list[str] = []
+
+    class Rules:
+        def offer_nowait(self, reading: Reading, device: DeviceInfo) -> bool:
+            try:
+                queue.put_nowait((reading, device))
+            except asyncio.QueueFull:
+                return False
+            return True
+
+        async def offer(self, reading: Reading, device: DeviceInfo) -> None:
+            await queue.put((reading, device))
+
+    class Flow:
+        def hold(self, reason: str) -> None:
+            events.append(f"hold:{reason}")
+
+        def release(self, reason: str) -> None:
+            events.append(f"release:{reason}")
+
+    pipeline = Pipeline(
+        inputs=[Input(["city/+/+/+"], make_format("native"))],
+        directory=StaticDirectory(DEVICES),
+        writer=writer,
+        quarantine=quarantine,
+        readings_out=Rules(),
+    )
+    pipeline.flow = Flow()
+    await writer.start()
+    outcomes = [
+        pipeline.submit("city/laem-chabang/air/air-001", f'{{"pm25_ugm3": {i}, "ts": {1795741200 + i}}}'.encode(), 1)
+        for i in range(6)
+    ]
+    # the data is acknowledged without waiting for the rules engine
+    await asyncio.wait_for(asyncio.gather(*outcomes), 5)
+    assert events == ["hold:rules"]
+    seen = []
+    while len(seen) < 6:
+        reading, _device = await asyncio.wait_for(queue.get(), 5)
+        seen.append(reading.fields["pm25_ugm3"])
+    assert seen == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    await asyncio.sleep(0)
+    assert events == ["hold:rules", "release:rules"]
+    await writer.close()
+    await quarantine.close()
