@@ -94,6 +94,11 @@ def remember(memory: DeviceMemory, reading: Reading, windows: dict[str, float]) 
 
 
 def _is_number(v: Any) -> bool:
+    kind = type(v)  # exact-type checks first: this runs several times per reading per rule
+    if kind is float:
+        return math.isfinite(v)
+    if kind is int:
+        return True
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 

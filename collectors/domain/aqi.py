@@ -196,8 +196,40 @@ def thai_sub_index_exact(pollutant: str, concentration: float) -> Decimal:
     return Decimal(201) + Decimal(top.i_hi - top.i_lo) * excess / (top.c_hi - top.c_lo)
 
 
+def _float_rows(table: tuple[Breakpoint, ...]) -> tuple[tuple[float, float, int, int], ...]:
+    return tuple((float(bp.c_lo), float(bp.c_hi), bp.i_lo, bp.i_hi) for bp in table)
+
+
+# Float copies of the tables for the fast path below; the Decimal tables stay the reference.
+_EDGE = 1e-9  # closer than this to a breakpoint: decide with the exact (Decimal) path
+_HALF = 1e-6  # closer than this to a .5: round with the exact path
+
+
+def _fast_index(c: float, rows: tuple[tuple[float, float, int, int], ...]) -> int | None:
+    """The rounded sub-index in float arithmetic, or None when the exact path must decide (on a breakpoint,
+    on a .5 after interpolation, or above the table). Every reading runs this, so it avoids Decimal."""
+    for c_lo, c_hi, i_lo, i_hi in rows:
+        if abs(c - c_hi) < _EDGE or abs(c - c_lo) < _EDGE:
+            return None
+        if c <= c_hi:
+            x = (i_hi - i_lo) * (c - c_lo) / (c_hi - c_lo) + i_lo
+            if x < i_lo:
+                return i_lo
+            frac = x - math.floor(x)
+            if abs(frac - 0.5) < _HALF:
+                return None
+            return math.floor(x + 0.5)
+    return None
+
+
+_THAI_FLOAT = {p: _float_rows(t) for p, t in THAI_TABLE.items()}
+
+
 def thai_sub_index(pollutant: str, concentration: float) -> int:
     """Thai PCD sub-index for one pollutant, rounded half-up."""
+    fast = _fast_index(concentration, _THAI_FLOAT[pollutant])
+    if fast is not None:
+        return fast
     return round_half_up(thai_sub_index_exact(pollutant, concentration))
 
 
@@ -241,8 +273,19 @@ def us_sub_index_exact(pollutant: str, concentration: float) -> Decimal:
     return max(_interpolate(c, bp), Decimal(bp.i_lo))
 
 
+_US_FLOAT = {p: _float_rows(t) for p, t in US_TABLE.items()}
+_US_STEP = {p: float(step) for p, step in US_TRUNCATION.items()}
+
+
 def us_sub_index(pollutant: str, concentration: float) -> int:
     """US EPA (2024) sub-index, rounded half-up and capped at 500. O3 here is in ppm, as in the EPA table."""
+    step = _US_STEP[pollutant]
+    steps = concentration / step
+    # truncation in float is exact unless the value sits (within float error) on a reporting step
+    if steps - math.floor(steps) > _HALF and math.ceil(steps) - steps > _HALF:
+        fast = _fast_index(math.floor(steps) * step, _US_FLOAT[pollutant])
+        if fast is not None:
+            return min(fast, US_AQI_CAP)
     return min(round_half_up(us_sub_index_exact(pollutant, concentration)), US_AQI_CAP)
 
 
