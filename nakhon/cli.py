@@ -237,6 +237,14 @@ def _mount_optional() -> None:
         app.command("bench", help="Benchmark the ingest path against real Mosquitto and InfluxDB.")(bench)
     except ImportError as exc:  # pragma: no cover
         logging.getLogger(__name__).debug("bench unavailable: %s", exc)
+    try:
+        from nakhon.bench_notify import bench_notify
+
+        app.command("bench-notify", help="Benchmark publish → notification latency under background load.")(
+            bench_notify
+        )
+    except ImportError as exc:  # pragma: no cover
+        logging.getLogger(__name__).debug("bench-notify unavailable: %s", exc)
 
 
 _mount_optional()

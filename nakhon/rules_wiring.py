@@ -117,4 +117,25 @@ async def build_rules_runtime(
     return runtime_cls(RulesEngineHandle(service), config.queue_size, service.router(require_role))
 
 
-__all__ = ["RulesEngineHandle", "active_devices_provider", "build_rules_runtime", "rules_settings"]
+def build_alerts_api(settings: Any) -> tuple[Any, Callable[[], None]]:
+    """The alerts API (list, acknowledge, silences, signed acknowledge links) for a process that serves the
+    gateway without running the rules engine: it works on the alert store the engine writes. Returns the
+    router and a function that closes its store."""
+    from rules.acklink import AckLinkSigner, resolve_secret
+    from rules.api import build_router
+    from rules.store import AlertStore
+
+    config = rules_settings(settings)
+    store = AlertStore(config.database_url)
+    secret = config.ack_link_secret.get_secret_value() if config.ack_link_secret is not None else None
+    signer = AckLinkSigner(resolve_secret(secret, config.ack_link_secret_file), config.ack_link_ttl_s)
+    return build_router(store, require_role, ack_links=signer), store.close
+
+
+__all__ = [
+    "RulesEngineHandle",
+    "active_devices_provider",
+    "build_alerts_api",
+    "build_rules_runtime",
+    "rules_settings",
+]

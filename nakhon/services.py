@@ -194,8 +194,14 @@ async def start_gateway(settings: Settings, registry: RegistryStore, running: Ru
     from gateway.api.app import create_app
 
     routers = []
+    close_alerts: Callable[[], None] | None = None
     if running.rules is not None and running.rules.router is not None:
         routers.append(running.rules.router)
+    else:  # the engine runs in the collectors' process: serve the alerts API from the store it writes
+        from nakhon.rules_wiring import build_alerts_api
+
+        router, close_alerts = await asyncio.to_thread(build_alerts_api, settings)
+        routers.append(router)
     provisioner = make_provisioner(settings)
     app = create_app(registry, provisioner, extra_routers=routers)
     config = uvicorn.Config(
@@ -219,6 +225,8 @@ async def start_gateway(settings: Settings, registry: RegistryStore, running: Ru
             await asyncio.wait_for(task, 10)
         if provisioner is not None:
             await provisioner.close()
+        if close_alerts is not None:
+            close_alerts()
 
     running.closers.append(close)
     return server

@@ -96,7 +96,7 @@ def test_compose_stack_services_volumes_and_health_checks() -> None:
         for volume in service.get("volumes", []):
             if host_path(volume, DEPLOY) is None:
                 assert volume.split(":")[0] in data["volumes"], f"{name}: undeclared named volume {volume}"
-        assert any(host_path(v, DEPLOY) is None for v in service.get("volumes", [])) or name in {"mqtt-setup"}, (
+        assert any(host_path(v, DEPLOY) is None for v in service.get("volumes", [])), (
             f"{name} keeps no data in a named volume"
         )
     for name in NAKHON_SERVICES:
