@@ -28,8 +28,8 @@ SPOOL_BYTES = Gauge("nakhon_spool_bytes", "Bytes used by the disk spool")
 SPOOL_FULL = Gauge("nakhon_spool_full", "1 when the disk spool reached its size limit (an error state)")
 MQTT_CONNECTED = Gauge("nakhon_mqtt_connected", "1 while the collector is connected to the MQTT broker")
 PENDING_MESSAGES = Gauge("nakhon_pending_messages", "Messages received but not yet acknowledged to the broker")
-PUBLISH_TO_STORED_SECONDS = Histogram(
-    "nakhon_publish_to_stored_seconds",
-    "From the reading's timestamp to its durable storage",
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+ACK_DELAY_SECONDS = Histogram(
+    "nakhon_ack_delay_seconds",
+    "From receipt of a message to its PUBACK, i.e. until its data (or quarantine record) was durable",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )

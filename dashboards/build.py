@@ -919,6 +919,18 @@ def pipeline_health() -> Json:
             unit="s",
         ),
         timeseries(
+            titled("เวลาจนข้อมูลถูกบันทึก", "Receipt to durable (ack delay)"),
+            "p50 / p99 จากรับข้อความถึงตอบรับ (PUBACK) หลังบันทึกข้อมูลแล้ว · p50 and p99 from receipt to the PUBACK "
+            "sent once the data is durable (nakhon_ack_delay_seconds).",
+            [
+                prom(f"histogram_quantile(0.5, sum by (le) (rate(nakhon_ack_delay_seconds_bucket{{{INSTANCE}}}[5m])))",
+                     "A", legend="p50"),
+                prom(f"histogram_quantile(0.99, sum by (le) (rate(nakhon_ack_delay_seconds_bucket{{{INSTANCE}}}[5m])))",
+                     "B", legend="p99"),
+            ],
+            unit="s",
+        ),
+        timeseries(
             titled("สปูลและข้อความค้าง", "Spool and pending messages"),
             "จุดในสปูล และข้อความที่ยังไม่ได้ตอบรับโบรกเกอร์ · Spooled points and messages not yet acknowledged.",
             [

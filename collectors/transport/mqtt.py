@@ -31,7 +31,7 @@ from typing import Any
 from gmqtt import Client, Subscription
 from gmqtt.mqtt.constants import MQTTCommands, MQTTv50, MQTTv311
 
-from collectors.metrics import MQTT_CONNECTED, PENDING_MESSAGES
+from collectors.metrics import ACK_DELAY_SECONDS, MQTT_CONNECTED, PENDING_MESSAGES
 
 __all__ = ["MQTTv50", "MQTTv311", "MessageHandler", "MqttEndpoint", "MqttSubscriber"]
 
@@ -213,10 +213,12 @@ class MqttSubscriber:
             return
         self._in_flight += 1
         self._idle.clear()
-        outcome = self._handler(topic, payload, time.time_ns())
+        received_ns = time.time_ns()
+        outcome = self._handler(topic, payload, received_ns)
         waiting = self._acks_by_future.get(outcome)
         if waiting is None:
-            self._acks_by_future[outcome] = [self._generation, mid]
+            # [generation, first receipt time, mid, mid, ...]: one entry (and one PUBACK write) per batch
+            self._acks_by_future[outcome] = [self._generation, received_ns, mid]
             outcome.add_done_callback(self._acknowledge)
         else:
             waiting.append(mid)
@@ -227,7 +229,7 @@ class MqttSubscriber:
 
     def _acknowledge(self, outcome: asyncio.Future[None]) -> None:
         entry = self._acks_by_future.pop(outcome)
-        generation, mids = entry[0], entry[1:]
+        generation, first_received_ns, mids = entry[0], entry[1], entry[2:]
         self._in_flight -= len(mids)
         if self._in_flight == 0:
             self._idle.set()
@@ -240,6 +242,7 @@ class MqttSubscriber:
             connection = self._client._connection
             if connection is not None:
                 connection.send_package(b"".join(_puback(mid) for mid in mids))
+                ACK_DELAY_SECONDS.observe((time.time_ns() - first_received_ns) / 1e9)
         if self._paused and not self._holds and self._in_flight <= self.max_in_flight // 2:
             self._resume()
 
