@@ -4,16 +4,13 @@
 
 What one run does (method and definitions: `bench/README.md`):
 
-1. starts Mosquitto and InfluxDB on free loopback ports in a temp dir (`tests.servers`, from the checkout);
+1. starts Mosquitto and InfluxDB on free loopback ports in a temp dir (`nakhon.localservers`);
 2. measures the broker's raw QoS 1 rate: the same publisher (`publish_city`, same devices, processes and QoS)
    publishes N messages to `bench/raw/...` while a C `mosquitto_sub -q 1` counts what it received;
 3. registers the simulated devices (`nakhon devices import`) and starts `nakhon run collectors` as a process;
 4. publishes N QoS 1 messages (unique `ts` per device) as fast as the broker acknowledges them, plus a small
    probe stream (`bench-probe`, `ts` = publish time) whose visibility in InfluxDB is polled every 50 ms;
 5. waits until InfluxDB holds every acknowledged message, checks point by point, prints JSON.
-
-The servers come from `tests/servers.py` at the repository root: the benchmark runs from a checkout (the
-`tests` package is not installed), which is where it is meant to run.
 """
 
 from __future__ import annotations
@@ -45,9 +42,8 @@ if TYPE_CHECKING:
     import httpx
     import psutil
 
-    from tests.servers import InfluxServer, MosquittoServer
+    from nakhon.localservers import InfluxServer, MosquittoServer
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 NAKHON = [sys.executable, "-m", "nakhon.cli"]
 PROBE_DEVICE = "bench-probe"
 SENTINEL = b"__bench_ready__"
