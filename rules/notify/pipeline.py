@@ -143,6 +143,9 @@ class NotificationPipeline:
         self._queues: dict[str, asyncio.Queue[NotifyMessage]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
+        # A group held by group_wait / group_interval is flushed when it falls due, not at the next tick.
+        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._due_tasks: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
 
@@ -158,6 +161,11 @@ class NotificationPipeline:
         self._ensure_started()
 
     async def stop(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for due in list(self._due_tasks):
+            due.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -191,8 +199,30 @@ class NotificationPipeline:
             for group in touched:
                 if group.notes and now >= group.due_ns():
                     await self._flush(group, now)
+                elif group.notes:
+                    self._flush_when_due(group, now)
         if alert.state == "resolved":
             self._latest.pop(alert.id, None)
+
+    def _flush_when_due(self, group: _Group, now: int) -> None:
+        key = (group.receiver, group.key)
+        if key in self._timers:
+            return
+        delay_s = max(0.0, (group.due_ns() - now) / NS)
+        self._timers[key] = asyncio.get_running_loop().call_later(delay_s, self._fall_due, key)
+
+    def _fall_due(self, key: tuple[str, str]) -> None:
+        self._timers.pop(key, None)
+        task = asyncio.get_running_loop().create_task(self._flush_if_due(key), name="notify-group-due")
+        self._due_tasks.add(task)
+        task.add_done_callback(self._due_tasks.discard)
+
+    async def _flush_if_due(self, key: tuple[str, str]) -> None:
+        async with self._lock:
+            group = self._groups.get(key)
+            now = self.clock.now_ns()
+            if group is not None and group.notes and now >= group.due_ns():
+                await self._flush(group, now)
 
     async def restore(self, alerts: list[Alert]) -> None:
         """After a restart: re-submit open alerts; the notification log drops what was already sent."""
@@ -208,9 +238,13 @@ class NotificationPipeline:
         if group is None:
             group = self._groups[(receiver, key)] = _Group(receiver, route, key, now)
         if kind == "resolved":
-            if group.notes.pop((alert.id, "firing"), None) is not None:
-                return group  # never told it fired: nothing to resolve
-            for k in [k for k in group.notes if k[0] == alert.id]:
+            unsent_firing = (alert.id, "firing") in group.notes
+            if unsent_firing and self.suppressed_by(alert, now) is not None:
+                del group.notes[(alert.id, "firing")]
+                return group  # fired and resolved while silenced or in maintenance: nothing to tell
+            # Otherwise an alert that fired and resolved before its group was sent is still reported, with its
+            # resolution: that it fired is what matters (a child left on a bus for five minutes).
+            for k in [k for k in group.notes if k[0] == alert.id and k[1] != "firing"]:
                 del group.notes[k]
         if kind.startswith("reminder"):
             for k in [k for k in group.notes if k[0] == alert.id and k[1].startswith("reminder")]:

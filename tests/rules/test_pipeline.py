@@ -307,3 +307,51 @@ async def test_queue_full_is_recorded_not_blocking(store, clock, pipeline_factor
     failed = [n for n in store.list_notifications(failed=True) if n.receiver == "line-bus"]
     assert failed and failed[0].error == "receiver queue full"
     await pipe.stop()
+
+
+QUICK_GROUPS = """
+receivers:
+  - {name: ops, language: en}
+route:
+  receiver: ops
+  group_by: [rule]
+  group_wait: 0s
+  group_interval: 300ms
+  repeat_interval: 0s
+"""
+
+
+async def test_held_group_is_sent_when_it_falls_due_without_waiting_for_a_tick(store) -> None:
+    from rules.timeutil import SystemClock
+    from tests.rules.conftest import make_pipeline
+
+    pipe, mem = make_pipeline(store, SystemClock(), QUICK_GROUPS)
+    await pipe.submit(fire(store, "flood_level_high", "g-1", "flood", time.time_ns()))
+    await settle(pipe)
+    assert len(mem["ops"].sent) == 1  # group_wait 0: at once
+    await pipe.submit(fire(store, "flood_level_high", "g-2", "flood", time.time_ns()))
+    await settle(pipe)
+    assert len(mem["ops"].sent) == 1  # held by group_interval
+    await asyncio.sleep(0.6)  # no tick() in this test: only the group's own timer can send it
+    await settle(pipe)
+    assert len(mem["ops"].sent) == 2
+    await pipe.stop()
+
+
+async def test_alert_that_fires_and_resolves_within_group_wait_is_still_reported(
+    store, clock, pipeline_factory
+) -> None:
+    pipe, mem = pipeline_factory(ROUTING)  # flood: group_wait 30s
+    a = fire(store, "flood_level_high", "g-1", "flood", T0)
+    await pipe.submit(a)
+    clock.advance(10)
+    resolved = store.resolve(a.id, clock.now_ns())
+    await pipe.submit(resolved)  # type: ignore[arg-type]
+    clock.advance(30)
+    await pipe.tick()
+    await settle(pipe)
+    sent = mem["flood-team"].sent
+    assert len(sent) == 1
+    assert sent[0].alert_ids == [a.id, a.id]
+    assert [x["state"] for x in sent[0].payload["alerts"]] == ["firing", "resolved"]  # that it fired, and when it ended
+    await pipe.stop()
