@@ -1,7 +1,8 @@
 """Per-device diagnostics (Home Assistant style): the last raw messages of each device, accepted or not.
 
 Kept in memory on the hot path (a bounded deque per device, a bounded number of devices) and handed in
-batches to the registry every few seconds, so field engineers can see what a device really sent.
+batches to the registry every few seconds, so field engineers can see what a device really sent. Recording
+costs a tuple append; decoding payloads to text waits for the (much rarer) hand-over.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_PAYLOAD_CHARS = 2048
+
+_Raw = tuple[int, str, bytes, bool, "str | None"]  # received_ns, topic, payload, accepted, reason
 
 
 @dataclass(slots=True, frozen=True)
@@ -22,11 +25,21 @@ class RecentMessage:
     reason: str | None = None
 
 
+def _message(raw: _Raw) -> RecentMessage:
+    received_ns, topic, payload, accepted, reason = raw
+    text = payload[:MAX_PAYLOAD_CHARS].decode("utf-8", errors="replace")
+    return RecentMessage(received_ns, topic, text, accepted, reason)
+
+
 @dataclass(slots=True)
 class DeviceDiagnostics:
     last_seen_ns: int = 0
     last_reading: dict[str, Any] = field(default_factory=dict)
-    recent: deque[RecentMessage] = field(default_factory=lambda: deque(maxlen=20))
+    raw: deque[_Raw] = field(default_factory=lambda: deque(maxlen=20))
+
+    @property
+    def recent(self) -> list[RecentMessage]:
+        return [_message(r) for r in self.raw]
 
 
 class DiagnosticsBuffer:
@@ -51,7 +64,7 @@ class DiagnosticsBuffer:
     ) -> None:
         diag = self._devices.get(device_id)
         if diag is None:
-            diag = DeviceDiagnostics(recent=deque(maxlen=self.per_device))
+            diag = DeviceDiagnostics(raw=deque(maxlen=self.per_device))
             self._devices[device_id] = diag
             if len(self._devices) > self.max_devices:
                 evicted, _ = self._devices.popitem(last=False)
@@ -61,15 +74,20 @@ class DiagnosticsBuffer:
         diag.last_seen_ns = received_ns
         if reading is not None:
             diag.last_reading = reading
-        text = payload[:MAX_PAYLOAD_CHARS].decode("utf-8", errors="replace")
-        diag.recent.append(RecentMessage(received_ns, topic, text, accepted, reason))
-        self._new[device_id] = min(self._new.get(device_id, 0) + 1, self.per_device)
+        diag.raw.append((received_ns, topic, payload, accepted, reason))
+        new = self._new.get(device_id, 0)
+        if new < self.per_device:
+            self._new[device_id] = new + 1
 
     def get(self, device_id: str) -> DeviceDiagnostics | None:
         return self._devices.get(device_id)
 
     def take_new(self) -> dict[str, list[RecentMessage]]:
         """Each device's messages recorded since the last call (at most `per_device`), for a batched flush."""
-        new = {d: list(self._devices[d].recent)[-n:] for d, n in self._new.items() if d in self._devices}
+        new = {
+            d: [_message(r) for r in list(self._devices[d].raw)[-n:]]
+            for d, n in self._new.items()
+            if d in self._devices
+        }
         self._new.clear()
         return new

@@ -5,9 +5,36 @@ Names are part of the contract with `dashboards/` (the pipeline-health dashboard
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Iterator
 
-MESSAGES_RECEIVED = Counter("nakhon_messages_received", "MQTT messages received by the collectors", ["feed"])
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+
+class LoopCounter(Collector):
+    """A labelled counter for the event loop's hot path: `inc` is a dict update, no lock (prometheus-client's
+    Counter takes a mutex per increment, ~6 % of the collector's CPU at 10,000 msg/s). Only the event-loop
+    thread increments it; the value is read at scrape time."""
+
+    def __init__(self, name: str, documentation: str, label: str) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.label = label
+        self.values: dict[str, int] = {}
+        REGISTRY.register(self)
+
+    def inc(self, label_value: str) -> None:
+        self.values[label_value] = self.values.get(label_value, 0) + 1
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=[self.label])
+        for value, count in list(self.values.items()):
+            family.add_metric([value], count)
+        yield family
+
+
+MESSAGES_RECEIVED = LoopCounter("nakhon_messages_received", "MQTT messages received by the collectors", "feed")
 POINTS_STORED = Counter(
     "nakhon_points_stored", "Points durably stored (in the sink or the disk spool), by feed (or `alerts`)", ["feed"]
 )

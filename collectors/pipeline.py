@@ -109,7 +109,6 @@ class Pipeline:
         self.diagnostics = diagnostics or DiagnosticsBuffer()
         self.readings_out = readings_out
         self._format_by_topic: dict[str, PayloadFormat | None] = {}
-        self._received: dict[str, Any] = {}  # label children, cached: labels() per message is costly
         self._background: set[asyncio.Task[None]] = set()
         # Readings the rules engine's queue had no room for. The MQTT ack does not wait for the rules engine
         # (the data is what must be durable), but intake is held until this backlog has been handed over.
@@ -128,11 +127,7 @@ class Pipeline:
         return found
 
     def _count_received(self, feed: str | None) -> None:
-        label = feed or "unknown"
-        child = self._received.get(label)
-        if child is None:
-            child = self._received[label] = MESSAGES_RECEIVED.labels(label)
-        child.inc()
+        MESSAGES_RECEIVED.inc(feed or "unknown")
 
     async def handle(self, topic: str, payload: bytes, received_ns: int) -> None:
         """Process one MQTT message; returns once everything it produced is durable."""

@@ -87,6 +87,8 @@ class SpeedZones:
 
     def lookup(self, lat: float, lon: float) -> SpeedZone | None:
         """The zone with the smallest limit that covers (lat, lon) — boundary included — or None."""
+        if not self.zones:
+            return None  # no zones configured: skip building a geometry for every reading
         point = Point(lon, lat)  # GeoJSON order is (x=lon, y=lat)
         best: SpeedZone | None = None
         for zone in self.zones:

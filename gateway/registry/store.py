@@ -885,7 +885,8 @@ class RegistryStore:
             return
         table = DeviceRecentMessage
         with self._transaction() as session:
-            session.execute(insert(table), rows)
+            # Core insert (not the ORM's bulk path): this runs every few seconds with up to 20 rows per device
+            session.execute(insert(DeviceRecentMessage.__table__), rows)  # type: ignore[arg-type]
             device_ids = sorted({r["device_id"] for r in rows})
             for chunk in _chunks(device_ids):
                 rank = (
