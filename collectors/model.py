@@ -97,7 +97,8 @@ class Reading:
     def to_point(self) -> Point:
         tags = {"device_id": self.device_id, "feed": self.feed, "city": self.city, "district": self.district}
         tags.update(self.tags)
-        return Point(self.measurement, tags, dict(self.fields), self.time_ns)
+        # The point shares the reading's fields: both are read-only once the reading has been enriched.
+        return Point(self.measurement, tags, self.fields, self.time_ns)
 
 
 @dataclass(slots=True)

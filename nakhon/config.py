@@ -81,7 +81,7 @@ class MqttConfig(Strict):
         default="", description="When set, collectors subscribe as $share/<group>/<topic> to split the load."
     )
     receive_maximum: int = Field(
-        default=20_000, ge=1, le=65535, description="Unacknowledged messages the broker may send us at once."
+        default=10_000, ge=1, le=65535, description="Unacknowledged messages in flight to us (bounds memory)."
     )
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
     keepalive_s: int = Field(default=30, ge=5)
@@ -151,7 +151,7 @@ class GatewayConfig(Strict):
 class RulesConfig(Strict):
     dir: str = Field(default="", description="Directory of rule YAML files; empty means the shipped defaults.")
     routes_file: str = Field(default="", description="Notification routing YAML; empty means log-only.")
-    queue_size: int = Field(default=10_000, ge=1)
+    queue_size: int = Field(default=2_000, ge=1, description="Readings waiting for the rules engine (bounded).")
     ack_link_secret: SecretStr | None = Field(
         default=None,
         description="Signs one-click acknowledge links (at least 32 characters); "
