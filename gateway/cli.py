@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
+from zoneinfo import ZoneInfo
 
 import typer
 from pydantic import ValidationError
@@ -29,6 +30,8 @@ T = TypeVar("T")
 
 devices_app = typer.Typer(help="Register and manage devices / จัดการอุปกรณ์", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens / โทเค็น API", no_args_is_help=True)
+
+BANGKOK = ZoneInfo("Asia/Bangkok")
 
 
 def _actor() -> str:
@@ -99,10 +102,15 @@ def _print_credentials(credentials: IssuedCredentials) -> None:
 
 
 def _show(device: DeviceOut) -> None:
-    data = device.model_dump(mode="json")
+    data = device.model_dump()
     width = max(len(k) for k in data)
     for key, value in data.items():
-        shown = json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else value
+        if isinstance(value, datetime):  # stored in UTC, shown in Bangkok time
+            shown: Any = value.astimezone(BANGKOK).isoformat(timespec="seconds")
+        elif isinstance(value, dict | list):
+            shown = json.dumps(value, ensure_ascii=False, default=str)
+        else:
+            shown = value
         typer.echo(f"{key.ljust(width)}  {'' if shown is None else shown}")
 
 
