@@ -15,7 +15,7 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
 
@@ -123,6 +123,26 @@ def active_alerts_query(extra: str = "") -> str:
     )
 
 
+def select(measurement: str, field: str, agg: str = "mean", *, interval: bool = True,
+           by: str | None = "device_id") -> str:
+    """`agg(field)` of one measurement under FILTER, grouped per `$__interval` (gaps left empty) and/or tag `by`.
+
+    The defaults give one series per device, the shape of most panels."""
+    group = [g for g in ("time($__interval)" if interval else "", f'"{by}"' if by else "") if g]
+    query = f'SELECT {agg}("{field}") FROM "{measurement}" WHERE {FILTER}'
+    if group:
+        query += " GROUP BY " + ", ".join(group)
+    return query + (" fill(none)" if interval else "")
+
+
+def interval_targets(measurement: str, agg: str, *fields: str | tuple[str, str]) -> list[Json]:
+    """One target per field (`field` or `(field, alias)`, alias defaulting to the field): `agg` of all the
+    selected devices per interval, refs A, B, ..."""
+    named = [(f, f) if isinstance(f, str) else f for f in fields]
+    return [influx(select(measurement, field, agg, by=None), chr(ord("A") + i), alias=alias)
+            for i, (field, alias) in enumerate(named)]
+
+
 def alert_history_query(rule: str) -> str:
     return (
         'SELECT "state", "device_id", "district", "severity", "value", "message_th", "message_en", "alert_id" '
@@ -151,6 +171,24 @@ def panel(kind: str, title: str, description: str, targets: list[Json], w: int, 
     }
     body.update(extra)
     return body
+
+
+class PanelOptions(TypedDict, total=False):
+    """Keyword options the panel kinds share; the subclasses type the helpers that pass them on."""
+
+    unit: str
+    thresholds: Json | None
+    w: int
+    h: int
+
+
+class SeriesOptions(PanelOptions, total=False):
+    """The keyword options of `timeseries`."""
+
+    threshold_style: str
+    draw: str
+    stack: bool
+    decimals: int | None
 
 
 def timeseries(
@@ -182,12 +220,7 @@ def timeseries(
     if decimals is not None:
         defaults["decimals"] = decimals
     return panel(
-        "timeseries",
-        title,
-        description,
-        targets,
-        w,
-        h,
+        "timeseries", title, description, targets, w, h,
         fieldConfig={"defaults": defaults, "overrides": []},
         options={"legend": {"displayMode": "table", "placement": "right", "calcs": ["lastNotNull", "max"]},
                  "tooltip": {"mode": "multi", "sort": "desc"}},
@@ -197,12 +230,7 @@ def timeseries(
 def table(title: str, description: str, targets: list[Json], *, w: int = 24, h: int = 8,
           overrides: list[Json] | None = None, transformations: list[Json] | None = None) -> Json:
     return panel(
-        "table",
-        title,
-        description,
-        targets,
-        w,
-        h,
+        "table", title, description, targets, w, h,
         fieldConfig={"defaults": {"custom": {"align": "auto", "filterable": True}}, "overrides": overrides or []},
         options={"showHeader": True, "cellHeight": "sm", "footer": {"show": False}},
         transformations=transformations or [],
@@ -223,20 +251,30 @@ def colored_state_override() -> Json:
     }
 
 
+class StatOptions(PanelOptions, total=False):
+    """The keyword options of `stat`."""
+
+    mappings: list[Json] | None
+    reduce: str
+
+
 def stat(title: str, description: str, targets: list[Json], *, unit: str = "short", thresholds: Json | None = None,
          mappings: list[Json] | None = None, w: int = 6, h: int = 5, reduce: str = "lastNotNull") -> Json:
     return panel(
-        "stat",
-        title,
-        description,
-        targets,
-        w,
-        h,
+        "stat", title, description, targets, w, h,
         fieldConfig={"defaults": {"unit": unit, "thresholds": thresholds or steps("green"),
                                   "mappings": mappings or [], "color": {"mode": "thresholds"}}, "overrides": []},
         options={"reduceOptions": {"calcs": [reduce], "fields": "", "values": False}, "colorMode": "background",
                  "graphMode": "area", "textMode": "auto"},
     )
+
+
+class GaugeOptions(PanelOptions, total=False):
+    """The keyword options of `bargauge`."""
+
+    mappings: list[Json] | None
+    max_value: float | None
+    transformations: list[Json] | None
 
 
 def bargauge(title: str, description: str, targets: list[Json], *, unit: str = "short",
@@ -247,12 +285,7 @@ def bargauge(title: str, description: str, targets: list[Json], *, unit: str = "
     if max_value is not None:
         defaults["max"] = max_value
     return panel(
-        "bargauge",
-        title,
-        description,
-        targets,
-        w,
-        h,
+        "bargauge", title, description, targets, w, h,
         fieldConfig={"defaults": defaults, "overrides": []},
         options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": True},
                  "orientation": "horizontal", "displayMode": "gradient", "showUnfilled": True},
@@ -264,12 +297,7 @@ def geomap(title: str, description: str, targets: list[Json], *, color_field: st
            mappings: list[Json] | None = None, transformations: list[Json] | None = None, w: int = 12,
            h: int = 12, unit: str = "short") -> Json:
     return panel(
-        "geomap",
-        title,
-        description,
-        targets,
-        w,
-        h,
+        "geomap", title, description, targets, w, h,
         fieldConfig={"defaults": {"unit": unit, "thresholds": thresholds, "mappings": mappings or [],
                                   "color": {"mode": "thresholds"}}, "overrides": []},
         options={
@@ -301,6 +329,26 @@ def geomap(title: str, description: str, targets: list[Json], *, color_field: st
     )
 
 
+def per_device_series(measurement: str, field: str, title_th: str, title_en: str, description: str, *,
+                      agg: str = "mean", **options: Unpack[SeriesOptions]) -> Json:
+    """A timeseries of `agg(field)` per interval, one line per device."""
+    return timeseries(titled(title_th, title_en), description,
+                      [influx(select(measurement, field, agg), alias="$tag_device_id")], **options)
+
+
+def per_device_gauge(measurement: str, field: str, title_th: str, title_en: str, description: str, *,
+                     agg: str = "last", **options: Unpack[GaugeOptions]) -> Json:
+    """A bar gauge of `agg(field)` over the range (the latest value by default), one bar per device."""
+    return bargauge(titled(title_th, title_en), description,
+                    [influx(select(measurement, field, agg, interval=False), alias="$tag_device_id")], **options)
+
+
+def alerts_table(title_th: str, title_en: str, description: str, query: str, *, w: int = 24, h: int = 8) -> Json:
+    """A table of alert rows (`active_alerts_query` / `alert_history_query`), the state column coloured."""
+    return table(titled(title_th, title_en), description, [influx(query, fmt="table")], w=w, h=h,
+                 overrides=[colored_state_override()])
+
+
 def join_on_device() -> Json:
     return {"id": "joinByField", "options": {"byField": "device_id", "mode": "outer"}}
 
@@ -328,14 +376,15 @@ def layout(panels: list[Json]) -> list[Json]:
     return out
 
 
-def influx_variable(name: str, label: str, query: str) -> Json:
+def query_variable(name: str, label: str, datasource: Json, query: str | Json, definition: str) -> Json:
+    """A multi-value template variable (with All = `.*`) filled by a datasource query, refreshed with the range."""
     return {
         "name": name,
         "label": label,
         "type": "query",
-        "datasource": INFLUX,
+        "datasource": datasource,
         "query": query,
-        "definition": query,
+        "definition": definition,
         "refresh": 2,  # on time-range change
         "multi": True,
         "includeAll": True,
@@ -344,6 +393,10 @@ def influx_variable(name: str, label: str, query: str) -> Json:
         "sort": 1,
         "hide": 0,
     }
+
+
+def influx_variable(name: str, label: str, query: str) -> Json:
+    return query_variable(name, label, INFLUX, query, query)
 
 
 def place_variables(measurements: list[str]) -> list[Json]:
@@ -417,6 +470,14 @@ def dashboard(uid: str, title: str, description: str, panels: list[Json], *, var
     }
 
 
+def feed_dashboard(name: str, feed: str, measurement: str, title_th: str, title_en: str, description: str,
+                   panels: list[Json], *, refresh: str = "1m") -> Json:
+    """`nakhon-<name>`: one feed's dashboard, place variables over its measurement, its alerts as annotations."""
+    return dashboard(f"nakhon-{name}", titled(title_th, title_en), description, panels,
+                     variables=place_variables([measurement]), annotations=[alerts_annotation([feed])],
+                     refresh=refresh)
+
+
 # -- the dashboards --------------------------------------------------------------------------------------------
 
 ALL_MEASUREMENTS = ["air_quality", "water_level", "energy", "bus"]
@@ -458,14 +519,11 @@ def city_overview() -> Json:
         w=12,
         h=14,
     )
-    active = table(
-        titled("การแจ้งเตือนที่ยังเปิดอยู่", "Active alerts"),
+    active = alerts_table(
+        "การแจ้งเตือนที่ยังเปิดอยู่", "Active alerts",
         "สถานะล่าสุดของแต่ละกฎและอุปกรณ์ที่ยัง firing หรือ pending (ย้อนหลัง 30 วัน) · "
         "Last state per rule and device where it is firing or pending (30-day look-back).",
-        [influx(active_alerts_query(), fmt="table")],
-        w=12,
-        h=14,
-        overrides=[colored_state_override()],
+        active_alerts_query(), w=12, h=14,
     )
     rate = timeseries(
         titled("ข้อมูลที่บันทึกต่อวินาที", "Readings stored per second"),
@@ -475,18 +533,15 @@ def city_overview() -> Json:
         unit="reqps",
         w=12,
     )
-    silent = table(
-        titled("อุปกรณ์ที่ขาดการติดต่อ", "Devices silent past their heartbeat"),
+    silent = alerts_table(
+        "อุปกรณ์ที่ขาดการติดต่อ", "Devices silent past their heartbeat",
         "การแจ้งเตือน heartbeat (*_device_silent) ที่ยังเปิดอยู่ · Open heartbeat alerts (rules *_device_silent).",
-        [influx(active_alerts_query(f' AND "rule" =~ /{HEARTBEAT_RULES_RE}/'), fmt="table")],
-        w=12,
-        overrides=[colored_state_override()],
+        active_alerts_query(f' AND "rule" =~ /{HEARTBEAT_RULES_RE}/'), w=12,
     )
     alert_rate = timeseries(
         titled("การเปลี่ยนสถานะการแจ้งเตือน", "Alert state changes"),
         "จำนวนการเปลี่ยนสถานะตามระดับความรุนแรง · Alert state changes by severity (alerts measurement).",
-        [influx(f'SELECT count("alert_id") FROM "alerts" WHERE {FILTER} GROUP BY time($__interval), "severity" '
-                "fill(none)", alias="$tag_severity")],
+        [influx(select("alerts", "alert_id", "count", by="severity"), alias="$tag_severity")],
         draw="bars",
         stack=True,
         w=24,
@@ -503,34 +558,21 @@ def city_overview() -> Json:
 
 
 def air_quality() -> Json:
-    m = '"air_quality"'
-    aqi = timeseries(
-        titled("ดัชนีคุณภาพอากาศ (AQI ไทย)", "Thai AQI"),
+    m = "air_quality"
+    aqi = per_device_series(
+        m, "aqi_th", "ดัชนีคุณภาพอากาศ (AQI ไทย)", "Thai AQI",
         "AQI ตามเกณฑ์กรมควบคุมมลพิษ (PM2.5 ปรับปรุง มิ.ย. 2566) สีตามแถบ: ฟ้า 0–25, เขียว 26–50, เหลือง 51–100, "
         "ส้ม 101–200, แดง >200 · Thai PCD AQI with the PCD band colours.",
-        [influx(f'SELECT max("aqi_th") FROM {m} WHERE {FILTER} GROUP BY time($__interval), "device_id" fill(none)',
-                alias="$tag_device_id")],
-        thresholds=AQI_TH_THRESHOLDS,
-        threshold_style="area",
-        w=16,
-        h=9,
-        decimals=0,
+        agg="max", thresholds=AQI_TH_THRESHOLDS, threshold_style="area", w=16, h=9, decimals=0,
     )
-    current = bargauge(
-        titled("AQI ล่าสุดรายสถานี", "Latest AQI by station"),
+    current = per_device_gauge(
+        m, "aqi_th", "AQI ล่าสุดรายสถานี", "Latest AQI by station",
         "ค่า AQI ล่าสุดของแต่ละสถานี · Latest Thai AQI per station.",
-        [influx(f'SELECT last("aqi_th") FROM {m} WHERE {FILTER} GROUP BY "device_id"', alias="$tag_device_id")],
-        thresholds=AQI_TH_THRESHOLDS,
-        mappings=AQI_TH_MAPPINGS,
-        w=8,
-        h=9,
-        max_value=300,
+        thresholds=AQI_TH_THRESHOLDS, mappings=AQI_TH_MAPPINGS, w=8, h=9, max_value=300,
     )
-    pm24 = timeseries(
-        titled("PM2.5 เฉลี่ย 24 ชั่วโมง", "PM2.5 24-hour mean"),
+    pm24 = per_device_series(
+        m, "pm25_24h_ugm3", "PM2.5 เฉลี่ย 24 ชั่วโมง", "PM2.5 24-hour mean",
         "ค่าเฉลี่ยเคลื่อนที่ 24 ชม. (pm25_24h_ugm3) ที่ใช้คำนวณ AQI · The 24 h rolling mean the AQI uses.",
-        [influx(f'SELECT mean("pm25_24h_ugm3") FROM {m} WHERE {FILTER} GROUP BY time($__interval), "device_id" '
-                "fill(none)", alias="$tag_device_id")],
         unit="conμgm3",
         thresholds=steps("blue", (15.1, "green"), (25.1, "yellow"), (37.6, "orange"), (75.1, "red")),
         threshold_style="line",
@@ -538,12 +580,7 @@ def air_quality() -> Json:
     pm_raw = timeseries(
         titled("PM2.5 และ PM10 รายงานล่าสุด", "PM2.5 and PM10 as reported"),
         "ค่าที่สถานีรายงาน (ไม่เฉลี่ย) · Raw concentrations, mean per interval, all selected stations.",
-        [
-            influx(f'SELECT mean("pm25_ugm3") FROM {m} WHERE {FILTER} GROUP BY time($__interval) fill(none)', "A",
-                   alias="PM2.5"),
-            influx(f'SELECT mean("pm10_ugm3") FROM {m} WHERE {FILTER} GROUP BY time($__interval) fill(none)', "B",
-                   alias="PM10"),
-        ],
+        interval_targets(m, "mean", ("pm25_ugm3", "PM2.5"), ("pm10_ugm3", "PM10")),
         unit="conμgm3",
     )
     pollutant = table(
@@ -551,7 +588,7 @@ def air_quality() -> Json:
         "ค่าล่าสุดของ AQI ไทยและ US พร้อมสารมลพิษหลัก · Latest Thai and US AQI with the pollutant that sets each.",
         [influx(f'SELECT last("aqi_th") AS "aqi_th", last("aqi_th_band") AS "aqi_th_band", '
                 f'last("aqi_th_pollutant") AS "aqi_th_pollutant", last("aqi_us") AS "aqi_us", '
-                f'last("aqi_us_pollutant") AS "aqi_us_pollutant" FROM {m} WHERE {FILTER} GROUP BY "device_id"',
+                f'last("aqi_us_pollutant") AS "aqi_us_pollutant" FROM "{m}" WHERE {FILTER} GROUP BY "device_id"',
                 fmt="table")],
         w=12,
         h=12,
@@ -564,7 +601,7 @@ def air_quality() -> Json:
         titled("แผนที่สถานีตรวจวัด", "Station map"),
         "ตำแหน่งสถานีจากทะเบียนอุปกรณ์ สีตาม AQI ล่าสุด · Stations from the registry, coloured by the latest AQI.",
         [registry_positions("air"),
-         influx(f'SELECT last("aqi_th") AS "aqi_th" FROM {m} WHERE {FILTER} GROUP BY "device_id"', "B",
+         influx(f'SELECT last("aqi_th") AS "aqi_th" FROM "{m}" WHERE {FILTER} GROUP BY "device_id"', "B",
                 fmt="table")],
         color_field="aqi_th",
         thresholds=AQI_TH_THRESHOLDS,
@@ -574,111 +611,72 @@ def air_quality() -> Json:
     weather = timeseries(
         titled("อุณหภูมิและความชื้น", "Temperature and humidity"),
         "อุณหภูมิ (°C) และความชื้นสัมพัทธ์ (%) เฉลี่ย · Mean air temperature and relative humidity.",
-        [
-            influx(f'SELECT mean("temperature_c") FROM {m} WHERE {FILTER} GROUP BY time($__interval) fill(none)',
-                   "A", alias="temperature_c"),
-            influx(f'SELECT mean("humidity_pct") FROM {m} WHERE {FILTER} GROUP BY time($__interval) fill(none)',
-                   "B", alias="humidity_pct"),
-        ],
+        interval_targets(m, "mean", "temperature_c", "humidity_pct"),
         w=24,
         h=7,
     )
-    return dashboard(
-        "nakhon-air-quality",
-        titled("คุณภาพอากาศ", "Air quality"),
+    return feed_dashboard(
+        "air-quality", "air", m, "คุณภาพอากาศ", "Air quality",
         "AQI ไทย (กรมควบคุมมลพิษ) PM2.5 เฉลี่ย 24 ชม. และแผนที่สถานี · Thai AQI, PM2.5 24-hour mean, station map.",
         [aqi, current, pm24, pm_raw, pollutant, stations, weather],
-        variables=place_variables(["air_quality"]),
-        annotations=[alerts_annotation(["air"])],
     )
 
 
 def flood() -> Json:
-    m = '"water_level"'
-    pct = timeseries(
-        titled("ระดับน้ำเทียบตลิ่ง", "Water level against the bank"),
+    m = "water_level"
+    pct = per_device_series(
+        m, "level_pct_bank", "ระดับน้ำเทียบตลิ่ง", "Water level against the bank",
         "ร้อยละของความสูงตลิ่งเหนือพื้น (นิยามของคลังข้อมูลน้ำ) เส้นเกณฑ์ 70% สูง และ 100% ล้นตลิ่ง · "
         "Percent of the bank height above ground (ThaiWater); 70 % high, 100 % overbank.",
-        [influx(f'SELECT mean("level_pct_bank") FROM {m} WHERE {FILTER} GROUP BY time($__interval), "device_id" '
-                "fill(none)", alias="$tag_device_id")],
-        unit="percent",
-        thresholds=BANK_THRESHOLDS,
-        threshold_style="line+area",
-        w=16,
-        h=9,
+        unit="percent", thresholds=BANK_THRESHOLDS, threshold_style="line+area", w=16, h=9,
     )
-    now_pct = bargauge(
-        titled("ระดับน้ำล่าสุดรายสถานี", "Latest level by gauge"),
+    now_pct = per_device_gauge(
+        m, "level_pct_bank", "ระดับน้ำล่าสุดรายสถานี", "Latest level by gauge",
         "ร้อยละของตลิ่งล่าสุด · Latest percent of bank per gauge.",
-        [influx(f'SELECT last("level_pct_bank") FROM {m} WHERE {FILTER} GROUP BY "device_id"',
-                alias="$tag_device_id")],
-        unit="percent",
-        thresholds=BANK_THRESHOLDS,
-        w=8,
-        h=9,
-        max_value=120,
+        unit="percent", thresholds=BANK_THRESHOLDS, w=8, h=9, max_value=120,
     )
-    rise = timeseries(
-        titled("อัตราการขึ้นของน้ำ", "Rise rate"),
+    rise = per_device_series(
+        m, "rise_cm_per_10min", "อัตราการขึ้นของน้ำ", "Rise rate",
         "เซนติเมตรต่อ 10 นาที (ติดลบเมื่อลดลง) เกณฑ์แจ้งเตือนเริ่มต้น 10 ซม. · cm per 10 min (negative when "
         "falling); the default alert threshold is 10 cm.",
-        [influx(f'SELECT mean("rise_cm_per_10min") FROM {m} WHERE {FILTER} GROUP BY time($__interval), "device_id" '
-                "fill(none)", alias="$tag_device_id")],
-        thresholds=RISE_THRESHOLDS,
-        threshold_style="line",
+        thresholds=RISE_THRESHOLDS, threshold_style="line",
     )
-    rain = timeseries(
-        titled("ปริมาณฝน", "Rainfall"),
+    rain = per_device_series(
+        m, "rain_mm", "ปริมาณฝน", "Rainfall",
         "ปริมาณฝนรวมต่อช่วงเวลา (มม.) รายสถานี · Rain per interval (mm), by gauge.",
-        [influx(f'SELECT sum("rain_mm") FROM {m} WHERE {FILTER} GROUP BY time($__interval), "device_id" fill(none)',
-                alias="$tag_device_id")],
-        unit="lengthmm",
-        draw="bars",
-        stack=True,
+        agg="sum", unit="lengthmm", draw="bars", stack=True,
     )
-    level = timeseries(
-        titled("ระดับน้ำ (ม.)", "Water level (m)"),
+    level = per_device_series(
+        m, "level_m", "ระดับน้ำ (ม.)", "Water level (m)",
         "ระดับน้ำเหนือหมุดอ้างอิงของสถานี (ม.รทก. เมื่อสำรวจแล้ว) · Level above the site datum (m MSL where surveyed).",
-        [influx(f'SELECT mean("level_m") FROM {m} WHERE {FILTER} GROUP BY time($__interval), "device_id" fill(none)',
-                alias="$tag_device_id")],
         unit="lengthm",
     )
-    battery = bargauge(
-        titled("แบตเตอรี่สถานี", "Gauge battery"),
+    battery = per_device_gauge(
+        m, "battery_pct", "แบตเตอรี่สถานี", "Gauge battery",
         "ระดับแบตเตอรี่ล่าสุด · Latest battery level.",
-        [influx(f'SELECT last("battery_pct") FROM {m} WHERE {FILTER} GROUP BY "device_id"', alias="$tag_device_id")],
-        unit="percent",
-        thresholds=steps("red", (20, "orange"), (40, "green")),
-        max_value=100,
+        unit="percent", thresholds=steps("red", (20, "orange"), (40, "green")), max_value=100,
     )
-    return dashboard(
-        "nakhon-flood",
-        titled("ระดับน้ำ", "Flood"),
+    return feed_dashboard(
+        "flood", "flood", m, "ระดับน้ำ", "Flood",
         "ระดับน้ำเทียบตลิ่ง อัตราการขึ้น และปริมาณฝน · Level against the bank, rise rate and rainfall per gauge.",
         [pct, now_pct, rise, rain, level, battery],
-        variables=place_variables(["water_level"]),
-        annotations=[alerts_annotation(["flood"])],
     )
 
 
 def energy() -> Json:
-    m = '"energy"'
-    demand = timeseries(
-        titled("ความต้องการไฟฟ้า 15 นาที", "15-minute demand"),
+    m = "energy"
+    demand = per_device_series(
+        m, "demand_15min_kw", "ความต้องการไฟฟ้า 15 นาที", "15-minute demand",
         "demand_15min_kw สูงสุดต่อช่วง รายมิเตอร์; ค่าที่เกินสัญญาช่วง On-Peak จะแสดงเป็นการแจ้งเตือน · "
         "Max 15-minute demand per meter; on-peak demand above the contract shows as alert annotations.",
-        [influx(f'SELECT max("demand_15min_kw") FROM {m} WHERE {FILTER} GROUP BY time($__interval), "device_id" '
-                "fill(none)", alias="$tag_device_id")],
-        unit="kwatt",
-        w=14,
-        h=9,
+        agg="max", unit="kwatt", w=14, h=9,
     )
     contract = bargauge(
         titled("ความต้องการสูงสุดเทียบสัญญา", "Peak demand against contracted kW"),
         "ความต้องการสูงสุดในช่วงเวลาที่เลือก เป็นร้อยละของ kW ตามสัญญา (site.contracted_kw ในทะเบียน) · "
         "Peak 15-minute demand in the range as a percentage of the contracted kW from the registry.",
         [
-            influx(f'SELECT max("demand_15min_kw") AS "peak_demand_kw" FROM {m} WHERE {FILTER} GROUP BY "device_id"',
+            influx(f'SELECT max("demand_15min_kw") AS "peak_demand_kw" FROM "{m}" WHERE {FILTER} GROUP BY "device_id"',
                    "A", fmt="table"),
             registry_sql(
                 "SELECT device_id, name, CAST(site->>'contracted_kw' AS DOUBLE PRECISION) AS contracted_kw "
@@ -705,19 +703,16 @@ def energy() -> Json:
             {"id": "organize", "options": {"excludeByName": {"pct_of_contract": True, "Time": True}}},
         ],
     )
-    kwh_site = bargauge(
-        titled("พลังงานไฟฟ้ารายอาคาร", "kWh by site"),
+    kwh_site = per_device_gauge(
+        m, "interval_kwh", "พลังงานไฟฟ้ารายอาคาร", "kWh by site",
         "ผลรวม interval_kwh ในช่วงเวลาที่เลือก · Sum of interval kWh over the range, per meter.",
-        [influx(f'SELECT sum("interval_kwh") FROM {m} WHERE {FILTER} GROUP BY "device_id"', alias="$tag_device_id")],
-        unit="kwatth",
-        w=8,
-        h=9,
+        agg="sum", unit="kwatth", w=8, h=9,
     )
     tou = panel(
         "piechart",
         titled("สัดส่วน On-Peak / Off-Peak", "On-/off-peak split"),
         "พลังงานแยกตามช่วงเวลา TOU (จ.–ศ. 09:00–22:00 ยกเว้นวันหยุด) · kWh by TOU period (tag tou).",
-        [influx(f'SELECT sum("interval_kwh") FROM {m} WHERE {FILTER} GROUP BY "tou"', alias="$tag_tou")],
+        [influx(select(m, "interval_kwh", "sum", interval=False, by="tou"), alias="$tag_tou")],
         8,
         9,
         fieldConfig={"defaults": {"unit": "kwatth"}, "overrides": []},
@@ -727,8 +722,7 @@ def energy() -> Json:
     kwh_time = timeseries(
         titled("พลังงานไฟฟ้าตามเวลา", "kWh over time by TOU"),
         "interval_kwh รวมต่อช่วง แยก On-/Off-Peak · kWh per interval, stacked by TOU period.",
-        [influx(f'SELECT sum("interval_kwh") FROM {m} WHERE {FILTER} GROUP BY time($__interval), "tou" fill(none)',
-                alias="$tag_tou")],
+        [influx(select(m, "interval_kwh", "sum", by="tou"), alias="$tag_tou")],
         unit="kwatth",
         draw="bars",
         stack=True,
@@ -738,8 +732,7 @@ def energy() -> Json:
     co2 = timeseries(
         titled("การปล่อยก๊าซเรือนกระจก", "CO2e"),
         "kgCO2e = kWh × ค่าการปล่อยของ อบก. (0.4750 ตั้งแต่ปี 2569) · kg CO2e from the TGO grid factor.",
-        [influx(f'SELECT sum("co2e_kg") FROM {m} WHERE {FILTER} GROUP BY time($__interval) fill(none)',
-                alias="co2e_kg")],
+        interval_targets(m, "sum", "co2e_kg"),
         unit="masskg",
         draw="bars",
         w=16,
@@ -747,40 +740,32 @@ def energy() -> Json:
     co2_total = stat(
         titled("CO2e รวม", "Total CO2e"),
         "ผลรวมในช่วงเวลาที่เลือก · Sum over the range.",
-        [influx(f'SELECT sum("co2e_kg") FROM {m} WHERE {FILTER}', alias="co2e_kg")],
+        [influx(select(m, "co2e_kg", "sum", interval=False, by=None), alias="co2e_kg")],
         unit="masskg",
         w=8,
         h=8,
     )
-    pf = timeseries(
-        titled("ตัวประกอบกำลัง", "Power factor"),
+    pf = per_device_series(
+        m, "power_factor", "ตัวประกอบกำลัง", "Power factor",
         "ต่ำกว่า 0.85 มีค่าปรับ · Below 0.85 the PF charge applies.",
-        [influx(f'SELECT min("power_factor") FROM {m} WHERE {FILTER} GROUP BY time($__interval), "device_id" '
-                "fill(none)", alias="$tag_device_id")],
-        thresholds=steps("red", (0.85, "green")),
-        threshold_style="line",
-        w=24,
-        h=7,
+        agg="min", thresholds=steps("red", (0.85, "green")), threshold_style="line", w=24, h=7,
     )
-    return dashboard(
-        "nakhon-energy",
-        titled("พลังงาน", "Energy"),
+    return feed_dashboard(
+        "energy", "energy", m, "พลังงาน", "Energy",
         "ความต้องการไฟฟ้าเทียบสัญญา kWh รายอาคาร สัดส่วน TOU และ CO2e · Demand against contract, kWh by site, TOU "
         "split and CO2e.",
         [demand, contract, kwh_site, tou, kwh_time, co2, co2_total, pf],
-        variables=place_variables(["energy"]),
-        annotations=[alerts_annotation(["energy"])],
     )
 
 
 def school_bus() -> Json:
-    m = '"bus"'
+    m = "bus"
     positions = geomap(
         titled("ตำแหน่งรถรับส่งนักเรียน", "Bus positions"),
         "ตำแหน่งล่าสุดและความเร็วของรถแต่ละคัน สีตามความเร็วเกินกำหนด · Latest position and speed of each bus, "
         "coloured by km/h over the limit.",
         [influx(f'SELECT last("lat") AS "lat", last("lon") AS "lon", last("speed_kmh") AS "speed_kmh", '
-                f'last("over_speed_kmh") AS "over_speed_kmh", last("occupancy") AS "occupancy" FROM {m} '
+                f'last("over_speed_kmh") AS "over_speed_kmh", last("occupancy") AS "occupancy" FROM "{m}" '
                 f'WHERE {FILTER} GROUP BY "device_id"', fmt="table")],
         color_field="over_speed_kmh",
         thresholds=steps("green", (0.1, "orange"), (10, "red")),
@@ -788,71 +773,47 @@ def school_bus() -> Json:
         w=14,
         h=14,
     )
-    speeding_now = table(
-        titled("การแจ้งเตือนที่ยังเปิดอยู่", "Open bus alerts"),
+    speeding_now = alerts_table(
+        "การแจ้งเตือนที่ยังเปิดอยู่", "Open bus alerts",
         "ขับเร็วเกินกำหนด และเด็กติดในรถ ที่ยัง firing/pending · Over-speed and child-left-behind alerts still open.",
-        [influx(active_alerts_query(f' AND "rule" =~ /^({RULE_BUS_OVER_SPEED}|{RULE_BUS_CHILD_LEFT})$/'),
-                fmt="table")],
-        w=10,
-        h=14,
-        overrides=[colored_state_override()],
+        active_alerts_query(f' AND "rule" =~ /^({RULE_BUS_OVER_SPEED}|{RULE_BUS_CHILD_LEFT})$/'), w=10, h=14,
     )
-    speed = timeseries(
-        titled("ความเร็ว", "Speed"),
+    speed = per_device_series(
+        m, "speed_kmh", "ความเร็ว", "Speed",
         "ความเร็วสูงสุดต่อช่วง รายคัน · Max speed per interval, per bus.",
-        [influx(f'SELECT max("speed_kmh") FROM {m} WHERE {FILTER} GROUP BY time($__interval), "device_id" fill(none)',
-                alias="$tag_device_id")],
-        unit="velocitykmh",
-        thresholds=steps("green", (60, "red")),
-        threshold_style="line",
+        agg="max", unit="velocitykmh", thresholds=steps("green", (60, "red")), threshold_style="line",
     )
-    over = timeseries(
-        titled("ความเร็วเกินกำหนด", "Over the speed limit"),
+    over = per_device_series(
+        m, "over_speed_kmh", "ความเร็วเกินกำหนด", "Over the speed limit",
         "กม./ชม. ที่เกินขีดจำกัดของพื้นที่ (over_speed_kmh) · km/h above the zone's limit.",
-        [influx(f'SELECT max("over_speed_kmh") FROM {m} WHERE {FILTER} GROUP BY time($__interval), "device_id" '
-                "fill(none)", alias="$tag_device_id")],
-        unit="velocitykmh",
-        draw="bars",
+        agg="max", unit="velocitykmh", draw="bars",
     )
-    speeding = table(
-        titled("ประวัติการขับเร็วเกินกำหนด", "Speeding alerts"),
+    speeding = alerts_table(
+        "ประวัติการขับเร็วเกินกำหนด", "Speeding alerts",
         f"การแจ้งเตือนของกฎ {RULE_BUS_OVER_SPEED} ในช่วงเวลาที่เลือก · State changes of rule {RULE_BUS_OVER_SPEED}.",
-        [influx(alert_history_query(RULE_BUS_OVER_SPEED), fmt="table")],
-        w=12,
-        overrides=[colored_state_override()],
+        alert_history_query(RULE_BUS_OVER_SPEED), w=12,
     )
-    child = table(
-        titled("ประวัติเด็กติดในรถ", "Child-left-behind alerts"),
+    child = alerts_table(
+        "ประวัติเด็กติดในรถ", "Child-left-behind alerts",
         f"การแจ้งเตือนของกฎ {RULE_BUS_CHILD_LEFT} (ดับเครื่องแล้วยังนับเด็กได้) · State changes of rule "
         f"{RULE_BUS_CHILD_LEFT} (ignition off, children still counted).",
-        [influx(alert_history_query(RULE_BUS_CHILD_LEFT), fmt="table")],
-        w=12,
-        overrides=[colored_state_override()],
+        alert_history_query(RULE_BUS_CHILD_LEFT), w=12,
     )
-    left = timeseries(
-        titled("เวลาที่เด็กอยู่ในรถหลังดับเครื่อง", "Children on board after ignition off"),
+    left = per_device_series(
+        m, "child_left_s", "เวลาที่เด็กอยู่ในรถหลังดับเครื่อง", "Children on board after ignition off",
         "child_left_s: วินาทีนับจากดับเครื่องขณะยังมีเด็กในรถ · Seconds since ignition off with children counted.",
-        [influx(f'SELECT max("child_left_s") FROM {m} WHERE {FILTER} GROUP BY time($__interval), "device_id" '
-                "fill(none)", alias="$tag_device_id")],
-        unit="s",
-        thresholds=steps("green", (300, "red")),
-        threshold_style="line",
+        agg="max", unit="s", thresholds=steps("green", (300, "red")), threshold_style="line",
     )
-    occupancy = timeseries(
-        titled("จำนวนเด็กบนรถ", "Children on board"),
+    occupancy = per_device_series(
+        m, "occupancy", "จำนวนเด็กบนรถ", "Children on board",
         "occupancy ล่าสุดต่อช่วง · Head count per interval.",
-        [influx(f'SELECT last("occupancy") FROM {m} WHERE {FILTER} GROUP BY time($__interval), "device_id" '
-                "fill(none)", alias="$tag_device_id")],
-        draw="line",
+        agg="last", draw="line",
     )
-    return dashboard(
-        "nakhon-school-bus",
-        titled("รถรับส่งนักเรียน", "School buses"),
+    return feed_dashboard(
+        "school-bus", "bus", m, "รถรับส่งนักเรียน", "School buses",
         "ตำแหน่งและความเร็ว การขับเร็วเกินกำหนด และเด็กติดในรถ · Positions and speed, speeding and "
         "child-left-behind alerts.",
         [positions, speeding_now, speed, over, speeding, child, left, occupancy],
-        variables=place_variables(["bus"]),
-        annotations=[alerts_annotation(["bus"])],
         refresh="30s",
     )
 
@@ -860,32 +821,57 @@ def school_bus() -> Json:
 INSTANCE = 'instance=~"$instance"'
 
 
+def collector_stat(agg: str, metric: str, title_th: str, title_en: str, description: str,
+                   **options: Unpack[StatOptions]) -> Json:
+    """A stat of `agg(metric)` now, over the selected collector processes."""
+    return stat(titled(title_th, title_en), description, [prom(f"{agg}({metric}{{{INSTANCE}}})", instant=True)],
+                **options)
+
+
+def quantile_targets(histogram: str, by: str = "") -> list[Json]:
+    """p50 (ref A) and p99 (ref B) of a Prometheus histogram over 5 minutes, per label `by` when given."""
+    labels = f"le, {by}" if by else "le"
+    per = f" {{{{{by}}}}}" if by else ""
+    return [
+        prom(f"histogram_quantile({q}, sum by ({labels}) (rate({histogram}_bucket{{{INSTANCE}}}[5m])))", ref,
+             legend=f"{name}{per}")
+        for q, ref, name in ((0.5, "A", "p50"), (0.99, "B", "p99"))
+    ]
+
+
+def hourly_counts(counter: str, labels: tuple[str, str], title_th: str, title_en: str, description: str) -> Json:
+    """Stacked bars of a counter's increase per hour, one series per pair of label values."""
+    by = ", ".join(labels)
+    return timeseries(
+        titled(title_th, title_en), description,
+        [prom(f"sum by ({by}) (increase({counter}{{{INSTANCE}}}[1h]))",
+              legend=" ".join(f"{{{{{label}}}}}" for label in labels))],
+        draw="bars", stack=True,
+    )
+
+
 def pipeline_health() -> Json:
     panels = [
-        stat(
-            titled("การเชื่อมต่อ MQTT", "Broker connection"),
+        collector_stat(
+            "min", "nakhon_mqtt_connected", "การเชื่อมต่อ MQTT", "Broker connection",
             "1 = เชื่อมต่ออยู่ · 1 while the collector is connected to the broker (nakhon_mqtt_connected).",
-            [prom(f"min(nakhon_mqtt_connected{{{INSTANCE}}})", instant=True)],
             thresholds=steps("red", (1, "green")),
             mappings=[{"type": "value", "options": {"0": {"text": "ขาดการเชื่อมต่อ · disconnected", "color": "red"},
                                                     "1": {"text": "เชื่อมต่อ · connected", "color": "green"}}}],
         ),
-        stat(
-            titled("ฐานข้อมูลพร้อม", "Sink up"),
+        collector_stat(
+            "min", "nakhon_sink_up", "ฐานข้อมูลพร้อม", "Sink up",
             "1 เมื่อ InfluxDB ตอบการเขียนครั้งล่าสุด · 1 when the sink answered its last write (nakhon_sink_up).",
-            [prom(f"min(nakhon_sink_up{{{INSTANCE}}})", instant=True)],
             thresholds=steps("red", (1, "green")),
         ),
-        stat(
-            titled("ข้อมูลค้างในสปูล", "Spool depth"),
+        collector_stat(
+            "sum", "nakhon_spool_depth_points", "ข้อมูลค้างในสปูล", "Spool depth",
             "จุดข้อมูลที่รอเขียนลงฐานข้อมูล · Points waiting in the disk spool (nakhon_spool_depth_points).",
-            [prom(f"sum(nakhon_spool_depth_points{{{INSTANCE}}})", instant=True)],
             thresholds=steps("green", (1, "orange"), (100000, "red")),
         ),
-        stat(
-            titled("สปูลเต็ม", "Spool full"),
+        collector_stat(
+            "max", "nakhon_spool_full", "สปูลเต็ม", "Spool full",
             "1 = สปูลเต็ม ข้อความค้างที่โบรกเกอร์ · 1 when the spool hit its limit (nakhon_spool_full).",
-            [prom(f"max(nakhon_spool_full{{{INSTANCE}}})", instant=True)],
             thresholds=steps("green", (1, "red")),
         ),
         timeseries(
@@ -910,24 +896,14 @@ def pipeline_health() -> Json:
         timeseries(
             titled("เวลาเขียนฐานข้อมูล", "Write latency"),
             "p50 / p99 ของเวลาเขียนหนึ่งชุด · p50 and p99 of one batch write (nakhon_sink_write_seconds).",
-            [
-                prom(f"histogram_quantile(0.5, sum by (le, sink) "
-                     f"(rate(nakhon_sink_write_seconds_bucket{{{INSTANCE}}}[5m])))", "A", legend="p50 {{sink}}"),
-                prom(f"histogram_quantile(0.99, sum by (le, sink) "
-                     f"(rate(nakhon_sink_write_seconds_bucket{{{INSTANCE}}}[5m])))", "B", legend="p99 {{sink}}"),
-            ],
+            quantile_targets("nakhon_sink_write_seconds", by="sink"),
             unit="s",
         ),
         timeseries(
             titled("เวลาจนข้อมูลถูกบันทึก", "Receipt to durable (ack delay)"),
             "p50 / p99 จากรับข้อความถึงตอบรับ (PUBACK) หลังบันทึกข้อมูลแล้ว · p50 and p99 from receipt to the PUBACK "
             "sent once the data is durable (nakhon_ack_delay_seconds).",
-            [
-                prom(f"histogram_quantile(0.5, sum by (le) (rate(nakhon_ack_delay_seconds_bucket{{{INSTANCE}}}[5m])))",
-                     "A", legend="p50"),
-                prom(f"histogram_quantile(0.99, sum by (le) (rate(nakhon_ack_delay_seconds_bucket{{{INSTANCE}}}[5m])))",
-                     "B", legend="p99"),
-            ],
+            quantile_targets("nakhon_ack_delay_seconds"),
             unit="s",
         ),
         timeseries(
@@ -945,39 +921,19 @@ def pipeline_health() -> Json:
             thresholds=steps("red", (1, "green")),
             draw="line",
         ),
-        timeseries(
-            titled("ผลการส่งการแจ้งเตือน", "Notification outcomes"),
+        hourly_counts(
+            "nakhon_notifications_total", ("receiver", "outcome"), "ผลการส่งการแจ้งเตือน", "Notification outcomes",
             "การส่งต่อผู้รับแต่ละช่องทาง: sent, failed, retried · Deliveries per receiver and outcome "
             "(nakhon_notifications_total).",
-            [prom(f"sum by (receiver, outcome) (increase(nakhon_notifications_total{{{INSTANCE}}}[1h]))",
-                  legend="{{receiver}} {{outcome}}")],
-            draw="bars",
-            stack=True,
         ),
-        timeseries(
-            titled("การเปลี่ยนสถานะการแจ้งเตือน", "Alert state changes"),
+        hourly_counts(
+            "nakhon_alerts_state_changes_total", ("rule", "state"), "การเปลี่ยนสถานะการแจ้งเตือน", "Alert state changes",
             "ตามกฎและสถานะใหม่ · By rule and new state (nakhon_alerts_state_changes_total).",
-            [prom(f"sum by (rule, state) (increase(nakhon_alerts_state_changes_total{{{INSTANCE}}}[1h]))",
-                  legend="{{rule}} {{state}}")],
-            draw="bars",
-            stack=True,
         ),
     ]
-    instance = {
-        "name": "instance",
-        "label": "โปรเซส · Instance",
-        "type": "query",
-        "datasource": PROM,
-        "query": {"query": "label_values(nakhon_mqtt_connected, instance)", "refId": "instance"},
-        "definition": "label_values(nakhon_mqtt_connected, instance)",
-        "refresh": 2,
-        "multi": True,
-        "includeAll": True,
-        "allValue": ".*",
-        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-        "sort": 1,
-        "hide": 0,
-    }
+    instances = "label_values(nakhon_mqtt_connected, instance)"
+    instance = query_variable("instance", "โปรเซส · Instance", PROM, {"query": instances, "refId": "instance"},
+                              instances)
     return dashboard(
         "nakhon-pipeline-health",
         titled("สุขภาพระบบรับข้อมูล", "Pipeline health"),

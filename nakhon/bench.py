@@ -30,9 +30,10 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import typer
 
@@ -520,6 +521,64 @@ def _wait_healthy(http: httpx.Client, proc: subprocess.Popen[bytes], port: int, 
     raise RuntimeError(f"collector not healthy within {timeout_s:.0f} s:\n{tail}")
 
 
+def _import_devices(config: Path, devices: list[SimDevice]) -> None:
+    """Register `devices` with `nakhon devices import` (through a CSV next to the config)."""
+    from nakhon.sim.city import registry_csv
+
+    csv_path = config.parent / "devices.csv"
+    csv_path.write_text(registry_csv(devices))
+    imported = subprocess.run([*NAKHON, "--config", str(config), "devices", "import", str(csv_path)],
+                              capture_output=True, text=True, timeout=120)
+    if imported.returncode != 0:
+        raise RuntimeError(f"nakhon devices import failed:\n{imported.stdout}\n{imported.stderr}")
+
+
+def _start_collector(config: Path, log_path: Path, profile_out: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start `nakhon run collectors` (under cProfile when `profile_out` is set), output appended to `log_path`.
+
+    Returns at once: the caller keeps the process for its teardown, then waits with `_wait_healthy`."""
+    cmd = [*NAKHON, "--config", str(config), "run", "collectors"]
+    if profile_out is not None:
+        cmd = [sys.executable, "-m", "cProfile", "-o", str(profile_out), "-m", "nakhon.cli", *cmd[3:]]
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _stop_collector(collector: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    """SIGTERM and wait up to `timeout_s` for the graceful exit (the collector flushes on the way out)."""
+    if collector.poll() is None:
+        collector.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            collector.wait(timeout_s)
+
+
+class _Service(Protocol):
+    def stop(self) -> None: ...
+
+
+def _teardown(http: httpx.Client, collector: subprocess.Popen[bytes] | None, services: Iterable[_Service],
+              root: Path, keep: bool) -> None:
+    """The end of every run: close the HTTP client, kill a collector still running, stop `services` in order,
+    remove the work dir unless `keep`."""
+    http.close()
+    if collector is not None and collector.poll() is None:
+        collector.kill()
+        collector.wait(10)
+    for service in services:
+        service.stop()
+    if not keep:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _emit(result: dict[str, Any], json_out: Path | None) -> None:
+    """Print the result as JSON and, with `json_out`, write it there too."""
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    typer.echo(text)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text + "\n")
+
+
 def _metric_sum(text: str, name: str) -> float:
     pattern = re.compile(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$", re.MULTILINE)
     return sum(float(m.group(1)) for m in pattern.finditer(text))
@@ -544,7 +603,7 @@ def run_bench(
     """Run the benchmark once; returns the result (see `REQUIRED_KEYS`)."""
     import httpx
 
-    from nakhon.sim.city import City, registry_csv
+    from nakhon.sim.city import City
     from nakhon.sim.publisher import publish_city
     from nakhon.sim.signals import Simulation
 
@@ -576,18 +635,9 @@ def run_bench(
         # 2. registry + collector
         metrics_port, gateway_port = servers.free_port(), servers.free_port()
         config = _write_config(root, broker.url, influx.url, metrics_port, gateway_port)
-        csv_path = root / "devices.csv"
-        csv_path.write_text(registry_csv([*sim_devices, probe_device]))
-        imported = subprocess.run([*NAKHON, "--config", str(config), "devices", "import", str(csv_path)],
-                                  capture_output=True, text=True, timeout=120)
-        if imported.returncode != 0:
-            raise RuntimeError(f"nakhon devices import failed:\n{imported.stdout}\n{imported.stderr}")
+        _import_devices(config, [*sim_devices, probe_device])
         collector_log = root / "collector.log"
-        cmd = [*NAKHON, "--config", str(config), "run", "collectors"]
-        if profile_out is not None:
-            cmd = [sys.executable, "-m", "cProfile", "-o", str(profile_out), "-m", "nakhon.cli", *cmd[3:]]
-        with open(collector_log, "ab") as out:
-            collector = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        collector = _start_collector(config, collector_log, profile_out)
         _wait_healthy(http, collector, metrics_port, collector_log)
 
         # 3. the load, with the probe stream and the samplers
@@ -696,23 +746,13 @@ def run_bench(
             },
         }
         # stop the collector gracefully before reading the load average after
-        if collector.poll() is None:
-            collector.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                collector.wait(60)
+        _stop_collector(collector)
         result["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
         if keep:
             result["details"]["workdir"] = str(root)
         return result
     finally:
-        http.close()
-        if collector is not None and collector.poll() is None:
-            collector.kill()
-            collector.wait(10)
-        influx.stop()
-        broker.stop()
-        if not keep:
-            shutil.rmtree(root, ignore_errors=True)
+        _teardown(http, collector, [influx, broker], root, keep)
 
 
 def bench(
@@ -734,11 +774,7 @@ def bench(
     result = run_bench(messages=messages, devices=devices, publishers=publishers, qos=qos, probe_rate=probe_rate,
                        timeout_s=timeout, keep=keep,
                        profile_out=profile_collector.resolve() if profile_collector else None)
-    text = json.dumps(result, indent=2, ensure_ascii=False)
-    typer.echo(text)
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(text + "\n")
+    _emit(result, json_out)
     if result["lost"]:
         raise typer.Exit(1)
 

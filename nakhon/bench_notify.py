@@ -32,7 +32,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -48,7 +47,21 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from nakhon.bench import NAKHON, ProcessSampler, _cpu_model, _metric_sum, _percentile, _round, _version, _wait_healthy
+from nakhon.bench import (
+    NAKHON,
+    ProcessSampler,
+    _cpu_model,
+    _emit,
+    _import_devices,
+    _metric_sum,
+    _percentile,
+    _round,
+    _start_collector,
+    _stop_collector,
+    _teardown,
+    _version,
+    _wait_healthy,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -487,7 +500,7 @@ def run_bench_notify(
     import httpx
 
     import nakhon.localservers as servers
-    from nakhon.sim.city import City, registry_csv
+    from nakhon.sim.city import City
 
     if probes < 1:
         raise ValueError("probes must be ≥ 1")
@@ -521,16 +534,9 @@ def run_bench_notify(
                                  timeout=120)
         if checked.returncode != 0:
             raise RuntimeError(f"nakhon rules check failed:\n{checked.stdout}\n{checked.stderr}")
-        csv_path = root / "devices.csv"
-        csv_path.write_text(registry_csv([*sim_devices, probe_device]))
-        imported = subprocess.run([*NAKHON, "--config", str(config), "devices", "import", str(csv_path)],
-                                  capture_output=True, text=True, timeout=120)
-        if imported.returncode != 0:
-            raise RuntimeError(f"nakhon devices import failed:\n{imported.stdout}\n{imported.stderr}")
+        _import_devices(config, [*sim_devices, probe_device])
         collector_log = root / "collector.log"
-        with open(collector_log, "ab") as out:
-            collector = subprocess.Popen([*NAKHON, "--config", str(config), "run", "collectors"],
-                                         stdout=out, stderr=subprocess.STDOUT)
+        collector = _start_collector(config, collector_log)
         _wait_healthy(http, collector, metrics_port, collector_log)
         say("bench-notify: collector healthy")
 
@@ -595,10 +601,7 @@ def run_bench_notify(
         metrics_text = http.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
 
         # stop the collector (flushes diagnostics and the notification log), then read the registry database
-        if collector.poll() is None:
-            collector.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                collector.wait(60)
+        _stop_collector(collector)
         stages = stage_breakdown(root / "data" / "registry.db", triggers, firing_at)
         cpu = sampler.cpu_percent()
         p99 = _percentile(latencies, 99)
@@ -663,21 +666,13 @@ def run_bench_notify(
             result["details"]["workdir"] = str(root)
         return result
     finally:
-        http.close()
         if background is not None and background.alive():
             with contextlib.suppress(Exception):
                 background.stop()
         if probe is not None:
             with contextlib.suppress(Exception):
                 probe.client.loop_stop()
-        if collector is not None and collector.poll() is None:
-            collector.kill()
-            collector.wait(10)
-        webhook.stop()
-        influx.stop()
-        broker.stop()
-        if not keep:
-            shutil.rmtree(root, ignore_errors=True)
+        _teardown(http, collector, [webhook, influx, broker], root, keep)
 
 
 def bench_notify(
@@ -691,11 +686,7 @@ def bench_notify(
 
     Exit 0 whether or not the latency target is met (it is a benchmark); non-zero only when the harness fails."""
     result = run_bench_notify(probes=probes, background_rate=background_rate, devices=devices, keep=keep)
-    text = json.dumps(result, indent=2, ensure_ascii=False)
-    typer.echo(text)
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(text + "\n")
+    _emit(result, json_out)
 
 
 __all__ = ["REQUIRED_KEYS", "WebhookReceiver", "bench_notify", "parse_hit", "run_bench_notify"]

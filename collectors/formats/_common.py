@@ -1,4 +1,5 @@
-"""Helpers shared by the payload formats: JSON decoding and time parsing (UTC nanoseconds, int).
+"""Helpers shared by the payload formats: JSON decoding, time parsing (UTC nanoseconds, int) and the values of
+LoRaWAN uplinks (a network server's decoded object, else Cayenne LPP).
 
 Times
 -----
@@ -23,12 +24,15 @@ Times
 from __future__ import annotations
 
 import calendar
+import contextlib
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
 
 from collectors.errors import RejectedMessage
+from collectors.formats.lpp.parser import decode_lpp_text
 
 NS_PER_S = 1_000_000_000
 
@@ -150,3 +154,45 @@ def mqtt_topic_matches(topic_filter: str, topic: str) -> bool:
         if part != "+" and part != t_parts[i]:
             return False
     return len(f_parts) == len(t_parts)
+
+
+@contextlib.contextmanager
+def rejected_for(device_id: str | None) -> Iterator[None]:
+    """Name `device_id` on any `RejectedMessage` raised inside (once the envelope told which device sent it)."""
+    try:
+        yield
+    except RejectedMessage as exc:
+        exc.device_id = device_id
+        raise
+
+
+def lorawan_values(
+    decoded: Any,
+    frm_payload: Any,
+    *,
+    decoded_field: str,
+    payload_field: str,
+    lpp_fallback: bool,
+    device_id: str | None,
+    no_values: str,
+) -> dict[str, Any]:
+    """The values of a LoRaWAN uplink: the network server's decoded object when it is a non-empty object, else
+    (with `lpp_fallback`) the base64 `frm_payload` decoded as Cayenne LPP.
+
+    `decoded_field` / `payload_field` name the two in error details; `no_values` is the detail when neither
+    gives a value. Every rejection names `device_id`: a decoded value that is not an object is `bad_json`, an
+    undecodable frame `bad_payload`, nothing to read `no_values`.
+    """
+    if isinstance(decoded, dict) and decoded:
+        return decoded
+    if decoded is not None and not isinstance(decoded, dict):
+        raise RejectedMessage(
+            "bad_json", f"{decoded_field} must be a JSON object, got a JSON {json_type(decoded)}", device_id=device_id
+        )
+    values: dict[str, Any] = {}
+    if lpp_fallback and isinstance(frm_payload, str) and frm_payload:
+        with rejected_for(device_id):
+            values = decode_lpp_text(frm_payload, payload_field)
+    if not values:
+        raise RejectedMessage("no_values", no_values, device_id=device_id)
+    return values

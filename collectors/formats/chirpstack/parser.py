@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from collectors.errors import RejectedMessage
-from collectors.formats._common import json_type, loads_object, time_to_ns
-from collectors.formats.lpp.parser import decode_lpp_text
+from collectors.formats._common import loads_object, lorawan_values, rejected_for, time_to_ns
 from collectors.model import DeviceRef, RawReading
 
 
@@ -50,28 +47,15 @@ class ChirpStackFormat:
         device = DeviceRef(device_id=name if self.name_is_device_id else None, dev_eui=dev_eui.upper())
         label = str(device)
 
-        try:
+        with rejected_for(label):
             time_ns = received_ns if doc.get("time") is None else time_to_ns(doc["time"], "time")
-        except RejectedMessage as exc:
-            exc.device_id = label
-            raise
-
-        values: dict[str, Any]
-        obj = doc.get("object")
-        if isinstance(obj, dict) and obj:
-            values = obj
-        elif obj is not None and not isinstance(obj, dict):
-            raise RejectedMessage(
-                "bad_json", f"object must be a JSON object, got a JSON {json_type(obj)}", device_id=label
-            )
-        elif self.lpp_fallback and isinstance(doc.get("data"), str) and doc["data"]:
-            try:
-                values = decode_lpp_text(doc["data"], "data")
-            except RejectedMessage as exc:
-                exc.device_id = label
-                raise
-        else:
-            values = {}
-        if not values:
-            raise RejectedMessage("no_values", "uplink has no decoded object and no Cayenne LPP data", device_id=label)
+        values = lorawan_values(
+            doc.get("object"),
+            doc.get("data"),
+            decoded_field="object",
+            payload_field="data",
+            lpp_fallback=self.lpp_fallback,
+            device_id=label,
+            no_values="uplink has no decoded object and no Cayenne LPP data",
+        )
         return [RawReading(device, values, time_ns)]

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from collectors.errors import RejectedMessage
-from collectors.formats._common import json_type, loads_object, time_to_ns
-from collectors.formats.lpp.parser import decode_lpp_text
+from collectors.formats._common import loads_object, lorawan_values, rejected_for, time_to_ns
 from collectors.model import DeviceRef, RawReading
 
 
@@ -46,32 +43,15 @@ class TTNFormat:
                 "no_values", "message has no uplink_message (not an uplink event?)", device_id=device_id
             )
         received_at = doc.get("received_at", up.get("received_at"))
-        try:
+        with rejected_for(device_id):
             time_ns = received_ns if received_at is None else time_to_ns(received_at, "received_at")
-        except RejectedMessage as exc:
-            exc.device_id = device_id
-            raise
-
-        values: dict[str, Any]
-        decoded = up.get("decoded_payload")
-        if isinstance(decoded, dict) and decoded:
-            values = decoded
-        elif decoded is not None and not isinstance(decoded, dict):
-            raise RejectedMessage(
-                "bad_json",
-                f"uplink_message.decoded_payload must be an object, got a JSON {json_type(decoded)}",
-                device_id=device_id,
-            )
-        elif self.lpp_fallback and isinstance(up.get("frm_payload"), str) and up["frm_payload"]:
-            try:
-                values = decode_lpp_text(up["frm_payload"], "uplink_message.frm_payload")
-            except RejectedMessage as exc:
-                exc.device_id = device_id
-                raise
-        else:
-            values = {}
-        if not values:
-            raise RejectedMessage(
-                "no_values", "uplink has no decoded_payload and no Cayenne LPP frm_payload", device_id=device_id
-            )
+        values = lorawan_values(
+            up.get("decoded_payload"),
+            up.get("frm_payload"),
+            decoded_field="uplink_message.decoded_payload",
+            payload_field="uplink_message.frm_payload",
+            lpp_fallback=self.lpp_fallback,
+            device_id=device_id,
+            no_values="uplink has no decoded_payload and no Cayenne LPP frm_payload",
+        )
         return [RawReading(device, values, time_ns)]
