@@ -111,9 +111,10 @@ async def test_missing_ts_means_receive_time(harness: Harness) -> None:
         ("city/pattaya/air/air-001", {"pm25_ugm3": 10}, "city_mismatch", "pattaya"),
         ("city/laem-chabang/flood/air-001", {"level_m": 1}, "feed_mismatch", "flood"),
         ("city/laem-chabang/energy/energy-001", {"power_kw": 1}, "retired_device", "retired"),
-        ("city/laem-chabang/air/air-001", b"{not json", "bad_json", ""),
-        ("city/laem-chabang/air/air-001", {"pm25_ugm3": 1, "ts": "2026-11-21T08:00:00"}, "bad_time", ""),
-        ("weird/topic", {"pm25_ugm3": 1}, "no_format", ""),
+        ("city/laem-chabang/air/air-001", b"{not json", "bad_json", "JSON"),
+        ("city/laem-chabang/air/air-001", {"pm25_ugm3": 1, "ts": "2026-11-21T08:00:00"}, "bad_time",
+         "2026-11-21T08:00:00"),
+        ("weird/topic", {"pm25_ugm3": 1}, "no_format", "no input"),
     ],
 )
 async def test_rejected_message_is_quarantined_with_reason(
@@ -123,7 +124,7 @@ async def test_rejected_message_is_quarantined_with_reason(
     assert harness.stored() == []
     [row] = harness.quarantine.list()
     assert row.reason == reason
-    assert detail_part in row.detail
+    assert detail_part and detail_part in row.detail
     assert row.topic == topic
     raw = payload if isinstance(payload, bytes) else orjson.dumps(payload)
     assert row.payload == raw

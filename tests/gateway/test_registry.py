@@ -268,21 +268,18 @@ def test_csv_dry_run_changes_nothing(store: RegistryStore) -> None:
     assert store.list_audit().total == 0
 
 
-def test_import_of_10000_rows_takes_seconds(store: RegistryStore) -> None:
+def test_import_of_10000_rows_creates_all_then_updates_only_the_changed_row(store: RegistryStore) -> None:
+    # No timing assertion: import speed is a performance target, never asserted in tests.
     lines = [HEADER + ",dev_eui,site_bank_level_m"]
     lines += [f"dev-{i:05d},flood,chiangmai,Mueang,18.7,98.9,Gauge {i},{i:016x},3.5" for i in range(10_000)]
     text = "\n".join(lines)
-    started = time.perf_counter()
     report = store.import_devices(parse_device_csv(text), actor="t", atomic=True)
-    elapsed = time.perf_counter() - started
     assert report.created == 10_000 and report.applied
     assert store.list_devices(limit=1).total == 10_000
-    started = time.perf_counter()
     again = store.import_devices(parse_device_csv(text.replace("Gauge 7,", "Gauge seven,")), actor="t", atomic=True)
-    elapsed_again = time.perf_counter() - started
-    assert again.updated == 1 and again.unchanged == 9_999
-    print(f"\n10,000-row import on {store.engine.dialect.name}: {elapsed:.2f}s new, {elapsed_again:.2f}s re-import")
-    assert elapsed < 20 and elapsed_again < 20
+    assert (again.created, again.updated, again.unchanged) == (0, 1, 9_999)
+    assert store.get_device("dev-00007").name == "Gauge seven"
+    assert store.get_device("dev-00070").name == "Gauge 70"  # "Gauge 7," matched only the one row
 
 
 def test_recent_messages_keep_the_last_20(store: RegistryStore) -> None:

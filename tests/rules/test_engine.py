@@ -6,6 +6,7 @@ from typing import Any
 from collectors.model import DeviceInfo, Reading
 from rules.check import load_rules_dir
 from rules.engine import RulesEngine, offer
+from rules.metrics import RULES_QUEUE_DROPPED
 from rules.model import Rule, RuleSet
 from rules.timeutil import NS
 from tests.rules.conftest import T0, PointSink, device, minutes, reading
@@ -185,7 +186,9 @@ async def test_run_consumes_bounded_queue(store, clock, sink) -> None:
     dev = device("g-1", "flood")
     assert offer(queue, reading(dev, T0, level_pct_bank=120.0), dev)
     assert offer(queue, reading(dev, T0 + minutes(3), level_pct_bank=121.0), dev)
+    dropped = RULES_QUEUE_DROPPED._value.get()
     assert not offer(queue, reading(dev, T0 + minutes(4), level_pct_bank=122.0), dev)  # full: dropped, counted
+    assert RULES_QUEUE_DROPPED._value.get() == dropped + 1
     task = asyncio.create_task(eng.run(queue, tick_interval_s=0.05))
     await asyncio.wait_for(queue.join(), 5)
     task.cancel()

