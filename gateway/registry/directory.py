@@ -1,8 +1,10 @@
 """`RegistryDirectory`: the collectors' view of the registry, held fully in memory.
 
-Lookups are two dict reads. A background thread reloads the whole registry every `refresh_s` seconds when a
-cheap fingerprint query says something changed, and at once after `invalidate()` (the store calls it after
-every change made in this process). There is never a database query per message.
+Lookups are two dict reads. A change made through the same store (the gateway API or CLI in this process)
+reloads the copy before that call returns, so a device registered here is known to the collectors before its
+credentials are even handed out. Changes made by another process (a separate gateway) are picked up by a
+background thread that checks a cheap fingerprint every `refresh_s` seconds, and sooner — at most once a
+second — when a lookup misses. There is never a database query per message.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ class RegistryDirectory:
         self._by_id: dict[str, DeviceInfo] = {}
         self._by_eui: dict[str, DeviceInfo] = {}
         self._marker: tuple[object, ...] | None = None
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # check the fingerprint now (a lookup missed, or stopping)
         self._stopping = threading.Event()
         self._reload_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.loaded_at: float | None = None
+        self._last_miss_wake = 0.0
         self.refresh()
         store.add_change_listener(self.invalidate)
         if start:
@@ -37,10 +40,24 @@ class RegistryDirectory:
     # -- the DeviceDirectory protocol (hot path: no I/O)
 
     def by_id(self, device_id: str) -> DeviceInfo | None:
-        return self._by_id.get(device_id)
+        info = self._by_id.get(device_id)
+        if info is None:
+            self._missed()
+        return info
 
     def by_dev_eui(self, dev_eui: str) -> DeviceInfo | None:
-        return self._by_eui.get(dev_eui.lower())
+        info = self._by_eui.get(dev_eui.lower())
+        if info is None:
+            self._missed()
+        return info
+
+    def _missed(self) -> None:
+        # A device registered by another process moments ago: check sooner than refresh_s, but rate-limited so
+        # a stream of unknown devices costs one fingerprint query a second, not one per message.
+        now = time.monotonic()
+        if now - self._last_miss_wake >= 1.0:
+            self._last_miss_wake = now
+            self._wake.set()
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -66,11 +83,8 @@ class RegistryDirectory:
             return True
 
     def invalidate(self) -> None:
-        """Something changed: reload soon (on the background thread), or now if it is not running."""
-        if self._thread is not None and self._thread.is_alive():
-            self._wake.set()
-        else:
-            self.refresh()
+        """Something changed through our store: reload now, in the caller's thread, before it returns."""
+        self.refresh()
 
     def start(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -89,11 +103,11 @@ class RegistryDirectory:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            woken = self._wake.wait(self.refresh_s)
+            self._wake.wait(self.refresh_s)
             self._wake.clear()
             if self._stopping.is_set():
                 return
             try:
-                self.refresh(force=woken)
+                self.refresh(force=False)
             except Exception:  # the database may be restarting: keep serving the last good copy
                 log.exception("registry directory refresh failed; serving the previous copy")

@@ -105,6 +105,11 @@ def _payload_text(payload: bytes | str) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
+def _equal(model: Any, **values: Any) -> list[Any]:
+    """`column == value` for each filter given (None means: not filtered)."""
+    return [getattr(model, name) == value for name, value in values.items() if value is not None]
+
+
 def _ns_to_datetime(time_ns: int | None) -> datetime:
     if time_ns is None:
         return utcnow()
@@ -317,15 +322,7 @@ class RegistryStore:
         limit: int = 100,
         offset: int = 0,
     ) -> Page[DeviceOut]:
-        conditions = []
-        if city is not None:
-            conditions.append(Device.city == city)
-        if district is not None:
-            conditions.append(Device.district == district)
-        if feed is not None:
-            conditions.append(Device.feed == feed)
-        if status is not None:
-            conditions.append(Device.status == status)
+        conditions = _equal(Device, city=city, district=district, feed=feed, status=status)
         with self._sessions() as session:
             total = session.scalar(select(func.count()).select_from(Device).where(*conditions)) or 0
             rows = session.scalars(
@@ -838,15 +835,7 @@ class RegistryStore:
         limit: int = 100,
         offset: int = 0,
     ) -> Page[AuditOut]:
-        conditions = []
-        if entity_type is not None:
-            conditions.append(AuditEntry.entity_type == entity_type)
-        if entity_id is not None:
-            conditions.append(AuditEntry.entity_id == entity_id)
-        if actor is not None:
-            conditions.append(AuditEntry.actor == actor)
-        if action is not None:
-            conditions.append(AuditEntry.action == action)
+        conditions = _equal(AuditEntry, entity_type=entity_type, entity_id=entity_id, actor=actor, action=action)
         if since is not None:
             conditions.append(AuditEntry.at >= since)
         if until is not None:

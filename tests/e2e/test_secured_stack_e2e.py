@@ -4,8 +4,6 @@ publishing with its own credentials, its data in InfluxDB and its raw messages i
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +12,10 @@ import httpx
 import orjson
 import pytest
 
-from gateway.broker.setup import dynsec_conf_lines, hand_to_broker_user, init_dynsec_file
 from gateway.registry.store import RegistryStore
 from tests.e2e.harness import CollectorProcess, InfluxServer, MosquittoServer, free_port, write_config
 from tests.publishing import AckingPublisher
+from tests.servers import dynsec_mosquitto
 
 ADMIN = ("nakhon-admin", "admin-pass-e2e")
 COLLECTOR = ("nakhon-collector", "collector-pass-e2e")
@@ -25,14 +23,8 @@ COLLECTOR = ("nakhon-collector", "collector-pass-e2e")
 
 @pytest.fixture
 def secured_broker(tmp_path: Path) -> Iterator[MosquittoServer]:
-    dynsec_dir = Path(tempfile.mkdtemp(prefix="nakhon-dynsec-"))
-    dynsec = init_dynsec_file(dynsec_dir / "dynamic-security.json", *ADMIN)
-    hand_to_broker_user(dynsec_dir, dynsec)
-    try:
-        with MosquittoServer(tmp_path, allow_anonymous=False, extra_conf=dynsec_conf_lines(dynsec)) as server:
-            yield server
-    finally:
-        shutil.rmtree(dynsec_dir, ignore_errors=True)
+    with dynsec_mosquitto(tmp_path, *ADMIN) as server:
+        yield server
 
 
 def test_registered_device_publishes_with_its_own_credentials_and_lands(

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import queue
-import shutil
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -20,11 +18,11 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.broker import DynsecCommandError, DynsecUnavailableError, MosquittoProvisioner
-from gateway.broker.setup import dynsec_conf_lines, hand_to_broker_user, init_dynsec_file, mosquitto_conf_text
+from gateway.broker.setup import mosquitto_conf_text
 from gateway.registry import RegistryStore
 from gateway.registry.schemas import DeviceSpec
 from gateway.service import DeviceService, IssuedCredentials
-from tests.servers import MosquittoServer
+from tests.servers import MosquittoServer, dynsec_mosquitto
 
 ADMIN = ("nakhon-admin", "admin-" + uuid.uuid4().hex)
 COLLECTOR = ("collectors", "collect-" + uuid.uuid4().hex)
@@ -107,15 +105,8 @@ def connect(port: int, username: str | None, password: str | None, *, v5: bool =
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[MosquittoServer]:
-    # Mosquitto started as root runs as `mosquitto`: the dynsec file lives in a directory it owns.
-    dynsec_dir = Path(tempfile.mkdtemp(prefix="nakhon-dynsec-"))
-    dynsec = init_dynsec_file(dynsec_dir / "dynamic-security.json", *ADMIN)
-    hand_to_broker_user(dynsec_dir, dynsec)
-    try:
-        with MosquittoServer(tmp_path, allow_anonymous=False, extra_conf=dynsec_conf_lines(dynsec)) as server:
-            yield server
-    finally:
-        shutil.rmtree(dynsec_dir, ignore_errors=True)
+    with dynsec_mosquitto(tmp_path, *ADMIN) as server:
+        yield server
 
 
 @dataclass
