@@ -8,10 +8,12 @@ costs a tuple append; decoding payloads to text waits for the (much rarer) hand-
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 MAX_PAYLOAD_CHARS = 2048
+MAX_PAYLOAD_BYTES = MAX_PAYLOAD_CHARS  # kept per message (a cut multi-byte character shows as U+FFFD)
 
 _Raw = tuple[int, str, bytes, bool, "str | None"]  # received_ns, topic, payload, accepted, reason
 
@@ -43,12 +45,30 @@ class DeviceDiagnostics:
 
 
 class DiagnosticsBuffer:
-    """Last `per_device` messages for at most `max_devices` devices (least recently seen evicted)."""
+    """Last `per_device` messages for at most `max_devices` registered devices and `max_unknown` ids that are
+    not registered (each least recently seen evicted first), each payload truncated.
 
-    def __init__(self, per_device: int = 20, max_devices: int = 100_000) -> None:
+    Memory is bounded by (max_devices × per_device + max_unknown × per_unknown) × MAX_PAYLOAD_BYTES however
+    large the payloads and however many distinct ids a flood of junk names in its topics: 2,000 devices
+    sending 1 MB junk keep 80 MB at most; 1,000 unknown ids at most 6 MB, whatever number of ids is named.
+    """
+
+    def __init__(
+        self,
+        per_device: int = 20,
+        max_devices: int = 20_000,
+        *,
+        max_unknown: int = 1_000,
+        per_unknown: int = 3,
+        is_registered: Callable[[str], bool] | None = None,
+    ) -> None:
         self.per_device = per_device
         self.max_devices = max_devices
+        self.max_unknown = max_unknown
+        self.per_unknown = per_unknown
+        self._is_registered = is_registered
         self._devices: OrderedDict[str, DeviceDiagnostics] = OrderedDict()
+        self._unknown: OrderedDict[str, DeviceDiagnostics] = OrderedDict()
         self._new: dict[str, int] = {}  # messages recorded per device since the last take_new()
 
     def record(
@@ -62,32 +82,44 @@ class DiagnosticsBuffer:
         reason: str | None = None,
         reading: dict[str, Any] | None = None,
     ) -> None:
-        diag = self._devices.get(device_id)
+        table = self._devices
+        diag = table.get(device_id)
         if diag is None:
-            diag = DeviceDiagnostics(raw=deque(maxlen=self.per_device))
-            self._devices[device_id] = diag
-            if len(self._devices) > self.max_devices:
-                evicted, _ = self._devices.popitem(last=False)
+            diag = self._unknown.get(device_id)
+            if diag is not None:
+                table = self._unknown
+        if diag is None:
+            # Registered devices first; ids that only a topic names share a small LRU of their own, so junk
+            # cannot evict the devices an engineer is looking at.
+            registered = accepted or self._is_registered is None or self._is_registered(device_id)
+            table = self._devices if registered else self._unknown
+            diag = DeviceDiagnostics(raw=deque(maxlen=self.per_device if registered else self.per_unknown))
+            table[device_id] = diag
+            if len(table) > (self.max_devices if registered else self.max_unknown):
+                evicted, _ = table.popitem(last=False)
                 self._new.pop(evicted, None)
         else:
-            self._devices.move_to_end(device_id)
+            table.move_to_end(device_id)
         diag.last_seen_ns = received_ns
         if reading is not None:
             diag.last_reading = reading
-        diag.raw.append((received_ns, topic, payload, accepted, reason))
+        diag.raw.append((received_ns, topic, payload[:MAX_PAYLOAD_BYTES], accepted, reason))
         new = self._new.get(device_id, 0)
-        if new < self.per_device:
+        if new < (diag.raw.maxlen or self.per_device):
             self._new[device_id] = new + 1
 
     def get(self, device_id: str) -> DeviceDiagnostics | None:
-        return self._devices.get(device_id)
+        return self._devices.get(device_id) or self._unknown.get(device_id)
+
+    def __len__(self) -> int:
+        return len(self._devices) + len(self._unknown)
 
     def take_new(self) -> dict[str, list[RecentMessage]]:
         """Each device's messages recorded since the last call (at most `per_device`), for a batched flush."""
-        new = {
-            d: [_message(r) for r in list(self._devices[d].raw)[-n:]]
-            for d, n in self._new.items()
-            if d in self._devices
-        }
+        new = {}
+        for device_id, count in self._new.items():
+            diag = self.get(device_id)
+            if diag is not None:
+                new[device_id] = [_message(r) for r in list(diag.raw)[-count:]]
         self._new.clear()
         return new

@@ -60,3 +60,21 @@ ACK_DELAY_SECONDS = Histogram(
     "From receipt of a message to its PUBACK, i.e. until its data (or quarantine record) was durable",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+MQTT_CONNECT_ATTEMPTS = Counter(
+    "nakhon_mqtt_connect_attempts", "MQTT connection attempts by outcome (ok, refused, unreachable)", ["outcome"]
+)
+MQTT_CONNECT_REFUSED = Counter(
+    "nakhon_mqtt_connect_refused", "CONNACK refusals by the broker, by reason code (e.g. 0x87 not authorised)",
+    ["code"],
+)
+MQTT_SESSION_LOST = Counter(
+    "nakhon_mqtt_session_lost",
+    "Connections where the broker reported no session although we had one: what it held for us is gone",
+)
+MQTT_SESSION_TAKEN_OVER = Counter(
+    "nakhon_mqtt_session_taken_over", "Times another connection with our client id took our session (DISCONNECT 0x8E)"
+)
+MQTT_DISCONNECTS = Counter("nakhon_mqtt_disconnects", "Connections lost, by reason", ["reason"])
+MQTT_TOO_LARGE = Counter(
+    "nakhon_mqtt_too_large", "MQTT messages whose payload exceeded mqtt.max_payload_bytes (quarantined truncated)"
+)

@@ -20,6 +20,7 @@ import orjson
 from collectors.diagnostics import DiagnosticsBuffer, RecentMessage
 from collectors.directory import DeviceDirectory
 from collectors.domain.base import Enricher
+from collectors.metrics import MQTT_TOO_LARGE
 from collectors.model import Point
 from collectors.pipeline import FieldMapperLike, Input, Pipeline, ReadingConsumer
 from collectors.quarantine import QuarantineStore
@@ -29,6 +30,8 @@ from collectors.sinks.writer import BatchWriter
 from collectors.transport.mqtt import MqttEndpoint, MqttSubscriber
 
 log = logging.getLogger(__name__)
+
+PACKET_HEADROOM_BYTES = 64 * 1024  # topic and properties on top of the payload limit
 
 DiagnosticsFlush = Callable[[dict[str, list[RecentMessage]]], None]
 
@@ -50,6 +53,9 @@ class CollectorService:
         receive_maximum: int = 20_000,
         session_expiry_s: int = 7 * 24 * 3600,
         keepalive_s: int = 30,
+        reconnect_delay_s: float = 2.0,
+        reconnect_max_delay_s: float = 60.0,
+        max_payload_bytes: int | None = None,
         mapper: FieldMapperLike | None = None,
         profiles: dict[str, Any] | None = None,
         enrichers: dict[str, Enricher] | None = None,
@@ -73,7 +79,7 @@ class CollectorService:
             on_rejected=self._quarantine_rejected_point,
         )
         self.enrichers = enrichers or {}
-        self.diagnostics = DiagnosticsBuffer()
+        self.diagnostics = DiagnosticsBuffer(is_registered=lambda device_id: directory.by_id(device_id) is not None)
         self.pipeline = Pipeline(
             inputs=inputs,
             directory=directory,
@@ -89,12 +95,18 @@ class CollectorService:
             endpoint,
             client_id=client_id,
             topics=subscriptions,
-            handler=self.pipeline.submit,
+            handler=self._submit if max_payload_bytes else self.pipeline.submit,
             receive_maximum=receive_maximum,
             session_expiry_s=session_expiry_s,
             keepalive_s=keepalive_s,
+            reconnect_delay_s=reconnect_delay_s,
+            reconnect_max_delay_s=reconnect_max_delay_s,
+            # The broker discards (MQTT 5) what exceeds this; between the two limits we quarantine `too_large`.
+            max_packet_bytes=max_payload_bytes + PACKET_HEADROOM_BYTES if max_payload_bytes else None,
+            session_marker=self.data_dir / "mqtt-session",
             protocol_version=protocol_version,
         )
+        self.max_payload_bytes = max_payload_bytes
         self.pipeline.flow = self.subscriber
         self._diagnostics_flush = diagnostics_flush
         self._diagnostics_interval_s = diagnostics_interval_s
@@ -102,6 +114,16 @@ class CollectorService:
         self._state_path = self.data_dir / "enricher-state.json"
         self._tasks: list[asyncio.Task[None]] = []
         self._intake_stopped = False
+
+    def _submit(self, topic: str, payload: bytes, received_ns: int) -> asyncio.Future[None]:
+        if self.max_payload_bytes is not None and len(payload) > self.max_payload_bytes:
+            # Never parsed, never kept whole: the quarantine stores its first bytes and its size.
+            MQTT_TOO_LARGE.inc()
+            return self.quarantine.add(
+                topic=topic, payload=payload, reason="too_large", received_ns=received_ns,
+                detail=f"{len(payload)} bytes, more than mqtt.max_payload_bytes = {self.max_payload_bytes}",
+            )
+        return self.pipeline.submit(topic, payload, received_ns)
 
     async def _quarantine_rejected_point(self, point: Point, server_message: str) -> None:
         from collectors.lineprotocol import encode_point
@@ -207,8 +229,7 @@ class CollectorService:
 
     def health_checks(self) -> dict[str, Callable[[], dict[str, Any]]]:
         def broker() -> dict[str, Any]:
-            return {"ok": self.subscriber.connected, "in_flight": self.subscriber.in_flight,
-                    "error": self.subscriber.last_error}
+            return self.subscriber.health()
 
         def sink() -> dict[str, Any]:
             state = self.writer.health()

@@ -85,6 +85,13 @@ class MqttConfig(Strict):
     )
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
     keepalive_s: int = Field(default=30, ge=5)
+    reconnect_delay_s: float = Field(default=2.0, gt=0, description="First reconnect delay; doubles per failure.")
+    reconnect_max_delay_s: float = Field(default=60.0, gt=0, description="Cap of the reconnect backoff.")
+    max_payload_bytes: int = Field(
+        default=256 * 1024, ge=1024,
+        description="Larger payloads are quarantined `too_large` (truncated); MQTT 5 Maximum Packet Size is set "
+        "64 KiB above it, so the broker discards anything far larger before it reaches us.",
+    )
     inputs: list[InputConfig] = Field(default_factory=list)
 
     @field_validator("url")

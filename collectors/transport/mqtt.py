@@ -14,6 +14,17 @@ range in pyproject.toml and covered by the end-to-end tests.
 Flow control is explicit: past `max_in_flight` unacknowledged messages the socket stops being read (TCP
 backpressure: the broker queues for us, its session keeps them), and reading resumes at half that. The
 broker's own Receive Maximum is requested too, but Mosquitto 2.0 was measured exceeding it.
+
+Connections are supervised here, not by gmqtt (whose reconnect gives up for good on a "permanent" CONNACK
+refusal such as 0x87, although an operator fixing the broker's ACL makes it succeed a minute later): every
+loss or refusal is retried forever with capped exponential backoff and jitter, and the reason (refused with
+code, unreachable, session taken over by another client, keepalive lost) is kept for `/healthz` and counted.
+
+While reading is paused the broker's PINGRESPs are not read either, and gmqtt would call the peer dead after
+two keepalives. A pause is our choice, not the peer's silence, so while paused the connection's "last data
+in" is kept fresh (gmqtt still sends PINGREQs, which keeps the broker's side alive), and a dead peer is
+detected by the kernel instead: TCP_USER_TIMEOUT drops the connection when what we send (PINGREQs, PUBACKs)
+stays unacknowledged for two keepalives.
 """
 
 from __future__ import annotations
@@ -21,17 +32,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import socket
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from gmqtt import Client, Subscription
 from gmqtt.mqtt.constants import MQTTCommands, MQTTv50, MQTTv311
 
-from collectors.metrics import ACK_DELAY_SECONDS, MQTT_CONNECTED, PENDING_MESSAGES
+from collectors.metrics import (
+    ACK_DELAY_SECONDS,
+    MQTT_CONNECT_ATTEMPTS,
+    MQTT_CONNECT_REFUSED,
+    MQTT_CONNECTED,
+    MQTT_DISCONNECTS,
+    MQTT_SESSION_LOST,
+    MQTT_SESSION_TAKEN_OVER,
+    PENDING_MESSAGES,
+)
 
 __all__ = ["MQTTv50", "MQTTv311", "MessageHandler", "MqttEndpoint", "MqttSubscriber"]
 
@@ -53,6 +77,27 @@ class MqttEndpoint:
         return f"MqttEndpoint({self.host}:{self.port}, user={self.username!r}, tls={self.tls})"
 
 
+SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason: another connection used our client id
+RETAIN_ONLY_FOR_NEW_SUBSCRIPTION = 1  # MQTT 5 retain handling: no retained replay when the subscription exists
+
+
+class Backoff:
+    """Capped exponential backoff with jitter: initial, ×2 per failure up to `max_s`, reset on success."""
+
+    def __init__(self, initial_s: float, max_s: float) -> None:
+        self.initial_s = initial_s
+        self.max_s = max(max_s, initial_s)
+        self._next = initial_s
+
+    def next_delay(self) -> float:
+        delay = self._next
+        self._next = min(self._next * 2, self.max_s)
+        return delay * random.uniform(0.8, 1.2)  # jitter: many replicas must not retry in lockstep
+
+    def reset(self) -> None:
+        self._next = self.initial_s
+
+
 def _puback(mid: int) -> bytes:
     # Remaining length 2: reason code and properties omitted, which means Success (MQTT 5 §3.4.2.1; 3.1.1 form)
     return bytes((0x40, 0x02, mid >> 8, mid & 0xFF))
@@ -61,8 +106,9 @@ def _puback(mid: int) -> bytes:
 class MqttSubscriber:
     """`async with MqttSubscriber(...)`: receives, hands each message to `handler`, acknowledges when durable.
 
-    `close()` stops acknowledging new work, waits for what is in flight (so its PUBACKs go out), then
-    disconnects, keeping the broker-side session so nothing unacknowledged is lost.
+    `close()` stops reading (nothing is taken that will not be acknowledged), waits for what is in flight (so
+    its PUBACKs go out), then sends DISCONNECT, keeping the broker-side session so nothing unacknowledged is
+    lost.
     """
 
     def __init__(
@@ -76,6 +122,9 @@ class MqttSubscriber:
         session_expiry_s: int = 7 * 24 * 3600,
         keepalive_s: int = 30,
         reconnect_delay_s: float = 2.0,
+        reconnect_max_delay_s: float = 60.0,
+        max_packet_bytes: int | None = None,
+        session_marker: Path | None = None,
         protocol_version: int = MQTTv50,
     ) -> None:
         self.endpoint = endpoint
@@ -85,23 +134,34 @@ class MqttSubscriber:
         self.max_in_flight = receive_maximum
         self._session_expiry_s = session_expiry_s
         self._keepalive_s = keepalive_s
-        self._reconnect_delay_s = reconnect_delay_s
+        self._backoff = Backoff(reconnect_delay_s, reconnect_max_delay_s)
+        self._max_packet_bytes = max_packet_bytes
+        # Exists once we held a session at this broker: a later "no session" then means the broker lost it.
+        self._session_marker = session_marker
         # MQTT 3.1.1 is only for the embedded demo broker (amqtt speaks nothing newer); production is MQTT 5.
         self.protocol_version = protocol_version
         self._client: Client | None = None
+        self._up_client: Client | None = None
         self._connected = asyncio.Event()
+        self._lost = asyncio.Event()
         self._closing = False
         self._closed = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._paused = False
+        self._pause_keeper: asyncio.TimerHandle | None = None
         self._holds: set[str] = set()  # other reasons to stop reading, e.g. the rules engine's queue is full
         # A redelivered message keeps its packet id only within the session: acks are sent on the connection
         # generation they arrived on, and dropped (the redelivered copy is acknowledged instead) after a reconnect.
         self._generation = 0
         self._acks_by_future: dict[asyncio.Future[None], list[int]] = {}
         self.last_error: str | None = None
+        self.reason: str | None = "connecting"  # why we are not connected (None while connected), for /healthz
+        self.session_present: bool | None = None
+        self.sessions_lost = 0
+        self.takeovers = 0
         PENDING_MESSAGES.set_function(lambda: self._in_flight)
 
     @property
@@ -116,6 +176,16 @@ class MqttSubscriber:
     def paused(self) -> bool:
         return self._paused
 
+    @property
+    def generation(self) -> int:
+        """How many connections were established (a reconnect increments it)."""
+        return self._generation
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": self.connected, "reason": self.reason, "error": self.last_error, "in_flight": self.in_flight,
+                "paused": self.paused, "session_present": self.session_present, "sessions_lost": self.sessions_lost,
+                "taken_over": self.takeovers}
+
     async def __aenter__(self) -> MqttSubscriber:
         await self.start()
         return self
@@ -128,64 +198,193 @@ class MqttSubscriber:
     # -- connection ---------------------------------------------------------------------------------------------
 
     def _make_client(self) -> Client:
+        properties: dict[str, Any] = {}
+        if self._max_packet_bytes and self.protocol_version >= MQTTv50:
+            # MQTT 5 Maximum Packet Size: the broker must not send us anything larger (it discards it instead)
+            properties["maximum_packet_size"] = self._max_packet_bytes
         client = Client(
             self.client_id,
             clean_session=False,
             optimistic_acknowledgement=False,
             receive_maximum=min(self.max_in_flight, 65535),
             session_expiry_interval=self._session_expiry_s,
+            **properties,
         )
-        client.set_config({"reconnect_retries": -1, "reconnect_delay": self._reconnect_delay_s})
         if self.endpoint.username:
             client.set_auth_credentials(self.endpoint.username, self.endpoint.password)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        handler = client._package_handler
+        # gmqtt's own reconnect is replaced by our supervisor (see the module docstring).
+        handler._reconnect_callback = partial(self._gmqtt_lost, client)
         # Our PUBLISH handler replaces gmqtt's (see the module docstring); gmqtt dispatches by command type.
-        client._package_handler._handler_cache[MQTTCommands.PUBLISH] = self._on_publish_packet
+        handler._handler_cache[MQTTCommands.PUBLISH] = self._on_publish_packet
+        gmqtt_disconnect = handler._handle_disconnect_packet
+        handler._handler_cache[MQTTCommands.DISCONNECT] = partial(self._on_disconnect_packet, gmqtt_disconnect)
         return client
 
     async def start(self, *, connect_timeout_s: float | None = None) -> None:
-        """Connect (retrying until the broker answers, or `connect_timeout_s`) and subscribe."""
+        """Connect (retrying until the broker accepts us, or `connect_timeout_s`) and subscribe; from then on
+        every loss is reconnected in the background, forever, until `close()`."""
         deadline = None if connect_timeout_s is None else time.monotonic() + connect_timeout_s
-        while True:
-            client = self._make_client()
-            self._client = client
-            try:
-                await client.connect(
+        while not await self._attempt():
+            if deadline is not None and time.monotonic() > deadline:
+                raise ConnectionError(self.last_error)
+            await self._sleep_backoff()
+        self._supervisor = asyncio.create_task(self._supervise(), name="mqtt-reconnect")
+
+    async def _supervise(self) -> None:
+        while not self._closing:
+            await self._lost.wait()
+            self._lost.clear()
+            if self._closing:
+                return
+            await self._sleep_backoff()  # also after a takeover: the other client must not be fought at once
+            while not self._closing and not await self._attempt():
+                await self._sleep_backoff()
+
+    async def _sleep_backoff(self) -> None:
+        delay = self._backoff.next_delay()
+        log.info("reconnecting to %s:%s in %.1fs", self.endpoint.host, self.endpoint.port, delay)
+        await asyncio.sleep(delay)
+
+    async def _attempt(self) -> bool:
+        """One connection attempt; True when connected (and subscribed)."""
+        if self._closing:
+            return False
+        previous = self._client
+        if previous is not None:
+            previous._is_active = False  # a superseded client must never reconnect on its own
+        client = self._make_client()
+        self._client = client
+        try:
+            await asyncio.wait_for(
+                client.connect(
                     self.endpoint.host,
                     self.endpoint.port,
                     ssl=ssl.create_default_context() if self.endpoint.tls else False,
                     keepalive=self._keepalive_s,
                     version=self.protocol_version,
+                ),
+                timeout=max(10.0, 2.0 * self._keepalive_s),
+            )
+        except Exception as exc:  # refused, unreachable, bad credentials: report and retry, never give up
+            code = getattr(exc, "_code", None)
+            if isinstance(code, int):
+                self.reason = "connect_refused"
+                MQTT_CONNECT_REFUSED.labels(code=hex(code)).inc()
+                MQTT_CONNECT_ATTEMPTS.labels(outcome="refused").inc()
+            else:
+                self.reason = "unreachable"
+                MQTT_CONNECT_ATTEMPTS.labels(outcome="unreachable").inc()
+            detail = str(exc) or type(exc).__name__
+            self.last_error = f"cannot connect to {self.endpoint.host}:{self.endpoint.port}: {detail}"
+            log.warning("%s (as client id %r); will retry", self.last_error, self.client_id)
+            client._is_active = False
+            transport = self._client_transport(client)
+            if transport is not None:
+                transport.close()
+            return False
+        if self._up_client is not client:  # CONNACK 0 arrived but on_connect did not run: treat as a failure
+            return False
+        MQTT_CONNECT_ATTEMPTS.labels(outcome="ok").inc()
+        self._backoff.reset()
+        return True
+
+    async def _gmqtt_lost(self, client: Client, delay: bool = False) -> None:
+        """Installed as gmqtt's reconnect callback: gmqtt found the connection gone; our supervisor reconnects."""
+        if client is self._up_client:
+            self._up_client = None
+            self._lost.set()
+
+    def _on_disconnect_packet(self, gmqtt_handler: Callable[[int, bytes], None], cmd: int, packet: bytes) -> None:
+        """Say why the connection ended. A broker's DISCONNECT carries a reason code; gmqtt's synthetic one (the
+        socket closed) is empty: then either gmqtt gave up on keepalive, or the broker closed the socket."""
+        if self._up_client is not None and not self._closing:
+            if packet:
+                code = packet[0]
+                if code == SESSION_TAKEN_OVER:
+                    self._taken_over("the broker said another connection took over our session (0x8E)")
+                else:
+                    self._disconnected("disconnected_by_broker", f"the broker sent DISCONNECT {hex(code)}")
+            elif self._heartbeat_lost():
+                self._disconnected("keepalive_timeout", f"no answer from the broker for {2 * self._keepalive_s}s")
+            else:
+                # Mosquitto 2.0 closes the old connection of a taken-over session without a DISCONNECT; a broker
+                # shutting down or an administrator's kick looks the same from here.
+                self._disconnected(
+                    "closed_by_broker",
+                    f"the broker closed our connection: another client using our client id {self.client_id!r} "
+                    "(session takeover), a broker restart, or an administrator",
                 )
-                return
-            except Exception as exc:  # refused, unreachable, bad credentials: report and retry
-                self.last_error = f"cannot connect to {self.endpoint.host}:{self.endpoint.port}: {exc}"
-                log.warning("%s; retrying in %.1fs", self.last_error, self._reconnect_delay_s)
-                with contextlib.suppress(Exception):
-                    await client.disconnect()
-                if deadline is not None and time.monotonic() > deadline:
-                    raise ConnectionError(self.last_error) from None
-                await asyncio.sleep(self._reconnect_delay_s)
+        gmqtt_handler(cmd, packet)
+
+    def _heartbeat_lost(self) -> bool:
+        connection = self._up_client._connection if self._up_client is not None else None
+        last_in = getattr(connection, "_last_data_in", None)
+        return bool(self._keepalive_s) and last_in is not None and time.monotonic() - last_in >= 2 * self._keepalive_s
+
+    def _taken_over(self, detail: str) -> None:
+        self.takeovers += 1
+        MQTT_SESSION_TAKEN_OVER.inc()
+        self._disconnected("session_taken_over", f"{detail}: messages for client id {self.client_id!r} went to it")
+
+    def _disconnected(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.last_error = detail
+        MQTT_DISCONNECTS.labels(reason=reason).inc()
+        log.warning("MQTT connection lost (%s): %s; reconnecting with backoff", reason, detail)
 
     def _on_connect(self, client: Client, flags: Any, rc: int, properties: Any) -> None:
+        if self._client is None or client is not self._client:  # a superseded attempt's late CONNACK
+            return
         self._generation += 1
+        self._up_client = client
         self._paused = False
         self._connected.set()
         self.last_error = None
+        self.reason = None
         MQTT_CONNECTED.set(1)
+        self._tune_socket(client)
+        self.session_present = bool(flags)
+        had_session = self._generation > 1 or (self._session_marker is not None and self._session_marker.exists())
+        if not self.session_present and had_session:
+            # Whatever was queued for us (and not yet delivered) is gone: the broker restarted without its
+            # persistence, or the session expired (session_expiry_s) while we were away.
+            self.sessions_lost += 1
+            MQTT_SESSION_LOST.inc()
+            log.error("broker lost our session (client id %r): messages it held for us while we were away are "
+                      "gone; resubscribing now", self.client_id)
         # Subscribing on every (re)connect is harmless with a persistent session and repairs a lost one.
-        client.subscribe([Subscription(topic, qos=1) for topic in self.topics])
+        # Retained messages are sent only for a new subscription, so a reconnect or restart does not ingest
+        # them again; after a lost session they come once more (at-least-once, see the README).
+        client.subscribe([Subscription(topic, qos=1, retain_handling_options=RETAIN_ONLY_FOR_NEW_SUBSCRIPTION)
+                          for topic in self.topics])
+        if self._session_marker is not None and not self._session_marker.exists():
+            with contextlib.suppress(OSError):
+                self._session_marker.write_text(f"{self.client_id}\n")
 
     def _on_disconnect(self, client: Client, packet: Any, exc: BaseException | None = None) -> None:
+        if client is not self._client:
+            return
         self._connected.clear()
         MQTT_CONNECTED.set(0)
-        if exc is not None:
-            self.last_error = f"disconnected: {exc}"
+        self._stop_pause_keeper()
+
+    def _tune_socket(self, client: Client) -> None:
+        transport = self._client_transport(client)
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None or not self._keepalive_s:
+            return
+        with contextlib.suppress(OSError, AttributeError):
+            # Dead-peer detection that works while reading is paused (see the module docstring).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(2 * self._keepalive_s * 1000))
 
     # -- receiving ----------------------------------------------------------------------------------------------
 
     def _on_publish_packet(self, cmd: int, raw: bytes) -> None:
+        if self._closing:
+            return  # not acknowledged: the broker redelivers it to our next session
         qos = (cmd >> 1) & 0x03
         topic_length = (raw[0] << 8) | raw[1]
         topic = raw[2 : 2 + topic_length].decode("utf-8", errors="replace")
@@ -206,22 +405,20 @@ class MqttSubscriber:
                 multiplier += 7
             position += length
         payload = raw[position:]
-        if self._closing:
-            return  # not acknowledged: the broker redelivers it to our next session
-        if qos == 0:
-            self._handler(topic, payload, time.time_ns())
-            return
         self._in_flight += 1
         self._idle.clear()
         received_ns = time.time_ns()
         outcome = self._handler(topic, payload, received_ns)
         waiting = self._acks_by_future.get(outcome)
         if waiting is None:
-            # [generation, first receipt time, mid, mid, ...]: one entry (and one PUBACK write) per batch
-            self._acks_by_future[outcome] = [self._generation, received_ns, mid]
+            # [generation, first receipt time, QoS 0 count, mid, mid, ...]: one entry (one PUBACK write) per batch.
+            # QoS 0 messages are counted in flight too (flow control like QoS 1) but never acknowledged.
+            waiting = self._acks_by_future[outcome] = [self._generation, received_ns, 0]
             outcome.add_done_callback(self._acknowledge)
-        else:
+        if qos:
             waiting.append(mid)
+        else:
+            waiting[2] += 1
         if self._in_flight >= self.max_in_flight or self._holds:
             # Every time, not only on crossing: asyncio's StreamReader may resume reading for its own buffer's
             # sake, and that must not lift our limit.
@@ -229,8 +426,8 @@ class MqttSubscriber:
 
     def _acknowledge(self, outcome: asyncio.Future[None]) -> None:
         entry = self._acks_by_future.pop(outcome)
-        generation, first_received_ns, mids = entry[0], entry[1], entry[2:]
-        self._in_flight -= len(mids)
+        generation, first_received_ns, unacked, mids = entry[0], entry[1], entry[2], entry[3:]
+        self._in_flight -= len(mids) + unacked
         if self._in_flight == 0:
             self._idle.set()
         failed = outcome.cancelled() or outcome.exception() is not None
@@ -238,7 +435,7 @@ class MqttSubscriber:
             # Never acknowledge what was not stored: the broker redelivers it on the next session.
             log.error("%d messages not acknowledged: %s", len(mids), "cancelled" if outcome.cancelled()
                       else outcome.exception())
-        elif generation == self._generation and self._client is not None and self.connected:
+        elif mids and generation == self._generation and self._client is not None and self.connected:
             connection = self._client._connection
             if connection is not None:
                 connection.send_package(b"".join(_puback(mid) for mid in mids))
@@ -256,22 +453,46 @@ class MqttSubscriber:
         if self._paused and not self._holds and self._in_flight <= self.max_in_flight // 2:
             self._resume()
 
-    def _transport(self) -> asyncio.Transport | None:
-        connection = self._client._connection if self._client is not None else None
+    @staticmethod
+    def _client_transport(client: Client | None) -> asyncio.Transport | None:
+        connection = client._connection if client is not None else None
         protocol = getattr(connection, "_protocol", None)
         return getattr(protocol, "_transport", None)
+
+    def _transport(self) -> asyncio.Transport | None:
+        return self._client_transport(self._client)
 
     def _pause(self) -> None:
         transport = self._transport()
         if transport is not None and not transport.is_closing():
             transport.pause_reading()
             self._paused = True
+            if self._pause_keeper is None and self._keepalive_s:
+                self._keep_alive_while_paused()
 
     def _resume(self) -> None:
+        if self._closing:
+            return  # a closing subscriber reads nothing more: it would not acknowledge it
         self._paused = False
+        self._stop_pause_keeper()
         transport = self._transport()
         if transport is not None and not transport.is_closing():
             transport.resume_reading()
+
+    def _keep_alive_while_paused(self) -> None:
+        """While paused, tell gmqtt's keepalive check that the peer is not silent: we are not listening."""
+        self._pause_keeper = None
+        if not self._paused:
+            return
+        connection = self._client._connection if self._client is not None else None
+        if connection is not None and not connection.is_closing():
+            connection._last_data_in = time.monotonic()
+        self._pause_keeper = asyncio.get_running_loop().call_later(self._keepalive_s / 4, self._keep_alive_while_paused)
+
+    def _stop_pause_keeper(self) -> None:
+        if self._pause_keeper is not None:
+            self._pause_keeper.cancel()
+            self._pause_keeper = None
 
     # -- stopping -----------------------------------------------------------------------------------------------
 
@@ -286,11 +507,21 @@ class MqttSubscriber:
     async def close(self, *, drain_timeout_s: float = 30.0) -> None:
         if self._closed.is_set():
             return
+        # Stop reading first: whatever the broker sends from now on stays in its session for the next start.
+        self._pause()
         self._closing = True
+        self._lost.set()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
         if self._client is not None:
             # Let in-flight messages reach storage so their PUBACKs go out before we leave.
             await self.wait_idle(drain_timeout_s)
+            self._stop_pause_keeper()
             with contextlib.suppress(Exception):
+                # DISCONNECT after the last PUBACK (same socket, written in order): the broker keeps the
+                # session and redelivers only what we did not acknowledge.
                 await self._client.disconnect()
         self._connected.clear()
         MQTT_CONNECTED.set(0)
