@@ -30,9 +30,15 @@ class SinkUnavailable(SinkError):
 class SinkRejected(SinkError):
     """Permanent: the store refused the batch (4xx). `bad_indexes`, when known, names the offending points."""
 
-    def __init__(self, message: str, bad_indexes: list[int] | None = None) -> None:
+    def __init__(self, message: str, bad_indexes: list[int] | None = None, *, rest_stored: bool = False) -> None:
         super().__init__(message)
         self.bad_indexes = bad_indexes or []
+        # True when the store says it kept every other point (InfluxDB's partial write): no need to re-write them
+        self.rest_stored = rest_stored
+
+
+class SinkBodyTooLarge(SinkError):
+    """The store refused the request body as too large (HTTP 413): the batch must shrink; no point is at fault."""
 
 
 class SpoolFull(SinkError):

@@ -233,6 +233,7 @@ class CollectorService:
 
         def sink() -> dict[str, Any]:
             state = self.writer.health()
-            return {"ok": bool(state.get("sink_up")) and not state.get("spool_full"), **state}
+            healthy = bool(state.get("sink_up")) and not state.get("spool_full") and not state.get("refusing")
+            return {"ok": healthy, **state}
 
         return {"broker": broker, "sink": sink}

@@ -137,7 +137,8 @@ class MosquittoServer(_Server):
 class InfluxServer(_Server):
     """InfluxDB 1.x (Debian's influxd) on free ports with its own data dir; `database` is created."""
 
-    def __init__(self, workdir: Path, *, database: str = "nakhon", auth: bool = False) -> None:
+    def __init__(self, workdir: Path, *, database: str = "nakhon", auth: bool = False, max_body_bytes: int = 0) -> None:
+        self.max_body_bytes = max_body_bytes  # [http] max-body-size: 0 is unlimited; more answers 413
         self.dir = Path(workdir) / f"influxdb-{os.getpid()}-{id(self)}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -167,7 +168,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
   bind-address = "127.0.0.1:{self.port}"
   auth-enabled = {'true' if self.auth else 'false'}
   log-enabled = false
-  max-body-size = 0
+  max-body-size = {self.max_body_bytes}
 [monitor]
   store-enabled = false
 [continuous_queries]

@@ -8,8 +8,12 @@ Status mapping (one attempt; the batch writer retries):
 - 5xx, 429, connection errors, timeouts → `SinkUnavailable`. InfluxDB 1.6 answers `500 engine: error syncing
   wal` under load although the points are usually stored: re-writing them is idempotent, so 500 is retryable.
 - 401/403 (credentials) and 404 (database not found) → `SinkConfigError` (a `SinkRejected`).
+- 413 → `SinkBodyTooLarge`: the server's body limit, not the points' fault; the writer shrinks its batches.
 - other 4xx → `SinkRejected` with the server's message. `400 partial write: ...` means the other points WERE
-  written; the writer bisects the batch to find the refused ones.
+  written. The answer names the cause, and the refused points are found from it without more writes: a
+  `field type conflict: input field "f" on measurement "m" is type float, already exists as type string
+  dropped=N` refuses exactly the points of `m` whose `f` is not a string (when they are N, the rest are
+  stored: `rest_stored`); `unable to parse '<line>'` names the line. Otherwise the writer bisects.
 - a point the line protocol cannot express (NaN, ...) is refused before sending: the others are written and
   `SinkRejected.bad_indexes` names the refused ones.
 
@@ -27,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from collectors.errors import SinkRejected, SinkUnavailable
+from collectors.errors import SinkBodyTooLarge, SinkRejected, SinkUnavailable
 from collectors.lineprotocol import LineProtocolError, encode_batch, encode_point
 from collectors.model import Point
 from collectors.sinks.base import SinkConfigError
@@ -35,6 +39,13 @@ from collectors.sinks.base import SinkConfigError
 __all__ = ["InfluxV1Sink"]
 
 _INTO = re.compile(r"\bINTO\b", re.IGNORECASE)
+_TYPE_CONFLICT = re.compile(
+    r'field type conflict: input field "(?P<field>(?:[^"\\]|\\.)*)" on measurement "(?P<measurement>(?:[^"\\]|\\.)*)"'
+    r" is type \w+, already exists as type (?P<existing>\w+)"
+)
+_UNPARSABLE = re.compile(r"unable to parse '(?P<line>.*?)': ")
+_DROPPED = re.compile(r"dropped=(\d+)")
+_INFLUX_TYPES = {bool: "boolean", int: "integer", float: "float", str: "string"}
 _THREAD_ENCODE_MIN = 500  # encode/gzip bigger batches in a worker thread so the loop keeps serving
 
 
@@ -122,7 +133,13 @@ class InfluxV1Sink:
                 raise SinkUnavailable(
                     f"{self.name} {self.url}: write failed: {type(exc).__name__}: {self._scrub(str(exc))}"
                 ) from None
-            self._check(response, "write", len(points) - len(bad))
+            try:
+                self._check(response, "write", len(points) - len(bad))
+            except SinkRejected as exc:
+                named = _refused_by_answer(str(exc), points, set(bad))
+                if not named:
+                    raise
+                raise SinkRejected(str(exc), sorted(set(bad) | named.indexes), rest_stored=named.rest_stored) from None
         if bad:
             try:
                 encode_point(points[bad[0]])
@@ -142,6 +159,8 @@ class InfluxV1Sink:
         )
         if status >= 500 or status == 429:
             raise SinkUnavailable(context)
+        if status == 413:
+            raise SinkBodyTooLarge(context)
         if status in (401, 403) or (status == 404 and "database not found" in message):
             raise SinkConfigError(context)
         raise SinkRejected(context)
@@ -194,3 +213,43 @@ class InfluxV1Sink:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+class _Named:
+    def __init__(self, indexes: set[int], rest_stored: bool) -> None:
+        self.indexes = indexes
+        self.rest_stored = rest_stored
+
+    def __bool__(self) -> bool:
+        return bool(self.indexes)
+
+
+def _refused_by_answer(message: str, points: Sequence[Point], unsent: set[int]) -> _Named:
+    """The points InfluxDB's partial-write answer says it refused (see the module docstring)."""
+    if "partial write" not in message:
+        return _Named(set(), False)
+    dropped_match = _DROPPED.search(message)
+    dropped = int(dropped_match.group(1)) if dropped_match else None
+    conflict = _TYPE_CONFLICT.search(message)
+    if conflict is not None:
+        field = conflict.group("field").replace('\\"', '"')
+        measurement = conflict.group("measurement").replace('\\"', '"')
+        existing = conflict.group("existing")
+        indexes = {
+            i for i, p in enumerate(points)
+            if i not in unsent and p.measurement == measurement and field in p.fields
+            and _INFLUX_TYPES.get(type(p.fields[field])) != existing
+        }
+        return _Named(indexes, dropped is not None and len(indexes) >= dropped)
+    unparsable = _UNPARSABLE.search(message)
+    if unparsable is not None:
+        line = unparsable.group("line")
+        for i, p in enumerate(points):
+            if i in unsent:
+                continue
+            try:
+                if encode_point(p) == line:
+                    return _Named({i}, False)  # other unparsable lines may follow: the rest is re-written
+            except LineProtocolError:
+                continue
+    return _Named(set(), False)

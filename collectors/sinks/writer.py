@@ -17,9 +17,15 @@ The pipeline acknowledges the MQTT messages of a batch only then.
   (so replay keeps order); a background task pings the sink, replays the spool oldest first (a batch is removed
   only once the sink accepted it), and when it is empty direct writes resume. `SinkConfigError` (bad
   credentials, missing database) is handled as "down" at once, without retries.
-- `SinkRejected`: the batch is bisected (or split by `bad_indexes` when the sink names them) until every refused
-  point is isolated; each goes to `on_rejected(point, server_message)`; the rest is written (re-writing points
-  of a partial write is idempotent).
+- `SinkRejected`: the batch is split by `bad_indexes` when the sink names the refused points (InfluxDB's
+  partial-write answer; the rest is not written again when the sink says it stored it), else bisected until
+  every refused point is isolated: O(bad × log batch) writes. Refused points go to `on_rejected(point,
+  server_message)` all together (one quarantine transaction for many, not one per point); the rest is
+  written (re-writing points of a partial write is idempotent). `health()` reports a sink that refused more
+  than half of the last minute's points (`refusing`).
+- `SinkBodyTooLarge` (413): no point is blamed; the chunk is halved and `max_batch_points` lowered for later
+  batches. A single point too large for the server's limit means the server is misconfigured: handled as
+  "down" (spooled, replayed once the limit is raised).
 - `SpoolFull`: the batch is neither lost nor acknowledged: its future stays pending while the writer keeps
   trying the spool (it frees up as the sink drains it); `state == "spool_full"`, `SPOOL_FULL == 1`. Pending
   points then reach `max_pending_points` and backpressure stops the intake.
@@ -41,7 +47,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from collectors.errors import SinkError, SinkRejected, SinkUnavailable, SpoolFull
+from collectors.errors import SinkBodyTooLarge, SinkError, SinkRejected, SinkUnavailable, SpoolFull
 from collectors.feeds import FEED_SPECS
 from collectors.metrics import (
     POINTS_STORED,
@@ -93,7 +99,36 @@ class _Batch:
     timer: asyncio.TimerHandle | None = None
 
 
+class _RefusalWindow:
+    """Points written and refused over the last minute, in 10 s buckets."""
+
+    BUCKET_S = 10
+    BUCKETS = 6
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, list[int]] = {}
+
+    def add(self, written: int = 0, refused: int = 0) -> None:
+        key = int(time.monotonic() // self.BUCKET_S)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = [0, 0]
+            for old in [k for k in self._buckets if k <= key - self.BUCKETS]:
+                del self._buckets[old]
+        bucket[0] += written
+        bucket[1] += refused
+
+    def totals(self) -> tuple[int, int]:
+        oldest = int(time.monotonic() // self.BUCKET_S) - self.BUCKETS
+        written = sum(b[0] for k, b in self._buckets.items() if k > oldest)
+        refused = sum(b[1] for k, b in self._buckets.items() if k > oldest)
+        return written, refused
+
+
 class BatchWriter:
+    REFUSING_SHARE = 0.5  # /healthz says the sink is refusing past this share of the last minute's points
+    REFUSING_MIN_POINTS = 100
+
     def __init__(
         self,
         sink: Sink,
@@ -132,6 +167,8 @@ class BatchWriter:
         self.retry_budget_s = retry_budget_s
         self.on_rejected = on_rejected
         self.rejected_points = 0
+        self._refusals = _RefusalWindow()
+        self._last_refusal = ""
         self._sem = asyncio.Semaphore(max_concurrent_writes)
         self._spool_lock = asyncio.Lock()
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()  # add_wait, FIFO
@@ -179,7 +216,18 @@ class BatchWriter:
             "spool_full": bool(self._blocked or (spool is not None and spool.full)),
             "pending_points": self._pending,
             "rejected_points": self.rejected_points,
+            "max_batch_points": self.max_batch_points,
+            **self.refusing(),
         }
+
+    def refusing(self) -> dict[str, Any]:
+        written, refused = self._refusals.totals()
+        share = refused / (written + refused) if written + refused else 0.0
+        refusing = refused >= self.REFUSING_MIN_POINTS and share > self.REFUSING_SHARE
+        report: dict[str, Any] = {"refusing": refusing, "refused_share_1m": round(share, 3)}
+        if refusing:
+            report["last_refusal"] = self._last_refusal[:300]
+        return report
 
     # --- intake ---
     async def start(self) -> None:
@@ -301,23 +349,46 @@ class BatchWriter:
 
     async def _deliver(self, chunks: deque[list[Point]], *, retry: bool) -> None:
         """Write `chunks` in order, isolating refused points; `_SinkDownError` leaves the unsent ones in `chunks`."""
+        refused: list[tuple[Point, str]] = []
+        try:
+            await self._deliver_chunks(chunks, refused, retry=retry)
+        finally:
+            # Quarantined together, whatever happened to the rest: one durable write for many refused points.
+            await self._reject_all(refused)
+
+    async def _deliver_chunks(self, chunks: deque[list[Point]], refused: list[tuple[Point, str]], *,
+                              retry: bool) -> None:
         while chunks:
             chunk = chunks[0]
             try:
                 await self._write(chunk, retry=retry)
             except SinkConfigError as exc:
                 raise _SinkDownError(exc) from None
+            except SinkBodyTooLarge as exc:
+                if len(chunk) == 1:
+                    raise _SinkDownError(exc) from None  # the server's limit is below one point: fix the server
+                chunks.popleft()
+                mid = len(chunk) // 2
+                chunks.appendleft(chunk[mid:])
+                chunks.appendleft(chunk[:mid])
+                if mid < self.max_batch_points:
+                    log.warning("sink %s: request body too large for %d points, batches now %d points: %s",
+                                self.sink.name, len(chunk), mid, exc)
+                    self.max_batch_points = max(1, mid)
+                continue
             except SinkRejected as exc:
                 chunks.popleft()
                 message = str(exc)
+                self._last_refusal = message
                 if len(chunk) == 1:
-                    await self._reject(chunk[0], message)
+                    refused.append((chunk[0], message))
                 elif exc.bad_indexes and all(0 <= i < len(chunk) for i in exc.bad_indexes):
                     bad = set(exc.bad_indexes)
-                    for i in sorted(bad):
-                        await self._reject(chunk[i], message)
+                    refused.extend((chunk[i], message) for i in sorted(bad))
                     good = [p for i, p in enumerate(chunk) if i not in bad]
-                    if good:
+                    if good and exc.rest_stored:
+                        self._stored(good, retry=retry)
+                    elif good:
                         chunks.appendleft(good)  # re-written: idempotent if the sink already stored them
                 else:
                     mid = len(chunk) // 2
@@ -353,21 +424,30 @@ class BatchWriter:
                 continue
             finally:
                 SINK_WRITE_SECONDS.labels(name).observe(time.perf_counter() - started)
-            SINK_POINTS_WRITTEN.labels(name).inc(len(points))
-            if not self._sink_up:
-                self._sink_up = True
-                SINK_UP.labels(name).set(1)
-            if retry:  # a direct write (not a replay, which was counted when spooled)
-                self._count_stored(points)
+            self._stored(points, retry=retry)
             return
 
-    async def _reject(self, point: Point, message: str) -> None:
-        self.rejected_points += 1
+    def _stored(self, points: list[Point], *, retry: bool) -> None:
+        name = self.sink.name
+        SINK_POINTS_WRITTEN.labels(name).inc(len(points))
+        self._refusals.add(written=len(points))
+        if not self._sink_up:
+            self._sink_up = True
+            SINK_UP.labels(name).set(1)
+        if retry:  # a direct write (not a replay, which was counted when spooled)
+            self._count_stored(points)
+
+    async def _reject_all(self, refused: list[tuple[Point, str]]) -> None:
+        if not refused:
+            return
+        self.rejected_points += len(refused)
+        self._refusals.add(refused=len(refused))
         if self.on_rejected is not None:
-            await self.on_rejected(point, message)
+            on_rejected = self.on_rejected
+            await asyncio.gather(*(on_rejected(point, message) for point, message in refused))
         else:
-            log.warning("sink %s refused a point of %s (no on_rejected handler): %s", self.sink.name,
-                        point.measurement, message)
+            log.warning("sink %s refused %d points (no on_rejected handler): %s", self.sink.name, len(refused),
+                        refused[0][1])
 
     def _mark_down(self, cause: SinkError) -> None:
         if self._sink_up or not self._spooling:
