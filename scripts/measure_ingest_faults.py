@@ -1,0 +1,146 @@
+"""Measure the ingest fault scenarios of issue 16 on real Mosquitto and InfluxDB (not a test: figures).
+
+    .venv/bin/python scripts/measure_ingest_faults.py refusals   # 20,000 conflicting + 20,000 valid readings
+    .venv/bin/python scripts/measure_ingest_faults.py junk       # 2,000 × 1 MB payloads; 100,000 unknown ids
+
+The collector runs in this process (build_collector, the production wiring); RSS is this process's, the
+publisher's memory included (it keeps nothing after a PUBACK). The machine may be shared: compare within a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from collectors.directory import StaticDirectory  # noqa: E402
+from collectors.model import DeviceInfo  # noqa: E402
+from nakhon.app import build_collector  # noqa: E402
+from nakhon.config import load_settings  # noqa: E402
+from nakhon.localservers import InfluxServer, MosquittoServer  # noqa: E402
+from tests.publishing import AckingPublisher  # noqa: E402
+
+CITY = "laem-chabang"
+T0_MS = 1_795_000_000_000
+
+
+def rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 1e6
+
+
+def dir_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def count(influx: InfluxServer, measurement: str, field: str) -> int:
+    response = httpx.get(f"{influx.url}/query", params={"db": "nakhon", "q": f'SELECT count("{field}") FROM '
+                                                         f'"{measurement}"'}, timeout=30)
+    series = response.json()["results"][0].get("series") or [{"values": [[0, 0]]}]
+    return int(series[0]["values"][0][1])
+
+
+async def refusals(work: Path) -> None:
+    air = [DeviceInfo(f"air-{n:03d}", "air", CITY, "บ่อวิน") for n in range(100)]
+    flood = [DeviceInfo(f"flood-{n:03d}", "flood", CITY, "บ่อวิน") for n in range(100)]
+    with MosquittoServer(work) as broker, InfluxServer(work) as influx:
+        httpx.post(f"{influx.url}/write", params={"db": "nakhon"},
+                   content=f'air_quality,device_id=seed pm25_ugm3="a string first" {T0_MS * 1_000_000}'.encode())
+        settings = load_settings(None, data_dir=work / "data", mqtt={"url": broker.url, "client_id": "m-refusals"},
+                                 influxdb={"url": influx.url})
+        collector = build_collector(settings, StaticDirectory(air + flood))
+        await collector.start()
+        n = int(sys.argv[2]) if len(sys.argv) > 2 else 20_000
+        messages = []
+        for i in range(n):
+            a, f = air[i % len(air)], flood[i % len(flood)]
+            messages.append((f"city/{CITY}/air/{a.device_id}", orjson.dumps({"pm25_ugm3": 10.5, "ts": T0_MS + i})))
+            messages.append((f"city/{CITY}/flood/{f.device_id}", orjson.dumps({"level_m": 1.5, "ts": T0_MS + i})))
+        publisher = AckingPublisher(broker.port, client_id="m-refusals-pub", max_inflight=1000)
+        started = time.monotonic()
+        thread = threading.Thread(target=publisher.publish_many, args=(messages,))
+        thread.start()
+        valid_done = conflicts_done = None
+        health_seen = set()
+        while valid_done is None or conflicts_done is None:
+            await asyncio.sleep(0.5)
+            health_seen.add(collector.writer.health()["refusing"])
+            if valid_done is None and await asyncio.to_thread(count, influx, "water_level", "level_m") >= n:
+                valid_done = time.monotonic() - started
+            quarantined = sum(c for _, reason, c in collector.quarantine.counts() if reason == "sink_rejected")
+            if conflicts_done is None and quarantined >= n:
+                conflicts_done = time.monotonic() - started
+            if "-v" in sys.argv:
+                print(list(collector.quarantine.counts()), collector.writer.health(), collector.subscriber.health())
+            if time.monotonic() - started > 300:
+                break
+        thread.join()
+        publish_s = time.monotonic() - started
+        await collector.close()
+        publisher.close()
+        print(orjson.dumps({
+            "scenario": "refusals", "conflicting": n, "valid": n,
+            "valid_stored_s": valid_done, "conflicting_quarantined_s": conflicts_done,
+            "publish_s": round(publish_s, 1), "healthz_reported_refusing": True in health_seen,
+        }).decode())
+
+
+async def junk(work: Path) -> None:
+    devices = [DeviceInfo(f"air-{n:03d}", "air", CITY, "บ่อวิน") for n in range(200)]
+    with MosquittoServer(work) as broker, InfluxServer(work) as influx:
+        for label, max_payload in (("default limit (256 KiB)", None), ("limit raised to 2 MiB", 2 * 1024 * 1024)):
+            data = work / f"data-{max_payload}"
+            mqtt = {"url": broker.url, "client_id": f"m-junk-{max_payload}"}
+            if max_payload:
+                mqtt["max_payload_bytes"] = max_payload
+            settings = load_settings(None, data_dir=data, mqtt=mqtt, influxdb={"url": influx.url})
+            collector = build_collector(settings, StaticDirectory(devices))
+            await collector.start()
+            before = rss_mb()
+            peak = before
+            publisher = AckingPublisher(broker.port, client_id=f"m-junk-pub-{max_payload}", max_inflight=20)
+            big = b"{" + b"x" * (1024 * 1024) + b"}"
+            for i in range(2000):
+                publisher.publish(f"city/{CITY}/air/{devices[i % 200].device_id}", big)
+                if i % 50 == 0:
+                    await asyncio.sleep(0)
+                    peak = max(peak, rss_mb())
+            await asyncio.to_thread(publisher.wait_all_acked, 300)
+            await asyncio.sleep(2)
+            peak = max(peak, rss_mb())
+            after_big = rss_mb()
+            for i in range(100_000):
+                publisher.publish(f"city/{CITY}/air/unknown-{i}", b'{"pm25_ugm3": "junk' + b"y" * 1000 + b'"}')
+                if i % 1000 == 0:
+                    await asyncio.sleep(0)
+                    peak = max(peak, rss_mb())
+            await asyncio.to_thread(publisher.wait_all_acked, 300)
+            await asyncio.sleep(3)
+            await collector.flush_diagnostics()
+            peak = max(peak, rss_mb())
+            publisher.close()
+            await collector.close()
+            print(orjson.dumps({
+                "scenario": "junk", "limit": label, "rss_before_mb": round(before), "rss_after_1mb_payloads_mb":
+                round(after_big), "rss_peak_mb": round(peak), "data_dir_mb": round(dir_mb(data), 1),
+                "diagnostics_devices": len(collector.diagnostics),
+                "quarantined": dict(((r, c) for _, r, c in collector.quarantine.counts())),
+            }).decode())
+
+
+def main() -> None:
+    scenario = sys.argv[1] if len(sys.argv) > 1 else "refusals"
+    work = Path(tempfile.mkdtemp(prefix="nakhon-measure-"))
+    asyncio.run({"refusals": refusals, "junk": junk}[scenario](work))
+
+
+if __name__ == "__main__":
+    main()
