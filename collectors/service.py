@@ -56,6 +56,7 @@ class CollectorService:
         reconnect_delay_s: float = 2.0,
         reconnect_max_delay_s: float = 60.0,
         max_payload_bytes: int | None = None,
+        quarantine_limits: dict[str, float] | None = None,
         mapper: FieldMapperLike | None = None,
         profiles: dict[str, Any] | None = None,
         enrichers: dict[str, Enricher] | None = None,
@@ -68,7 +69,7 @@ class CollectorService:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.sink = sink
-        self.quarantine = QuarantineStore(self.data_dir / "quarantine.db")
+        self.quarantine = QuarantineStore(self.data_dir / "quarantine.db", **(quarantine_limits or {}))  # type: ignore[arg-type]
         self.spool = DiskSpool(self.data_dir / "spool", spool_max_bytes)
         self.writer = BatchWriter(
             sink,

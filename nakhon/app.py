@@ -71,6 +71,11 @@ def build_inputs(settings: Settings) -> tuple[list[Input], list[str]]:
     return inputs, subscriptions
 
 
+def quarantine_limits(settings: Settings) -> dict[str, float]:
+    q = settings.quarantine
+    return {"max_rows": q.max_rows, "max_bytes": int(q.max_mb * 1024 * 1024), "max_age_s": q.max_age_days * 86400}
+
+
 def build_collector(
     settings: Settings,
     directory: DeviceDirectory,
@@ -99,6 +104,7 @@ def build_collector(
         reconnect_delay_s=settings.mqtt.reconnect_delay_s,
         reconnect_max_delay_s=settings.mqtt.reconnect_max_delay_s,
         max_payload_bytes=settings.mqtt.max_payload_bytes,
+        quarantine_limits=quarantine_limits(settings),
         mapper=FieldMapper(),
         profiles=dict(builtin_profiles()),
         enrichers=default_enrichers(),

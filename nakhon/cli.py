@@ -159,6 +159,62 @@ def quarantine_list(
         typer.echo("no quarantined messages match")
 
 
+@quarantine_app.command("replay")
+def quarantine_replay(
+    ctx: typer.Context,
+    reason: Annotated[str | None, typer.Option("--reason", help="Only this reason, e.g. sink_rejected.")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only rows received since: 2026-12-01T08:00 (Asia/Bangkok) or 6h, 3d.")
+    ] = None,
+) -> None:
+    """Resubmit quarantined messages once their cause is fixed (stored, or quarantined again with the reason)."""
+    from collectors.quarantine import QuarantineStore
+    from gateway.registry.directory import RegistryDirectory
+    from nakhon.app import make_sink, quarantine_limits
+    from nakhon.replay import replay
+    from nakhon.services import open_registry
+
+    settings = context_of(ctx).settings
+    path = settings.data_dir / "collector" / "quarantine.db"
+    if not path.exists():
+        typer.echo(f"no quarantine yet ({path} does not exist)")
+        return
+    try:
+        since_ns = _since_ns(since) if since else None
+    except ValueError as exc:
+        typer.echo(f"--since: {exc}", err=True)
+        raise typer.Exit(2) from None
+    registry = open_registry(settings)
+    directory = RegistryDirectory(registry, start=False)
+
+    async def go() -> Any:
+        store = QuarantineStore(path, **quarantine_limits(settings))  # type: ignore[arg-type]
+        try:
+            return await replay(settings, store, directory, make_sink(settings), reason=reason, since_ns=since_ns)
+        finally:
+            await store.close()
+
+    try:
+        report = asyncio.run(go())
+    finally:
+        registry.close()
+    typer.echo(report.summary())
+    for error in report.errors:
+        typer.echo(f"  {error}", err=True)
+    if report.errors:
+        raise typer.Exit(1)
+
+
+def _since_ns(text: str) -> int:
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return int((datetime.now(UTC).timestamp() - float(text[:-1]) * units[text[-1]]) * 1e9)
+    when = datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=BANGKOK)
+    return int(when.timestamp() * 1e9)
+
+
 # -- services -------------------------------------------------------------------------------------------------
 
 

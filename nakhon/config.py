@@ -142,6 +142,14 @@ class SpoolConfig(Strict):
     max_mb: float = Field(default=1024, gt=0)
 
 
+class QuarantineConfig(Strict):
+    """The quarantine is bounded: past any limit the oldest rows are dropped first (and counted)."""
+
+    max_rows: int = Field(default=1_000_000, ge=1000)
+    max_mb: float = Field(default=512, gt=0, description="Payloads, details and topics kept (the file is ~1.4×).")
+    max_age_days: float = Field(default=90, gt=0)
+
+
 class MetricsConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=9108, ge=0, le=65535, description="Prometheus /metrics and /healthz; 0 disables.")
@@ -178,6 +186,7 @@ class Settings(BaseSettings):
     influxdb: InfluxConfig = Field(default_factory=InfluxConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
+    quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     rules: RulesConfig = Field(default_factory=RulesConfig)

@@ -22,12 +22,12 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from collectors.directory import StaticDirectory  # noqa: E402
-from collectors.model import DeviceInfo  # noqa: E402
-from nakhon.app import build_collector  # noqa: E402
-from nakhon.config import load_settings  # noqa: E402
-from nakhon.localservers import InfluxServer, MosquittoServer  # noqa: E402
-from tests.publishing import AckingPublisher  # noqa: E402
+from collectors.directory import StaticDirectory
+from collectors.model import DeviceInfo
+from nakhon.app import build_collector
+from nakhon.config import load_settings
+from nakhon.localservers import InfluxServer, MosquittoServer
+from tests.publishing import AckingPublisher
 
 CITY = "laem-chabang"
 T0_MS = 1_795_000_000_000
@@ -127,12 +127,13 @@ async def junk(work: Path) -> None:
             await collector.flush_diagnostics()
             peak = max(peak, rss_mb())
             publisher.close()
+            quarantined = dict((r, c) for _, r, c in collector.quarantine.counts())
             await collector.close()
             print(orjson.dumps({
                 "scenario": "junk", "limit": label, "rss_before_mb": round(before), "rss_after_1mb_payloads_mb":
                 round(after_big), "rss_peak_mb": round(peak), "data_dir_mb": round(dir_mb(data), 1),
                 "diagnostics_devices": len(collector.diagnostics),
-                "quarantined": dict(((r, c) for _, r, c in collector.quarantine.counts())),
+                "quarantined": quarantined,
             }).decode())
 
 

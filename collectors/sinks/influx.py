@@ -149,6 +149,16 @@ class InfluxV1Sink:
                 f"{self.name}: partial write: line protocol refused {len(bad)} point(s): {reason}", bad_indexes=bad
             )
 
+    async def write_lines(self, lines: Sequence[bytes]) -> None:
+        """Write line-protocol lines as they are (replaying quarantined points); errors as `write`."""
+        body = b"\n".join(lines)
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        try:
+            response = await self._client.post("/write", params=self._params, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise SinkUnavailable(f"{self.name} {self.url}: write failed: {type(exc).__name__}") from None
+        self._check(response, "write", len(lines))
+
     def _check(self, response: httpx.Response, what: str, n_points: int) -> None:
         status = response.status_code
         if status < 300:
