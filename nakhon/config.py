@@ -69,7 +69,7 @@ class InputConfig(Strict):
     """One subscription and the payload format its messages are parsed with (Telegraf's data_format)."""
 
     topics: list[str] = Field(min_length=1)
-    format: Literal["native", "ttn", "chirpstack", "senml", "lpp"] = "native"
+    format: Literal["native", "ttn", "chirpstack", "senml", "lpp", "traccar"] = "native"
     options: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -188,8 +188,10 @@ class BusEnricher:
         if isinstance(occupancy, int) and not isinstance(occupancy, bool):
             st.occupancy = occupancy
 
+        trip_starts = False
         if isinstance(ignition, bool) and ignition != st.ignition:
             if ignition:
+                trip_starts = True
                 st.trip_id, st.trip_start_ns, st.trip_distance_km = _trip_id(reading.device_id, t), t, 0.0
                 st.ignition_off_since_ns = None
             else:
@@ -198,7 +200,9 @@ class BusEnricher:
             st.ignition = ignition
 
         if lat is not None and lon is not None:
-            if st.trip_id is not None and st.lat is not None and st.lon is not None:
+            # a trip starts at its first fix: the hop from the last fix before ignition-on (towed, GPS drift
+            # overnight) is not part of it
+            if st.trip_id is not None and not trip_starts and st.lat is not None and st.lon is not None:
                 st.trip_distance_km += haversine_km(st.lat, st.lon, lat, lon)
             st.lat, st.lon = lat, lon
 
