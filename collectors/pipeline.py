@@ -264,7 +264,8 @@ class Pipeline:
     def _normalise(self, raw: RawReading, device: DeviceInfo, received_ns: int) -> Reading:
         spec = FEED_SPECS[device.feed]
         values = raw.values
-        profile = self.profiles.get(device.profile) if device.profile else None
+        mapping = device.mapping or device.profile
+        profile = self.profiles.get(mapping) if mapping else None
         # Vendor data (a profile, or declared units) is read leniently by the mapping; a device speaking our
         # canonical contract is held to it strictly: a wrong type is an error, not something to guess at.
         lenient = self.mapper is not None and (profile is not None or bool(raw.units))
