@@ -304,3 +304,57 @@ async def test_public_traccar_sample_with_impossible_latitude_is_quarantined_nam
     finally:
         await h.writer.close()
         await h.quarantine.close()
+
+
+# -- 8. public LoRaWAN samples: Milesight AM103 through The Things Stack and ChirpStack v4 ----------------------
+
+FORMATS_DIR = Path(__file__).parents[2] / "collectors" / "formats"
+AM103 = DeviceInfo("am103-1", "air", CITY, "บ่อวิน", dev_eui="1000000000000001", profile="air-milesight-am103")
+TTS_AM103_NS = 1_684_474_415_848_446_463  # received_at 2023-05-19T05:33:35.848446463Z
+CS_AM103_NS = 1_684_741_625_404_859_000  # time 2023-05-22T07:47:05.404859+00:00
+
+
+async def _am103(tmp_path: Path, topic: str, sample: str, received_ns: int) -> tuple[list[Point], list]:
+    """Stored points and quarantine rows after one public AM103 uplink through the real parsers."""
+    h = Harness(tmp_path)
+    h.pipeline.directory = StaticDirectory([AM103])
+    h.pipeline.inputs = [
+        Input(["v3/+/devices/+/up"], make_format("ttn")),
+        Input(["application/+/device/+/event/up"], make_format("chirpstack")),
+    ]
+    await h.writer.start()
+    try:
+        await h.send(topic, (FORMATS_DIR / sample).read_bytes(), received_ns=received_ns + NS)
+        return h.stored(), h.quarantine.list()
+    finally:
+        await h.writer.close()
+        await h.quarantine.close()
+
+
+# (topic, the format's testdata folder, the envelope's time): The Things Stack, then ChirpStack v4
+AM103_UPLINKS = [
+    ("v3/application-tts-name@ttn/devices/eui-1000000000000001/up", "ttn", TTS_AM103_NS),
+    ("application/ca739e26/device/1000000000000001/event/up", "chirpstack", CS_AM103_NS),
+]
+
+
+@pytest.mark.parametrize(("topic", "fmt", "time_ns"), AM103_UPLINKS)
+async def test_milesight_am103_uplink_with_its_decoder_is_stored(
+    tmp_path: Path, topic: str, fmt: str, time_ns: int
+) -> None:
+    stored, _ = await _am103(tmp_path, topic, f"{fmt}/testdata/milesight_am103_decoded.json", time_ns)
+    [point] = stored
+    assert point.tags["device_id"] == "am103-1" and point.time_ns == time_ns
+    assert point.fields == {"temperature_c": 28.0, "humidity_pct": 54.5}
+
+
+@pytest.mark.parametrize(("topic", "fmt", "time_ns"), AM103_UPLINKS)
+async def test_milesight_am103_raw_frame_is_not_misread_as_cayenne_lpp(
+    tmp_path: Path, topic: str, fmt: str, time_ns: int
+) -> None:
+    # 03 67 18 01 is 28.0 °C little-endian (Milesight) but 614.5 °C read as big-endian LPP
+    stored, rows = await _am103(tmp_path, topic, f"{fmt}/testdata/milesight_am103_raw.json", time_ns)
+    assert stored == []
+    [row] = rows
+    # named by the envelope's label (TTS device_id / ChirpStack deviceName): the frame never reached the registry
+    assert row.reason == "bad_payload" and row.device_id and "0x75" in row.detail
