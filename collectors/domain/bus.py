@@ -31,6 +31,7 @@ from typing import Any
 from shapely.geometry import Point, shape
 from shapely.prepared import PreparedGeometry, prep
 
+from collectors.domain.base import restorable
 from collectors.model import DeviceInfo, Reading
 
 # Press-reported, UNVERIFIED (thailand.md): keyed by road class.
@@ -234,6 +235,8 @@ class BusEnricher:
             if not isinstance(entry, dict):
                 continue
             try:
-                self._state[str(device_id)] = BusState(**{k: v for k, v in entry.items() if k in names})
+                restored = BusState(**{k: v for k, v in entry.items() if k in names})
             except TypeError:
                 continue
+            if restored.time_ns is None or (isinstance(restored.time_ns, int) and restorable(restored.time_ns)):
+                self._state[str(device_id)] = restored

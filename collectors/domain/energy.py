@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import holidays
 
+from collectors.domain.base import restorable
 from collectors.errors import RejectedMessage
 from collectors.model import DeviceInfo, Reading
 
@@ -370,6 +371,8 @@ class EnergyEnricher:
     def import_state(self, state: dict[str, Any]) -> None:
         for device_id, entry in state.items():
             try:
+                if not restorable(int(entry["time_ns"])):
+                    continue
                 block_start = entry.get("block_start_ns")
                 counted = entry.get("counted_since_ns")
                 self._meters[str(device_id)] = _MeterState(
