@@ -74,52 +74,60 @@ def _substitution_only(names: list[str]) -> bool:
     return bool(names) and all("(in lieu)" in name for name in names)
 
 
+_DAY_NS = 86_400 * _NS
+_BANGKOK_OFFSET_NS = 7 * 3600 * _NS
+_ON_PEAK_START_NS = ON_PEAK_START_HOUR * 3600 * _NS
+_ON_PEAK_END_NS = ON_PEAK_END_HOUR * 3600 * _NS
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
 class TouCalendar:
     """MEA/PEA off-peak days: weekends, National Labour Day (1 May) and Thai public holidays except
     substitution days, plus per-year exceptions (`extra_off_peak` days announced as off-peak, `extra_on_peak`
-    holidays the utility bills as ordinary weekdays). Day lookups are cached."""
+    holidays the utility bills as ordinary weekdays).
+
+    Hot path: integer arithmetic on Bangkok days (UTC+7, no DST) and one cached lookup per day, no datetime."""
 
     def __init__(self, extra_off_peak: frozenset[date] = frozenset(), extra_on_peak: frozenset[date] = frozenset()):
         self.extra_off_peak = frozenset(extra_off_peak)
         self.extra_on_peak = frozenset(extra_on_peak)
-        self._days: dict[date, bool] = {}
+        self._days: dict[int, bool] = {}  # Bangkok day number since 1970-01-01 -> off-peak all day
 
     def is_off_peak_day(self, day: date) -> bool:
-        known = self._days.get(day)
-        if known is not None:
-            return known
         if day in self.extra_off_peak:
-            off = True
-        elif day in self.extra_on_peak:
-            off = False
-        elif day.weekday() >= 5 or (day.month, day.day) == (5, 1):
-            off = True
-        else:
-            names = _thai_holidays(day.year).get_list(day)
-            off = bool(names) and not _substitution_only(names)
-        if len(self._days) > 20_000:  # bounded: ~50 years of days
-            self._days.clear()
-        self._days[day] = off
-        return off
+            return True
+        if day in self.extra_on_peak:
+            return False
+        if day.weekday() >= 5 or (day.month, day.day) == (5, 1):
+            return True
+        names = _thai_holidays(day.year).get_list(day)
+        return bool(names) and not _substitution_only(names)
+
+    def _off_peak(self, day_number: int) -> bool:
+        known = self._days.get(day_number)
+        if known is None:
+            known = self.is_off_peak_day(date.fromordinal(_EPOCH_ORDINAL + day_number))
+            if len(self._days) > 20_000:  # bounded: ~50 years of days
+                self._days.clear()
+            self._days[day_number] = known
+        return known
 
     def period(self, time_ns: int) -> TouPeriod:
-        local = bangkok_time(time_ns)
-        if self.is_off_peak_day(local.date()):
+        local = time_ns + _BANGKOK_OFFSET_NS
+        day = local // _DAY_NS
+        if self._off_peak(day):
             return "off_peak"
-        return "on_peak" if ON_PEAK_START_HOUR <= local.hour < ON_PEAK_END_HOUR else "off_peak"
+        into = local - day * _DAY_NS
+        return "on_peak" if _ON_PEAK_START_NS <= into < _ON_PEAK_END_NS else "off_peak"
 
     def on_peak_ns(self, t0_ns: int, t1_ns: int) -> int:
-        """Nanoseconds of (t0, t1] that are on-peak (whole days are stepped, so long gaps stay cheap)."""
+        """Nanoseconds of (t0, t1] that are on-peak (one step per Bangkok day the interval touches)."""
+        l0, l1 = t0_ns + _BANGKOK_OFFSET_NS, t1_ns + _BANGKOK_OFFSET_NS
         total = 0
-        day = bangkok_time(t0_ns).date()
-        last = bangkok_time(t1_ns).date()
-        while day <= last:
-            if not self.is_off_peak_day(day):
-                midnight = datetime(day.year, day.month, day.day, tzinfo=BANGKOK)
-                start = int(midnight.timestamp()) * _NS + ON_PEAK_START_HOUR * 3600 * _NS
-                end = start + (ON_PEAK_END_HOUR - ON_PEAK_START_HOUR) * 3600 * _NS
-                total += max(0, min(end, t1_ns) - max(start, t0_ns))
-            day += timedelta(days=1)
+        for day in range(l0 // _DAY_NS, l1 // _DAY_NS + 1):
+            if not self._off_peak(day):
+                midnight = day * _DAY_NS
+                total += max(0, min(midnight + _ON_PEAK_END_NS, l1) - max(midnight + _ON_PEAK_START_NS, l0))
         return total
 
 
