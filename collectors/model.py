@@ -70,6 +70,8 @@ class DeviceInfo:
     calibration: dict[str, dict[str, float]] = field(default_factory=dict)
     heartbeat_s: int | None = None
     maintenance_until_ns: int | None = None
+    #: the field mapping (YAML profile) the collector applies: the registry profile's `field_mapping`, when set
+    mapping: str | None = None
 
 
 @dataclass(slots=True)

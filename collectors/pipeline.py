@@ -29,6 +29,7 @@ from collectors.metrics import MESSAGES_RECEIVED
 from collectors.model import DeviceInfo, Point, RawReading, Reading
 from collectors.quarantine import QuarantineStore
 from collectors.sinks.writer import WriterFull
+from collectors.timecheck import TimePolicy
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,8 @@ class Pipeline:
         enrichers: dict[str, Enricher] | None = None,
         diagnostics: DiagnosticsBuffer | None = None,
         readings_out: ReadingConsumer | None = None,
+        time_policy: TimePolicy | None = None,
+        feed_sentinels: dict[str, dict[str, frozenset[float]]] | None = None,
     ) -> None:
         self.inputs = list(inputs)
         self.directory = directory
@@ -114,6 +117,11 @@ class Pipeline:
         # (the data is what must be durable), but intake is held until this backlog has been handed over.
         self._overflow: deque[tuple[Reading, DeviceInfo]] = deque()
         self.flow: FlowControl | None = None
+        self.time_policy = time_policy or TimePolicy()
+        # Per feed, canonical field -> values that mean "missing" (power_kw -999, lat -1), for canonical payloads.
+        self.feed_sentinels = (
+            feed_sentinels if feed_sentinels is not None else {f: s.sentinel_sets() for f, s in FEED_SPECS.items()}
+        )
 
     def format_for(self, topic: str) -> PayloadFormat | None:
         try:
@@ -181,6 +189,9 @@ class Pipeline:
         if enricher is not None:
             try:
                 enricher.enrich(reading, device)
+            except RejectedMessage as rejected:  # e.g. an interval no meter on this contract can produce
+                rejected.device_id, rejected.feed = device.device_id, device.feed
+                return [self._reject(topic, payload, received_ns, rejected)]
             except Exception:  # a derived value must never cost us the reading itself
                 log.exception("enricher for %s failed on %s", device.feed, device.device_id)
         point = reading.to_point()
@@ -253,12 +264,21 @@ class Pipeline:
     def _normalise(self, raw: RawReading, device: DeviceInfo, received_ns: int) -> Reading:
         spec = FEED_SPECS[device.feed]
         values = raw.values
-        profile = self.profiles.get(device.profile) if device.profile else None
+        mapping = device.mapping or device.profile
+        profile = self.profiles.get(mapping) if mapping else None
         # Vendor data (a profile, or declared units) is read leniently by the mapping; a device speaking our
         # canonical contract is held to it strictly: a wrong type is an error, not something to guess at.
         lenient = self.mapper is not None and (profile is not None or bool(raw.units))
         if lenient and self.mapper is not None:
             values, _notes = self.mapper.map(raw, device.feed, profile, device.site, device.calibration)
+        values = _drop_sentinels(values, self.feed_sentinels.get(device.feed))
+        # 0 is a time too (1970): only a missing time means "now"; the policy then judges it
+        time_ns = received_ns if raw.time_ns is None else raw.time_ns
+        try:
+            self.time_policy.check(time_ns, received_ns)
+        except RejectedMessage as rejected:
+            rejected.device_id, rejected.feed = device.device_id, device.feed
+            raise
         try:
             model = spec.model.model_validate(values)
         except ValidationError as exc:
@@ -281,7 +301,7 @@ class Pipeline:
             feed=device.feed,
             city=device.city,
             district=device.district,
-            time_ns=raw.time_ns or received_ns,
+            time_ns=time_ns,
             fields=fields,
         )
 
@@ -301,6 +321,19 @@ def _done() -> asyncio.Future[None]:
     future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     future.set_result(None)
     return future
+
+
+def _drop_sentinels(values: dict[str, Any], sentinels: dict[str, frozenset[float]] | None) -> dict[str, Any]:
+    """`values` without the feed's sentinel values (copied only when one is found: the common case is free)."""
+    if not sentinels:
+        return values
+    hits = [
+        k for k, v in values.items()
+        if k in sentinels and not isinstance(v, bool) and isinstance(v, int | float) and v in sentinels[k]
+    ]
+    if not hits:
+        return values
+    return {k: v for k, v in values.items() if k not in hits}
 
 
 def _calibrate(fields: dict[str, Any], calibration: dict[str, dict[str, float]]) -> None:

@@ -11,7 +11,7 @@ from collectors.directory import DeviceDirectory
 from collectors.domain import default_enrichers
 from collectors.formats import make_format
 from collectors.mapping import FieldMapper
-from collectors.mapping.profiles import builtin_profiles
+from collectors.mapping.profiles import all_profiles
 from collectors.pipeline import Input, ReadingConsumer
 from collectors.service import CollectorService, DiagnosticsFlush
 from collectors.sinks.base import Sink
@@ -87,7 +87,8 @@ def build_collector(
     client_id: str | None = None,
 ) -> CollectorService:
     inputs, subscriptions = build_inputs(settings)
-    return CollectorService(
+    domain = settings.domain
+    service = CollectorService(
         endpoint=mqtt_endpoint(settings),
         client_id=client_id or settings.mqtt.client_id,
         inputs=inputs,
@@ -106,12 +107,15 @@ def build_collector(
         max_payload_bytes=settings.mqtt.max_payload_bytes,
         quarantine_limits=quarantine_limits(settings),
         mapper=FieldMapper(),
-        profiles=dict(builtin_profiles()),
-        enrichers=default_enrichers(),
+        profiles=all_profiles(domain.profiles_dir),
+        enrichers=default_enrichers(domain),
         readings_out=readings_out,
         diagnostics_flush=diagnostics_flush,
         protocol_version=mqtt_protocol,
     )
+    service.pipeline.time_policy = domain.time_policy()
+    service.pipeline.feed_sentinels = domain.feed_sentinels()
+    return service
 
 
 __all__ = ["Callable", "MQTTv311", "Path", "build_collector", "build_inputs", "make_sink", "mqtt_endpoint"]

@@ -282,6 +282,12 @@ def _mount_optional() -> None:
     except ImportError as exc:  # pragma: no cover
         logging.getLogger(__name__).debug("rules CLI unavailable: %s", exc)
     try:
+        from collectors.mapping.cli import profiles_app
+
+        app.add_typer(profiles_app, name="profiles", help="Device profiles: list, show, check.")
+    except ImportError as exc:  # pragma: no cover
+        logging.getLogger(__name__).debug("profiles CLI unavailable: %s", exc)
+    try:
         from nakhon.sim.cli import simulate
 
         app.command("simulate", help="Publish the simulated city to a broker.")(simulate)

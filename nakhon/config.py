@@ -14,6 +14,8 @@ from urllib.parse import quote, unquote, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from collectors.domain import DomainConfig
+
 DEFAULT_CONFIG_FILE = Path("nakhon.toml")
 
 
@@ -69,7 +71,7 @@ class InputConfig(Strict):
     """One subscription and the payload format its messages are parsed with (Telegraf's data_format)."""
 
     topics: list[str] = Field(min_length=1)
-    format: Literal["native", "ttn", "chirpstack", "senml", "lpp"] = "native"
+    format: Literal["native", "ttn", "chirpstack", "senml", "lpp", "traccar"] = "native"
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -190,6 +192,7 @@ class Settings(BaseSettings):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     rules: RulesConfig = Field(default_factory=RulesConfig)
+    domain: DomainConfig = Field(default_factory=DomainConfig)
 
     _toml_file: Path | None = None
 

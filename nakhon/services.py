@@ -30,7 +30,29 @@ def open_registry(settings: Settings) -> RegistryStore:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = RegistryStore(settings.registry.url)
     store.migrate()
+    sync_profiles(settings, store)
     return store
+
+
+def sync_profiles(settings: Settings, store: RegistryStore) -> list[str]:
+    """Give every loaded YAML profile (shipped and `[domain] profiles_dir`) its registry row when missing."""
+    from collectors.mapping.profiles import ProfileError, all_profiles
+    from gateway.errors import ConflictError
+    from gateway.registry.schemas import ProfileSpec
+    from nakhon.config import ConfigError
+
+    try:
+        profiles = all_profiles(settings.domain.profiles_dir)
+        specs = [
+            ProfileSpec(
+                name=p.name, feed=p.feed, description=p.description[:200], expected_fields=p.expected_fields,
+                field_mapping=p.name, default_thresholds=p.default_thresholds, heartbeat_s=p.heartbeat_s,
+            )
+            for p in profiles.values()
+        ]
+        return store.ensure_profiles(specs, actor="profiles")
+    except (ProfileError, ConflictError) as exc:
+        raise ConfigError(f"domain.profiles_dir: {exc}") from None
 
 
 def make_provisioner(settings: Settings) -> Any:

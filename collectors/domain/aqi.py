@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any
 
+from collectors.domain.base import restorable
 from collectors.model import DeviceInfo, Reading
 
 POLLUTANTS: tuple[str, ...] = ("pm25", "pm10", "o3", "co", "no2", "so2")
@@ -388,6 +389,10 @@ class RollingMean:
     def __len__(self) -> int:
         return len(self._buckets)
 
+    def newest_ns(self) -> int | None:
+        """Start of the newest sample's bucket, UTC ns (None when empty)."""
+        return None if self._newest is None else self._newest * self.bucket_s * 1_000_000_000
+
     def export_state(self) -> dict[str, Any]:
         return {
             "window_s": self.window_s,
@@ -481,6 +486,9 @@ class AirQualityEnricher:
                 try:
                     rm = RollingMean.from_state(rm_state)
                 except (KeyError, TypeError, ValueError):
+                    continue
+                newest = rm.newest_ns()
+                if newest is not None and not restorable(newest):
                     continue
                 if rm.window_s == AVERAGING_S[pollutant]:  # a state from another window definition is stale
                     means[pollutant] = rm

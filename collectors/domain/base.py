@@ -6,9 +6,21 @@ as plain JSON-able data so it survives a restart.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol
 
 from collectors.model import DeviceInfo, Reading
+
+#: Restored state stamped further ahead of the wall clock than this is dropped: it can only come from a
+#: reading with a wrong clock (saved before the pipeline's bad_time check existed) and would block the device.
+STATE_FUTURE_TOLERANCE_NS = 24 * 3600 * 1_000_000_000
+
+
+def restorable(time_ns: int | None, now_ns: int | None = None) -> bool:
+    """Whether saved per-device state at `time_ns` may be restored (not in the future beyond a day)."""
+    if time_ns is None:
+        return True
+    return time_ns <= (time.time_ns() if now_ns is None else now_ns) + STATE_FUTURE_TOLERANCE_NS
 
 
 class Enricher(Protocol):

@@ -31,6 +31,7 @@ from typing import Any
 from shapely.geometry import Point, shape
 from shapely.prepared import PreparedGeometry, prep
 
+from collectors.domain.base import restorable
 from collectors.model import DeviceInfo, Reading
 
 # Press-reported, UNVERIFIED (thailand.md): keyed by road class.
@@ -188,8 +189,10 @@ class BusEnricher:
         if isinstance(occupancy, int) and not isinstance(occupancy, bool):
             st.occupancy = occupancy
 
+        trip_starts = False
         if isinstance(ignition, bool) and ignition != st.ignition:
             if ignition:
+                trip_starts = True
                 st.trip_id, st.trip_start_ns, st.trip_distance_km = _trip_id(reading.device_id, t), t, 0.0
                 st.ignition_off_since_ns = None
             else:
@@ -198,7 +201,9 @@ class BusEnricher:
             st.ignition = ignition
 
         if lat is not None and lon is not None:
-            if st.trip_id is not None and st.lat is not None and st.lon is not None:
+            # a trip starts at its first fix: the hop from the last fix before ignition-on (towed, GPS drift
+            # overnight) is not part of it
+            if st.trip_id is not None and not trip_starts and st.lat is not None and st.lon is not None:
                 st.trip_distance_km += haversine_km(st.lat, st.lon, lat, lon)
             st.lat, st.lon = lat, lon
 
@@ -230,6 +235,8 @@ class BusEnricher:
             if not isinstance(entry, dict):
                 continue
             try:
-                self._state[str(device_id)] = BusState(**{k: v for k, v in entry.items() if k in names})
+                restored = BusState(**{k: v for k, v in entry.items() if k in names})
             except TypeError:
                 continue
+            if restored.time_ns is None or (isinstance(restored.time_ns, int) and restorable(restored.time_ns)):
+                self._state[str(device_id)] = restored

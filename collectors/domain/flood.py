@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from collectors.domain.base import restorable
 from collectors.model import DeviceInfo, Reading
 
 
@@ -139,6 +140,7 @@ class FloodEnricher:
     def import_state(self, state: dict[str, Any]) -> None:
         for device_id, entry in state.items():
             try:
-                self._last[str(device_id)] = (int(entry["time_ns"]), float(entry["level_m"]))
+                if restorable(int(entry["time_ns"])):
+                    self._last[str(device_id)] = (int(entry["time_ns"]), float(entry["level_m"]))
             except (KeyError, TypeError, ValueError):
                 continue

@@ -8,7 +8,8 @@ Vendor quirks (numbers as strings, sentinels, units) are handled before this, by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
@@ -34,10 +35,15 @@ class FeedSpec:
     model: type[FeedModel]
     description_en: str
     description_th: str
+    #: canonical field -> numbers a device sends for "no value" (treated as missing, never stored).
+    sentinels: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
     @property
     def field_names(self) -> tuple[str, ...]:
         return tuple(self.model.model_fields)
+
+    def sentinel_sets(self) -> dict[str, frozenset[float]]:
+        return {name: frozenset(values) for name, values in self.sentinels.items()}
 
 
 __all__ = ["Annotated", "FeedModel", "FeedSpec", "Field", "Measure", "StrictBool", "StrictInt"]

@@ -17,6 +17,7 @@ from collectors.formats.chirpstack.parser import ChirpStackFormat
 from collectors.formats.lpp.parser import LppError, LppFormat, decode_lpp
 from collectors.formats.native.parser import NativeFormat
 from collectors.formats.senml.parser import SenMLFormat
+from collectors.formats.traccar.parser import TraccarFormat
 from collectors.formats.ttn.parser import TTNFormat
 
 FORMATS: dict[str, Callable[..., PayloadFormat]] = {
@@ -25,6 +26,7 @@ FORMATS: dict[str, Callable[..., PayloadFormat]] = {
     "chirpstack": ChirpStackFormat,
     "senml": SenMLFormat,
     "lpp": LppFormat,
+    "traccar": TraccarFormat,
 }
 
 
@@ -60,6 +62,7 @@ __all__ = [
     "PayloadFormat",
     "SenMLFormat",
     "TTNFormat",
+    "TraccarFormat",
     "decode_lpp",
     "make_format",
 ]

@@ -4,8 +4,9 @@
     values, notes = mapper.map(raw, "flood", builtin_profiles()["flood-ultrasonic-mm"], device.site,
                                device.calibration)
 
-Lenient on device data: what cannot be used is dropped with a note (never an exception), so the
-pipeline can store the rest and count the notes; the feed schema validates the result strictly afterwards.
+Lenient on device data: what cannot be used is dropped with a note, so the pipeline can store the rest and
+count the notes; the feed schema validates the result strictly afterwards. One exception: a declared unit
+that cannot convert to the canonical one raises `RejectedMessage("invalid_field")` naming both units.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import re
 import typing
 from typing import Any
 
+from collectors.errors import RejectedMessage
 from collectors.feeds import FEED_SPECS
 from collectors.mapping.profiles import (
     DEFAULT_SENTINELS,
@@ -159,15 +161,20 @@ class FieldMapper:
             return number
         return float(number)
 
-    def _convert_unit(self, number: float, from_unit: str | None, field: str, notes: list[str]) -> float | None:
+    def _convert_unit(self, number: float, from_unit: str | None, key: str, field: str) -> float:
+        """`number` in `from_unit` converted to the field's canonical unit (pint once per pair, then cached).
+
+        A unit that cannot become the canonical one is not a gap to skip over: the value would be stored wrong
+        or silently lost, so the reading is rejected `invalid_field` naming both units."""
         to_unit = canonical_unit(field)
         if from_unit is None or to_unit is None:
             return number
         try:
             scale, offset = conversion(from_unit, to_unit)
         except UnitError as exc:
-            notes.append(f"{field}: {exc}, dropped")
-            return None
+            raise RejectedMessage(
+                "invalid_field", f"{key}: unit {from_unit!r} cannot be converted to {to_unit!r} for {field} ({exc})"
+            ) from None
         return number * scale + offset
 
     def map(
@@ -251,10 +258,10 @@ class FieldMapper:
         number: float = coerced
         if rule is not None:
             number = number * rule.scale + rule.offset
-        unit = rule.unit if rule is not None and rule.unit is not None else declared_unit
-        converted = self._convert_unit(number, unit, field, notes)
-        if converted is None:
-            return None
+        # The unit the payload declares (SenML `u`) describes this very value: it wins over the profile's
+        # assumption about the device; the profile's unit applies when the payload says nothing.
+        unit = declared_unit if declared_unit is not None else (rule.unit if rule is not None else None)
+        converted = self._convert_unit(number, unit, key, field)
         if rule is not None and rule.transform == "ultrasonic":
             height = site.get("mounting_height_m")
             if isinstance(height, bool) or not isinstance(height, int | float):

@@ -81,6 +81,11 @@ class Profile(_Strict):
     sentinels: list[Sentinel] = Field(default_factory=lambda: list(DEFAULT_SENTINELS))
     ignore: list[str] = Field(default_factory=list, description="vendor keys dropped without a note")
     passthrough: bool = Field(default=True, description="keys that already are canonical names pass through")
+    # Defaults for the devices of this kind, copied into the registry's profile row when it is first created
+    # (the registry's values then win: operators tune them per profile through the API).
+    expected_fields: list[str] = Field(default_factory=list, description="canonical fields a device should send")
+    default_thresholds: dict[str, float] = Field(default_factory=dict, description="rule parameters by name")
+    heartbeat_s: int | None = Field(default=None, ge=10, le=7 * 24 * 3600, description="expected report interval")
 
     @model_validator(mode="after")
     def _targets_fit_the_feed(self) -> Profile:
@@ -101,6 +106,9 @@ class Profile(_Strict):
                     raise ValueError(f"{where}.unit: {exc}") from None
             if rule.transform == "ultrasonic" and rule.to != "level_m":
                 raise ValueError(f"{where}.transform: ultrasonic gives level_m, not {rule.to!r}")
+        for name in self.expected_fields:
+            if name not in canonical:
+                raise ValueError(f"expected_fields: {name!r} is not a field of feed {self.feed!r}")
         return self
 
 
@@ -158,6 +166,35 @@ def load_profiles(directory: str | Path) -> dict[str, Profile]:
     return profiles
 
 
+def check_profiles(directory: str | Path) -> tuple[dict[str, Profile], list[str]]:
+    """Like `load_profiles`, but every file is tried: the good profiles and one error per bad file."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return {}, [f"{directory}: not a directory of profiles"]
+    profiles: dict[str, Profile] = {}
+    errors: list[str] = []
+    for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
+        try:
+            profile = load_profile(path)
+        except ProfileError as exc:
+            errors.append(str(exc))
+            continue
+        if profile.name in profiles:
+            errors.append(f"{path}: profile {profile.name!r} is defined twice in {directory}")
+            continue
+        profiles[profile.name] = profile
+    return profiles, errors
+
+
+def all_profiles(directory: str | Path | None = None) -> dict[str, Profile]:
+    """The shipped profiles, then those of `directory` (configured `[domain] profiles_dir`): a file there with
+    a shipped name replaces the shipped profile. Raises `ProfileError` (file and key) for the first bad file."""
+    profiles = builtin_profiles()
+    if directory is not None:
+        profiles.update(load_profiles(directory))
+    return profiles
+
+
 @lru_cache(maxsize=1)
 def _builtin() -> dict[str, Profile]:
     return load_profiles(BUILTIN_DIR)
@@ -173,7 +210,9 @@ __all__ = [
     "FieldRule",
     "Profile",
     "ProfileError",
+    "all_profiles",
     "builtin_profiles",
+    "check_profiles",
     "load_profile",
     "load_profiles",
     "parse_profile",

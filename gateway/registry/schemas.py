@@ -40,7 +40,14 @@ SITE_FIELDS: dict[str, tuple[float, float, str]] = {
     "mounting_height_m": (0, 100, "Ultrasonic sensor height above the datum, m (flood)"),
     "contracted_kw": (0, 1e6, "Contracted demand, kW (energy)"),
     "speed_limit_kmh": (5, 200, "Speed limit, km/h (bus)"),
+    "register_rollover_kwh": (1, 1e12, "Value at which the energy register wraps to zero, kWh (energy)"),
+    "register_digits": (1, 12, "Digits of the energy register display, e.g. 6 for 999999 (energy)"),
+    "register_decimals": (0, 6, "Of those digits, decimals, e.g. 1 for 99999.9 (energy)"),
 }
+# Per-site words: the road class picks the bus speed limit among [domain] speed_limits_kmh (unknown classes
+# fall back to the default limit there, so any short identifier is accepted here).
+SITE_TEXT_FIELDS: dict[str, str] = {"road_class": "Road class: municipal, rural, divided, expressway (bus)"}
+_SITE_WORD = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
 def check_expected_fields(feed: str, fields: list[str]) -> None:
@@ -75,11 +82,16 @@ def _check_dev_eui(value: str | None) -> str | None:
 DevEui = Annotated[str, AfterValidator(_check_dev_eui)]
 
 
-def check_site(site: dict[str, Any]) -> dict[str, float]:
-    checked: dict[str, float] = {}
+def check_site(site: dict[str, Any]) -> dict[str, Any]:
+    checked: dict[str, Any] = {}
     for key, value in site.items():
+        if key in SITE_TEXT_FIELDS:
+            if not isinstance(value, str) or not _SITE_WORD.fullmatch(value):
+                raise ValueError(f"site field {key!r} must be a lower-case word such as 'municipal'")
+            checked[key] = value
+            continue
         if key not in SITE_FIELDS:
-            raise ValueError(f"unknown site field {key!r}; known: {', '.join(SITE_FIELDS)}")
+            raise ValueError(f"unknown site field {key!r}; known: {', '.join([*SITE_FIELDS, *SITE_TEXT_FIELDS])}")
         lo, hi, _ = SITE_FIELDS[key]
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise ValueError(f"site field {key!r} must be a finite number")

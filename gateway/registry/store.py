@@ -623,6 +623,29 @@ class RegistryStore:
         self._changed()
         return out
 
+    def ensure_profiles(self, specs: list[ProfileSpec], *, actor: str) -> list[str]:
+        """Create the rows of profiles loaded from YAML (shipped or `[domain] profiles_dir`) that the registry does
+        not have yet, so a device can name any loaded profile without a prior API call. Existing rows are left
+        as they are (operators tune them through the API); one of another feed is a `ConflictError`.
+        Returns the names created."""
+        with self._sessions() as session:
+            existing = {p.name: p.feed for p in session.scalars(select(DeviceProfile))}
+        created: list[str] = []
+        for spec in specs:
+            if spec.name in existing:
+                if existing[spec.name] != spec.feed:
+                    raise ConflictError(
+                        f"device profile {spec.name!r} is for feed {existing[spec.name]!r} in the registry but "
+                        f"{spec.feed!r} in its YAML file", profile=spec.name,
+                    )
+                continue
+            try:
+                self.create_profile(spec, actor=actor)
+            except ConflictError:  # another process created it meanwhile
+                continue
+            created.append(spec.name)
+        return created
+
     def get_profile(self, name: str) -> ProfileOut:
         with self._sessions() as session:
             profile = session.get(DeviceProfile, name)
@@ -958,6 +981,7 @@ class RegistryStore:
                         calibration={k: dict(v) for k, v in (override.calibration if override else {}).items()},
                         heartbeat_s=device.heartbeat_s or (profile.heartbeat_s if profile else None),
                         maintenance_until_ns=int(until.timestamp() * 1_000_000_000) if until else None,
+                        mapping=profile.field_mapping if profile is not None else None,
                     )
                 )
             return infos

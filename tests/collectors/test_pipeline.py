@@ -27,7 +27,8 @@ DEVICES = [
     DeviceInfo("energy-001", "energy", "laem-chabang", "บ่อวิน", status="retired"),
     DeviceInfo("lora-air-7", "air", "laem-chabang", "บ่อวิน", dev_eui="70b3d57ed005ab12", profile="air-generic-lora"),
 ]
-TS_MS = 1_795_741_200_000  # 2026-11-28T00:20:00Z
+TS_MS = 1_795_741_200_000  # 2026-11-27T01:00:00Z
+RECEIVED_NS = 1_795_741_300_000_000_000  # 100 s later: readings from the future are bad_time
 
 
 class Harness:
@@ -169,8 +170,8 @@ async def test_sink_rejected_point_is_isolated_and_reported(tmp_path: Path) -> N
     )
     await writer.start()
     await asyncio.gather(
-        pipeline.handle("city/laem-chabang/air/air-001", b'{"humidity_pct": 50, "ts": 1795741200}', 1),
-        pipeline.handle("city/laem-chabang/air/air-001", b'{"humidity_pct": 99, "ts": 1795741201}', 1),
+        pipeline.handle("city/laem-chabang/air/air-001", b'{"humidity_pct": 50, "ts": 1795741200}', RECEIVED_NS),
+        pipeline.handle("city/laem-chabang/air/air-001", b'{"humidity_pct": 99, "ts": 1795741201}', RECEIVED_NS),
     )
     await writer.close()
     await quarantine.close()
@@ -208,7 +209,7 @@ async def test_calibration_override_applies_to_canonical_payloads(tmp_path: Path
         mapper=FieldMapper(),
     )
     await writer.start()
-    await pipeline.handle("city/laem-chabang/air/air-cal", b'{"pm25_ugm3": 40, "ts": 1795741200}', 1)
+    await pipeline.handle("city/laem-chabang/air/air-cal", b'{"pm25_ugm3": 40, "ts": 1795741200}', RECEIVED_NS)
     await writer.close()
     await quarantine.close()
     [point] = sink.query("air_quality")
@@ -250,7 +251,8 @@ async def test_full_rules_queue_holds_intake_and_hands_over_every_reading_in_ord
     pipeline.flow = Flow()
     await writer.start()
     outcomes = [
-        pipeline.submit("city/laem-chabang/air/air-001", f'{{"pm25_ugm3": {i}, "ts": {1795741200 + i}}}'.encode(), 1)
+        pipeline.submit("city/laem-chabang/air/air-001", f'{{"pm25_ugm3": {i}, "ts": {1795741200 + i}}}'.encode(),
+                        RECEIVED_NS)
         for i in range(6)
     ]
     # the data is acknowledged without waiting for the rules engine

@@ -44,3 +44,37 @@ def test_config_reaches_enrichers(tmp_path: Path) -> None:
     bus.enrich(inside, dev)
     bus.enrich(outside, dev)
     assert inside.fields["speed_limit_kmh"] == 30 and outside.fields["speed_limit_kmh"] == 50
+
+
+def test_state_saved_from_a_future_dated_reading_is_not_restored() -> None:
+    """State written before the pipeline rejected such times must not switch a device's derived values off."""
+    far = 4_102_444_800 * 1_000_000_000  # 2100-01-01T00:00:00Z
+    poisoned = default_enrichers()
+    device = DeviceInfo("d", "air", "c", "x")
+    now = 1_795_741_200 * 1_000_000_000
+    for feed, fields in {"air": {"pm25_ugm3": 10.0}, "energy": {"energy_kwh": 5.0}, "flood": {"level_m": 1.0},
+                         "bus": {"ignition": False, "occupancy": 2}}.items():
+        poisoned[feed].enrich(Reading("d", feed, "c", "x", far, dict(fields)), device)
+    saved = json.loads(json.dumps({feed: e.export_state() for feed, e in poisoned.items()}))
+    restored = default_enrichers()
+    for feed, enricher in restored.items():
+        enricher.import_state(saved[feed])
+        if feed == "air":  # per-pollutant means: the poisoned one is dropped, the empty ones stay empty
+            assert not any(rm["buckets"] for rm in enricher.export_state().get("d", {}).values())
+        else:
+            assert enricher.export_state() == {}, feed
+    air = Reading("d", "air", "c", "x", now, {"pm25_ugm3": 10.0})
+    restored["air"].enrich(air, device)
+    assert "aqi_th" in air.fields and "pm25_24h_ugm3" in air.fields
+
+
+def test_ordinary_state_is_restored() -> None:
+    before = default_enrichers()
+    device = DeviceInfo("d", "energy", "c", "x")
+    now = 1_795_741_200 * 1_000_000_000
+    before["energy"].enrich(Reading("d", "energy", "c", "x", now, {"energy_kwh": 5.0}), device)
+    after = default_enrichers()
+    after["energy"].import_state(json.loads(json.dumps(before["energy"].export_state())))
+    nxt = Reading("d", "energy", "c", "x", now + 900 * 1_000_000_000, {"energy_kwh": 6.0})
+    after["energy"].enrich(nxt, device)
+    assert nxt.fields["interval_kwh"] == 1.0

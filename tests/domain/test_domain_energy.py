@@ -160,27 +160,46 @@ def test_enricher_co2e_year_is_bangkok_year() -> None:
 # -------------------------------------------------------------------------------------- demand
 
 
-def test_demand_15min_accumulates_within_block_and_restarts() -> None:
+def test_demand_15min_is_reported_when_the_block_completes() -> None:
     e = EnergyEnricher()
     t = bkk_ns(2026, 4, 8, 10, 0)
     e.enrich(_reading(t, 1000.0), DEVICE)
     demands = []
-    for minutes, reg in [(5, 1001.0), (10, 1002.0), (15, 1003.0), (20, 1005.0)]:
+    for minutes, reg in [(5, 1001.0), (10, 1002.0), (15, 1003.0), (20, 1005.0), (30, 1006.0)]:
         r = _reading(t + minutes * 60 * S, reg)
         e.enrich(r, DEVICE)
-        demands.append(r.fields["demand_15min_kw"])
-    # Block 10:00–10:15 has 1, 2, then 3 kWh so far: /0.25 h = 4, 8, 12 kW (12 kW = 3 kWh in a quarter hour).
-    # 10:15–10:30 starts again: 2 kWh -> 8 kW.
-    assert demands == pytest.approx([4.0, 8.0, 12.0, 8.0])
+        demands.append(r.fields.get("demand_15min_kw"))
+    # Block 10:00–10:15 holds 3 kWh: 12 kW, reported by the 10:15 reading that completes it; 10:15–10:30 holds
+    # 2 + 1 kWh: 12 kW again, reported at 10:30. Readings inside a block carry no (partial, under-reading) value.
+    assert demands == [None, None, pytest.approx(12.0), None, pytest.approx(12.0)]
 
 
-def test_demand_splits_interval_across_block_boundary() -> None:
+def test_demand_interpolates_an_interval_across_the_block_boundary() -> None:
+    e = EnergyEnricher()
+    t = bkk_ns(2026, 4, 8, 10, 0)
+    e.enrich(_reading(t, 48.0), DEVICE)
+    e.enrich(_reading(t + 600 * S, 50.0), DEVICE)  # 10:00 -> 10:10, 2 kWh
+    r = _reading(t + 1200 * S, 52.0)  # 10:10 -> 10:20, 2 kWh; half of it (10:10–10:15) completes the block
+    e.enrich(r, DEVICE)
+    assert r.fields["demand_15min_kw"] == pytest.approx(12.0)  # (2 + 1) kWh / 0.25 h
+
+
+def test_first_block_after_a_meter_appears_is_not_reported_as_a_low_demand() -> None:
     e = EnergyEnricher()
     t = bkk_ns(2026, 4, 8, 10, 10)
-    e.enrich(_reading(t, 50.0), DEVICE)
-    r = _reading(t + 600 * S, 52.0)  # 10:10 -> 10:20, 2 kWh; half of it (10:15–10:20) is in the new block
+    e.enrich(_reading(t, 50.0), DEVICE)  # first seen at 10:10: block 10:00–10:15 is only partly counted
+    r = _reading(t + 600 * S, 52.0)
     e.enrich(r, DEVICE)
-    assert r.fields["demand_15min_kw"] == pytest.approx(4.0)
+    assert "demand_15min_kw" not in r.fields
+
+
+def test_long_gap_gives_the_average_power_for_its_blocks() -> None:
+    e = EnergyEnricher()
+    t = bkk_ns(2026, 4, 8, 10, 0)
+    e.enrich(_reading(t, 0.0), DEVICE)
+    r = _reading(t + 86_400 * S, 240.0)  # a day later: 10 kW on average
+    e.enrich(r, DEVICE)
+    assert r.fields["demand_15min_kw"] == pytest.approx(10.0)
 
 
 def test_enricher_state_round_trip() -> None:
@@ -190,10 +209,11 @@ def test_enricher_state_round_trip() -> None:
     a.enrich(_reading(t + 300 * S, 11.0), DEVICE)
     b = EnergyEnricher()
     b.import_state(json.loads(json.dumps(a.export_state())) | {"junk": 3})
-    r = _reading(t + 600 * S, 12.5)
+    b.enrich(_reading(t + 600 * S, 12.5), DEVICE)
+    r = _reading(t + 900 * S, 13.0)
     b.enrich(r, DEVICE)
-    assert r.fields["interval_kwh"] == pytest.approx(1.5)
-    assert r.fields["demand_15min_kw"] == pytest.approx(10.0)  # (1 + 1.5) kWh / 0.25 h
+    assert r.fields["interval_kwh"] == pytest.approx(0.5)
+    assert r.fields["demand_15min_kw"] == pytest.approx(12.0)  # (1 + 1.5 + 0.5) kWh / 0.25 h
 
 
 # -------------------------------------------------------------------------------------- power factor

@@ -75,3 +75,30 @@ def test_plain_lpp_rejects() -> None:
     with pytest.raises(RejectedMessage) as exc:
         LppFormat(encoding="hex").parse("lpp/n", b"zz", 1)
     assert exc.value.reason == "bad_payload"
+
+
+RIOT = json.loads(
+    (Path(__file__).parents[2] / "collectors" / "formats" / "lpp" / "testdata" / "riot_vectors.json").read_text()
+)
+
+
+def _within_lsb(actual: Any, expected: Any, lsb: Any) -> None:
+    if isinstance(expected, dict):
+        assert set(actual) == set(expected)
+        for k in expected:
+            _within_lsb(actual[k], expected[k], lsb[k])
+    else:
+        # one least significant bit, plus float noise in the decimal LSB itself
+        assert abs(actual - expected) <= lsb * 1.000001, (actual, expected, lsb)
+
+
+@pytest.mark.parametrize("vector", RIOT["vectors"], ids=[v["name"] for v in RIOT["vectors"]])
+def test_riot_encoder_buffers_decode_within_one_lsb_of_what_was_encoded(vector: dict[str, Any]) -> None:
+    _within_lsb(decode_lpp(bytes.fromhex(vector["hex"])), vector["encoded_from"], vector["lsb"])
+
+
+def test_riot_native32_buffer_is_not_mistaken_for_the_64_bit_one() -> None:
+    by_name = {v["name"]: decode_lpp(bytes.fromhex(v["hex"])) for v in RIOT["vectors"]}
+    native32 = by_name["riot test 2: the BOARD_NATIVE32 buffer (32-bit float rounding: one LSB lower)"]
+    assert native32["temperature_1"] == pytest.approx(-4.0)
+    assert native32["accelerometer_6"] == pytest.approx({"x": 1.233, "y": -1.233, "z": 0.0})

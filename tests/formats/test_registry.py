@@ -8,7 +8,7 @@ from collectors.formats import FORMATS, FormatConfigError, make_format
 
 
 def test_all_formats_registered_and_named() -> None:
-    assert set(FORMATS) == {"native", "ttn", "chirpstack", "senml", "lpp"}
+    assert set(FORMATS) == {"native", "ttn", "chirpstack", "senml", "lpp", "traccar"}
     for name in FORMATS:
         assert make_format(name).name == name
 

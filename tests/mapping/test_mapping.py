@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from collectors.errors import RejectedMessage
 from collectors.mapping import FieldMapper, Profile, builtin_profiles, parse_profile
 from collectors.mapping.units import conversion
 from collectors.model import DeviceRef, RawReading
@@ -109,10 +110,22 @@ def test_energy_profile_keeps_999999() -> None:
     assert out == {"energy_kwh": pytest.approx(999.999)}
 
 
-def test_incompatible_senml_unit_dropped_with_note() -> None:
-    out, notes = mp({"temperature_c": 3}, "air", units={"temperature_c": "V"})
-    assert out == {}
-    assert "cannot convert" in notes[0]
+def test_incompatible_senml_unit_rejects_the_reading_naming_both_units() -> None:
+    with pytest.raises(RejectedMessage) as caught:
+        mp({"temperature_c": 3}, "air", units={"temperature_c": "V"})
+    assert caught.value.reason == "invalid_field"
+    assert "'V'" in caught.value.detail and "'degC'" in caught.value.detail
+
+
+def test_unknown_senml_unit_rejects_the_reading() -> None:
+    with pytest.raises(RejectedMessage) as caught:
+        mp({"temperature_c": 3}, "air", units={"temperature_c": "furlong-ish"})
+    assert caught.value.reason == "invalid_field" and "furlong-ish" in caught.value.detail
+
+
+def test_declared_unit_wins_over_the_profile_unit() -> None:
+    out, _ = mp({"energy": 12.5}, "energy", P["energy-wh-meter"], units={"energy": "kWh"})
+    assert out["energy_kwh"] == pytest.approx(12.5)
 
 
 def test_conversion_pair_is_cached_affine() -> None:

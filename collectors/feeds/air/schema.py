@@ -14,4 +14,14 @@ class AirReading(FeedModel):
     humidity_pct: Measure(0, 100, "Relative humidity, %")  # type: ignore[valid-type]
 
 
-SPEC = FeedSpec("air", "air_quality", AirReading, "Air quality station", "สถานีตรวจวัดคุณภาพอากาศ")
+# Values devices and public feeds (Air4Thai: -1, -999) send for "no value": missing, never a reading.
+# Not -1 for temperature (a real value).
+_MISSING = (-1.0, -999.0, -9999.0)
+SENTINELS = {
+    **dict.fromkeys(("pm25_ugm3", "pm10_ugm3", "o3_ppb", "co_ppm", "no2_ppb", "so2_ppb", "humidity_pct"), _MISSING),
+    "temperature_c": (-999.0, -9999.0),
+}
+
+SPEC = FeedSpec(
+    "air", "air_quality", AirReading, "Air quality station", "สถานีตรวจวัดคุณภาพอากาศ", sentinels=SENTINELS
+)

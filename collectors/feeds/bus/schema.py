@@ -17,4 +17,7 @@ class BusReading(FeedModel):
     occupancy: Annotated[StrictInt | None, Field(default=None, ge=0, le=200, description="Children on board")]
 
 
-SPEC = FeedSpec("bus", "bus", BusReading, "School bus tracker", "รถรับส่งนักเรียน")
+# "No fix" as trackers send it. -1 is no Thai latitude (5-21 N) or longitude (97-106 E); configurable.
+SENTINELS = dict.fromkeys(("lat", "lon", "speed_kmh", "heading_deg"), (-1.0, -999.0, -9999.0))
+
+SPEC = FeedSpec("bus", "bus", BusReading, "School bus tracker", "รถรับส่งนักเรียน", sentinels=SENTINELS)

@@ -11,4 +11,7 @@ class EnergyReading(FeedModel):
     power_factor: Measure(0, 1, "Power factor, 0–1")  # type: ignore[valid-type]
 
 
-SPEC = FeedSpec("energy", "energy", EnergyReading, "Energy meter", "มิเตอร์ไฟฟ้า")
+# "No value" as meters and loggers send it; not -1 (a real exported kW) and not 999999 (a real register).
+SENTINELS = dict.fromkeys(("energy_kwh", "power_kw", "voltage_v", "current_a", "power_factor"), (-999.0, -9999.0))
+
+SPEC = FeedSpec("energy", "energy", EnergyReading, "Energy meter", "มิเตอร์ไฟฟ้า", sentinels=SENTINELS)

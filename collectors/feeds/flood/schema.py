@@ -9,4 +9,11 @@ class FloodReading(FeedModel):
     battery_pct: Measure(0, 100, "Gauge battery, %")  # type: ignore[valid-type]
 
 
-SPEC = FeedSpec("flood", "water_level", FloodReading, "Water-level gauge", "สถานีวัดระดับน้ำ")
+# "No value" as gauges send it; a level may really be negative (below the datum), so not -1 for it.
+SENTINELS = {
+    "level_m": (-999.0, -9999.0),
+    "rain_mm": (-1.0, -999.0, -9999.0),
+    "battery_pct": (-1.0, -999.0, -9999.0),
+}
+
+SPEC = FeedSpec("flood", "water_level", FloodReading, "Water-level gauge", "สถานีวัดระดับน้ำ", sentinels=SENTINELS)

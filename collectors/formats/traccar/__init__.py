@@ -1,0 +1,1 @@
+"""The `traccar` payload format (see README.md)."""
