@@ -27,8 +27,13 @@ def _problem_field(loc: tuple[Any, ...]) -> tuple[str, str]:
 
 
 def create_app(
-    store: RegistryStore, provisioner: Provisioner | None, *, extra_routers: Iterable[APIRouter] = ()
+    store: RegistryStore,
+    provisioner: Provisioner | None,
+    *,
+    extra_routers: Iterable[APIRouter] = (),
+    reserved_ids: frozenset[str] = frozenset(),
 ) -> FastAPI:
+    """`reserved_ids`: the configured broker service accounts and client ids, which no device may be named."""
     app = FastAPI(
         title="nakhon gateway",
         version="1",
@@ -37,7 +42,7 @@ def create_app(
     )
     app.state.registry = store
     app.state.provisioner = provisioner
-    app.state.device_service = DeviceService(store, provisioner)
+    app.state.device_service = DeviceService(store, provisioner, reserved_ids=reserved_ids)
 
     @app.exception_handler(GatewayError)
     async def gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:

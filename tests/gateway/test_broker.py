@@ -26,6 +26,10 @@ from tests.servers import MosquittoServer, dynsec_mosquitto
 
 ADMIN = ("nakhon-admin", "admin-" + uuid.uuid4().hex)
 COLLECTOR = ("collectors", "collect-" + uuid.uuid4().hex)
+COLLECTOR_ID = "nakhon-collector"
+# A second collectors' process has its own account, pinned to its own client id (shared-subscription member).
+COLLECTOR_2 = ("collectors-2", "collect-" + uuid.uuid4().hex)
+COLLECTOR_2_ID = "nakhon-collector-2"
 NOT_AUTHORIZED = 135
 NO_MATCHING_SUBSCRIBERS = 16  # MQTT 5: accepted, but nobody subscribed
 ACCEPTED = (0, NO_MATCHING_SUBSCRIBERS)
@@ -67,10 +71,12 @@ class MqttClient:
         self.client.loop_stop()
 
 
-def connect(port: int, username: str | None, password: str | None, *, v5: bool = True) -> MqttClient:
+def connect(
+    port: int, username: str | None, password: str | None, *, v5: bool = True, client_id: str | None = None
+) -> MqttClient:
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=f"test-{uuid.uuid4().hex[:8]}",
+        client_id=client_id or f"test-{uuid.uuid4().hex[:8]}",
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
     )
     wrapper = MqttClient(client)
@@ -134,8 +140,17 @@ class Gateway:
 @pytest.fixture
 def gateway(broker: MosquittoServer, sqlite_store: RegistryStore) -> Gateway:
     gw = Gateway(sqlite_store, broker.port)
-    gw.run(lambda s: s.ensure_collector_account(*COLLECTOR, actor="test"))
+    gw.run(lambda s: s.ensure_collector_account(*COLLECTOR, actor="test", client_id=COLLECTOR_ID))
+    gw.run(lambda s: s.ensure_collector_account(*COLLECTOR_2, actor="test", client_id=COLLECTOR_2_ID))
     return gw
+
+
+def connect_collector(port: int) -> MqttClient:
+    return connect(port, *COLLECTOR, client_id=COLLECTOR_ID)
+
+
+def connect_device(port: int, credentials: IssuedCredentials, *, v5: bool = True) -> MqttClient:
+    return connect(port, credentials.username, credentials.password, v5=v5, client_id=credentials.client_id)
 
 
 def expect_message(client: MqttClient, timeout: float = 5.0) -> tuple[str, bytes]:
@@ -149,12 +164,12 @@ def expect_nothing(client: MqttClient, wait: float = 0.7) -> None:
 
 def test_device_message_reaches_collectors_directly_and_as_shared_subscriber(gateway: Gateway) -> None:
     credentials = gateway.add("cm-flood-1")
-    direct = connect(gateway.port, *COLLECTOR)
-    shared = connect(gateway.port, *COLLECTOR)
+    direct = connect_collector(gateway.port)
+    shared = connect(gateway.port, *COLLECTOR_2, client_id=COLLECTOR_2_ID)
     try:
         assert direct.subscribe("city/#") == 1  # granted QoS 1
         assert shared.subscribe("$share/nakhon/city/#") == 1
-        device = connect(gateway.port, credentials.username, credentials.password)
+        device = connect_device(gateway.port, credentials)
         assert device.publish(credentials.topic, b'{"level_m": 2.1}') == 0
         assert expect_message(direct) == ("city/chiangmai/flood/cm-flood-1", b'{"level_m": 2.1}')
         assert expect_message(shared) == ("city/chiangmai/flood/cm-flood-1", b'{"level_m": 2.1}')
@@ -169,14 +184,14 @@ def test_device_message_reaches_collectors_directly_and_as_shared_subscriber(gat
 def test_publishing_to_another_devices_topic_is_refused(gateway: Gateway) -> None:
     mine = gateway.add("dev-a")
     other = gateway.add("dev-b")
-    collector = connect(gateway.port, *COLLECTOR)
+    collector = connect_collector(gateway.port)
     try:
         collector.subscribe("city/#")
-        device_v5 = connect(gateway.port, mine.username, mine.password)
+        device_v5 = connect_device(gateway.port, mine)
         assert device_v5.publish(other.topic, b"spoofed") == NOT_AUTHORIZED  # MQTT 5: PUBACK 135
         assert device_v5.publish("city/chiangmai/flood", b"spoofed") == NOT_AUTHORIZED
         device_v5.close()
-        device_v3 = connect(gateway.port, mine.username, mine.password, v5=False)
+        device_v3 = connect_device(gateway.port, mine, v5=False)
         assert device_v3.publish(other.topic, b"spoofed") == 0  # MQTT 3.1.1: "success", silently dropped
         device_v3.close()
         expect_nothing(collector)
@@ -186,29 +201,29 @@ def test_publishing_to_another_devices_topic_is_refused(gateway: Gateway) -> Non
 
 def test_revoked_device_cannot_connect_and_is_disconnected(gateway: Gateway) -> None:
     credentials = gateway.add("to-retire")
-    live = connect(gateway.port, credentials.username, credentials.password)
+    live = connect_device(gateway.port, credentials)
     gateway.run(lambda s: s.retire_device("to-retire", actor="test"))
     assert live.disconnected.wait(5), "a live session of a retired device must be dropped"
     live.client.loop_stop()
     with pytest.raises(ConnectRefusedError) as refused:
-        connect(gateway.port, credentials.username, credentials.password)
+        connect_device(gateway.port, credentials)
     assert refused.value.reason_code == NOT_AUTHORIZED
     assert gateway.store.get_device("to-retire").status == "retired"
 
 
 def test_rotation_old_password_fails_new_one_works(gateway: Gateway) -> None:
     old = gateway.add("to-rotate")
-    live = connect(gateway.port, old.username, old.password)
+    live = connect_device(gateway.port, old)
     new = gateway.run(lambda s: s.rotate_credentials("to-rotate", actor="test"))
     assert new.password != old.password
     assert live.disconnected.wait(5), "a session opened with the old password must be dropped"
     live.client.loop_stop()
     with pytest.raises(ConnectRefusedError):
-        connect(gateway.port, old.username, old.password)
-    collector = connect(gateway.port, *COLLECTOR)
+        connect_device(gateway.port, old)
+    collector = connect_collector(gateway.port)
     try:
         collector.subscribe("city/#")
-        device = connect(gateway.port, new.username, new.password)
+        device = connect_device(gateway.port, new)
         assert device.publish(new.topic, b"{}") == 0
         assert expect_message(collector)[0] == new.topic
         device.close()
@@ -221,7 +236,7 @@ def test_moving_a_device_moves_its_permission(gateway: Gateway) -> None:
 
     credentials = gateway.add("mover")
     gateway.run(lambda s: s.update_device("mover", DevicePatch(city="lamphun"), actor="test"))
-    device = connect(gateway.port, credentials.username, credentials.password)
+    device = connect_device(gateway.port, credentials)
     try:
         assert device.publish("city/lamphun/flood/mover", b"{}") in ACCEPTED
         assert device.publish("city/chiangmai/flood/mover", b"{}") == NOT_AUTHORIZED
