@@ -146,6 +146,11 @@ class GatewayConfig(Strict):
     public_url: str = "http://127.0.0.1:8080"
     mqtt_admin_username: str | None = Field(default=None, description="Mosquitto dynamic-security admin account.")
     mqtt_admin_password: SecretStr | None = None
+    mqtt_client_id: str = Field(
+        default="nakhon-gateway",
+        min_length=1,
+        description="The MQTT client id of the gateway's admin connection; the admin account is pinned to it.",
+    )
 
 
 class RulesConfig(Strict):

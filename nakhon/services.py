@@ -42,13 +42,17 @@ def make_provisioner(settings: Settings) -> Any:
 
     endpoint = mqtt_endpoint(settings)
     return MosquittoProvisioner(
-        endpoint.host, endpoint.port, gateway.mqtt_admin_username, gateway.mqtt_admin_password.get_secret_value()
+        endpoint.host,
+        endpoint.port,
+        gateway.mqtt_admin_username,
+        gateway.mqtt_admin_password.get_secret_value(),
+        client_id=gateway.mqtt_client_id,
     )
 
 
 def service_account_names(settings: Settings) -> frozenset[str]:
     """The broker's service accounts and client ids as configured: no device may be named like one."""
-    names = {settings.mqtt.client_id, "nakhon-gateway"}
+    names = {settings.mqtt.client_id, settings.gateway.mqtt_client_id}
     username = settings.mqtt.parsed_url().username
     if username:
         names.add(username)
@@ -77,6 +81,8 @@ async def ensure_collector_account(settings: Settings, registry: RegistryStore) 
         await DeviceService(registry, provisioner).ensure_collector_account(
             url.username, url.password.get_secret_value(), actor="nakhon run", client_id=settings.mqtt.client_id
         )
+        if await provisioner.pin_admin_account():
+            log.info("pinned the broker admin account to client id %s", settings.gateway.mqtt_client_id)
     finally:
         await provisioner.close()
 

@@ -176,9 +176,14 @@ class DynsecClient:
         async with self._connect_lock:
             if self._client is not None and self._client.is_connected:
                 return
+            stale, self._client = self._client, None
+            if stale is not None:
+                with contextlib.suppress(Exception):
+                    await stale.disconnect()
             client = gmqtt.Client(self.client_id)
             client.set_auth_credentials(self.username, self._password)
             client.on_message = self._on_message
+            client.on_disconnect = self._on_disconnect
             self._subscribed = asyncio.Event()
             client.on_subscribe = lambda *_args: self._subscribed.set() if self._subscribed else None
             try:
@@ -204,6 +209,28 @@ class DynsecClient:
                 await client.disconnect()
                 raise DynsecTimeoutError("the broker did not confirm the dynamic-security subscription") from exc
             self._client = client
+
+    def _on_disconnect(self, client: Any, _packet: Any = None, _exc: Any = None) -> None:
+        """Lost the admin connection (e.g. another gateway process connected with the pinned client id, which
+        Mosquitto answers by closing this one): fail what waits, and reconnect only on the next command, never
+        in the background, so that two processes sharing the account never kick each other in a loop."""
+        if self._client is not client:
+            return
+        lost: Any = client
+        self._client = None
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(
+                    DynsecUnavailableError(
+                        f"the broker closed the gateway's admin connection (client id {self.client_id!r}; is another "
+                        "gateway process using it?); the command may or may not have been applied",
+                        host=self.host,
+                        port=self.port,
+                    )
+                )
+        self._pending.clear()
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().create_task(lost.disconnect())  # stops gmqtt's own reconnect loop
 
     def _on_message(self, _client: Any, topic: str, payload: bytes, _qos: int, _props: Any) -> int:
         if topic != RESPONSE_TOPIC:
@@ -270,8 +297,18 @@ class DynsecClient:
 class MosquittoProvisioner:
     """The real provisioner: dynamic-security commands over one lazily opened admin connection."""
 
-    def __init__(self, host: str, port: int, admin_username: str, admin_password: str, *, timeout_s: float = 10.0):
-        self.client = DynsecClient(host, port, admin_username, admin_password, timeout_s=timeout_s)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        admin_username: str,
+        admin_password: str,
+        *,
+        timeout_s: float = 10.0,
+        client_id: str | None = None,
+    ):
+        """`client_id`: the one the admin account is pinned to (`pin_admin_account()`); None: a random one."""
+        self.client = DynsecClient(host, port, admin_username, admin_password, timeout_s=timeout_s, client_id=client_id)
 
     def __repr__(self) -> str:
         return f"MosquittoProvisioner({self.client.host}:{self.client.port})"
@@ -486,8 +523,19 @@ class MosquittoProvisioner:
         await self.client.execute([{"command": "setClientPassword", "username": username, "password": password}])
 
     async def pin_client(self, username: str, client_id: str) -> None:
-        """Pin an existing client (e.g. the gateway's admin account) to one client id."""
+        """Pin an existing client to one client id (modifying a client disconnects its live sessions)."""
         await self.client.execute([{"command": "modifyClient", "username": username, "clientid": client_id}])
+
+    async def pin_admin_account(self) -> bool:
+        """Pin the gateway's own admin account to the client id it connects with; True if it was changed.
+        (Mosquitto then drops this very connection; the next command reconnects.)"""
+        client = await self.get_client(self.client.username)
+        if client is None or client.get("clientid") == self.client.client_id:
+            return False
+        # The broker may close our connection as it applies the pin: that answer is expected.
+        with contextlib.suppress(DynsecUnavailableError):
+            await self.pin_client(self.client.username, self.client.client_id)
+        return True
 
     async def device_accounts(self) -> dict[str, DeviceAccount]:
         answers = await self.client.execute(
