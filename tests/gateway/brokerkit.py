@@ -15,6 +15,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from gateway.broker import MosquittoProvisioner
 from gateway.registry import RegistryStore
@@ -160,3 +162,19 @@ def expect_nothing(client: MqttClient, wait: float = 0.7) -> None:
         client.messages.get(timeout=wait)
 
 
+def connect_code(port: int, username: str, password: str, client_id: str, *, clean_start: bool = False) -> int:
+    """CONNACK reason code of one MQTT 5 connection attempt (the connection is closed again at once)."""
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.username_pw_set(username, password)
+    codes: queue.Queue[int] = queue.Queue()
+    client.on_connect = lambda _c, _u, _f, reason, _p: codes.put(int(reason.value))
+    client.reconnect_delay_set(60, 120)
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = 3600
+    client.connect("127.0.0.1", port, clean_start=clean_start, properties=properties)
+    client.loop_start()
+    try:
+        return codes.get(timeout=5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
