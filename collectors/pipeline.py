@@ -238,6 +238,8 @@ class Pipeline:
         # A DevEUI is the stable LoRaWAN identity; a network-server device name is only a label.
         if ref.dev_eui:
             device = self.directory.by_dev_eui(ref.dev_eui)
+        if ref.dev_eui and ref.device_id:
+            self._check_identity(ref.dev_eui, ref.device_id, device, raw)
         if device is None and ref.device_id:
             device = self.directory.by_id(ref.device_id)
         if device is None:
@@ -260,6 +262,23 @@ class Pipeline:
                 device_id=device.device_id, feed=device.feed,
             )
         return device
+
+    def _check_identity(self, dev_eui: str, name: str, by_eui: DeviceInfo | None, raw: RawReading) -> None:
+        """An envelope that names a registered device whose registered DevEUI is another one is not stored under
+        either: a misconfigured or hostile network-server entry must not write into a device's history."""
+        named = self.directory.by_id(name)
+        if named is None or (by_eui is not None and by_eui.device_id == named.device_id):
+            return  # the name is only a label, or both agree
+        if by_eui is None and not named.dev_eui:
+            return  # the registry knows no DevEUI for the named device: nothing disagrees
+        registered = by_eui.device_id if by_eui is not None else None
+        raise RejectedMessage(
+            "identity_mismatch",
+            f"the envelope names device {name!r} (registered DevEUI {named.dev_eui or 'none'}) but carries DevEUI "
+            f"{dev_eui}" + (f", registered to device {registered!r}" if registered else ", registered to no device"),
+            device_id=named.device_id,
+            feed=raw.topic_feed,
+        )
 
     def _normalise(self, raw: RawReading, device: DeviceInfo, received_ns: int) -> Reading:
         spec = FEED_SPECS[device.feed]

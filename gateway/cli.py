@@ -3,6 +3,7 @@
 The shell supplies, in `ctx.obj`:
     "registry":    () -> RegistryStore
     "provisioner": () -> Provisioner | None   (optional; None when no broker is configured)
+    "reserved_ids": () -> set of str          (optional; the configured broker service names)
 Secrets (device passwords, API tokens) are printed once, to stdout, and never logged.
 """
 
@@ -76,7 +77,9 @@ def _run(ctx: typer.Context, work: Callable[[DeviceService], Awaitable[T]]) -> T
 
     async def main() -> T:
         try:
-            return await work(DeviceService(store, provisioner))
+            reserved_ids = (ctx.obj or {}).get("reserved_ids")  # () -> names no device may have
+            reserved = frozenset(reserved_ids()) if reserved_ids is not None else frozenset()
+            return await work(DeviceService(store, provisioner, reserved_ids=reserved))
         finally:
             if provisioner is not None:
                 await provisioner.close()
@@ -95,6 +98,7 @@ def _problems(exc: ValidationError) -> InvalidInputError:
 
 def _print_credentials(credentials: IssuedCredentials) -> None:
     typer.echo(f"MQTT username: {credentials.username}")
+    typer.echo(f"MQTT client id: {credentials.client_id} (the only one this account may connect with)")
     typer.echo(f"MQTT password: {credentials.password}")
     typer.echo(f"publish topic: {credentials.topic}")
     typer.echo(NOTE_EN)

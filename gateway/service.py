@@ -13,10 +13,10 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from gateway.broker.dynsec import DynsecCommandError, Provisioner
-from gateway.errors import BrokerNotConfiguredError, ConflictError, ProvisioningError
+from gateway.broker.dynsec import DynsecCommandError, Provisioner, device_account
+from gateway.errors import BrokerNotConfiguredError, ConflictError, FieldProblem, InvalidInputError, ProvisioningError
 from gateway.registry.csv_import import parse_device_csv
-from gateway.registry.schemas import DeviceOut, DevicePatch, DeviceSpec, ImportReport, topic_for
+from gateway.registry.schemas import DeviceOut, DevicePatch, DeviceSpec, ImportReport, reserved_device_id, topic_for
 from gateway.registry.store import RegistryStore
 from gateway.secrets import hash_password, new_device_password
 
@@ -33,15 +33,40 @@ class IssuedCredentials:
     username: str
     password: str
     topic: str
+    client_id: str = ""  # the only MQTT client id this account may connect with (= username)
 
     def __repr__(self) -> str:
         return f"IssuedCredentials(username={self.username!r}, password='***', topic={self.topic!r})"
 
 
+def _already_exists(exc: DynsecCommandError) -> bool:
+    return "already exists" in exc.error.lower()
+
+
 class DeviceService:
-    def __init__(self, store: RegistryStore, provisioner: Provisioner | None) -> None:
+    def __init__(
+        self, store: RegistryStore, provisioner: Provisioner | None, *, reserved_ids: frozenset[str] = frozenset()
+    ) -> None:
         self.store = store
         self.provisioner = provisioner
+        # The configured service accounts and client ids (the collectors', the gateway's): no device may be named so.
+        self.reserved_ids = reserved_ids
+
+    def _check_not_reserved(self, device_id: str) -> None:
+        if reserved_device_id(device_id, self.reserved_ids):
+            raise InvalidInputError(
+                [FieldProblem("device_id", "reserved for the broker's service accounts; choose another device id",
+                              value=device_id)]
+            )
+
+    def _account_taken(self, device_id: str, username: str) -> ConflictError:
+        return ConflictError(
+            f"the broker already has an MQTT account {username!r} that this registry did not issue for device "
+            f"{device_id!r}; it is not taken over (run `nakhon devices reconcile` to see and repair)",
+            message_th="โบรกเกอร์ MQTT มีบัญชีชื่อนี้อยู่แล้วซึ่งไม่ได้ออกโดยทะเบียนนี้ จึงไม่นำมาใช้",
+            device_id=device_id,
+            username=username,
+        )
 
     def _broker(self, why: str) -> Provisioner:
         if self.provisioner is None:
@@ -50,6 +75,7 @@ class DeviceService:
 
     async def create_device(self, spec: DeviceSpec, *, actor: str) -> tuple[DeviceOut, IssuedCredentials | None]:
         """Register the device; with a broker configured, also issue its MQTT account (password returned once)."""
+        self._check_not_reserved(spec.device_id)
         if self.provisioner is None:
             return await asyncio.to_thread(self.store.create_device, spec, actor=actor), None
         if await asyncio.to_thread(self.store.device_exists, spec.device_id):
@@ -60,20 +86,26 @@ class DeviceService:
             )
         password = new_device_password()
         password_hash = await asyncio.to_thread(hash_password, password)
-        await self.provisioner.create_device_client(spec.device_id, password, city=spec.city, feed=spec.feed)
+        username = device_account(spec.device_id)
+        try:
+            await self.provisioner.create_device_client(spec.device_id, password, city=spec.city, feed=spec.feed)
+        except DynsecCommandError as exc:
+            if _already_exists(exc):  # a parallel create won, or an account nobody here issued: never adopted
+                raise self._account_taken(spec.device_id, username) from None
+            raise
         try:
             device = await asyncio.to_thread(
                 self.store.create_device,
                 spec,
                 actor=actor,
-                mqtt_username=spec.device_id,
+                mqtt_username=username,
                 mqtt_password_hash=password_hash,
             )
         except BaseException:
             with contextlib.suppress(Exception):  # undo the broker account; the registry error is what matters
-                await self.provisioner.revoke_device_client(spec.device_id)
+                await self.provisioner.revoke_device_client(spec.device_id, username=username)
             raise
-        return device, IssuedCredentials(spec.device_id, password, device.topic)
+        return device, IssuedCredentials(username, password, device.topic, username)
 
     async def rotate_credentials(self, device_id: str, *, actor: str) -> IssuedCredentials:
         """A new password at once (the old one stops working, live sessions are dropped); also the first issue
@@ -86,11 +118,14 @@ class DeviceService:
                 message_th="อุปกรณ์นี้ถูกปลดระวางแล้ว",
                 device_id=device_id,
             )
+        self._check_not_reserved(device_id)
         password = new_device_password()
         password_hash = await asyncio.to_thread(hash_password, password)
-        if device.has_mqtt_credentials:
+        username = device_account(device_id)
+        owned = device.mqtt_username  # the broker account this registry issued, if any
+        if owned == username:
             try:
-                await broker.set_device_password(device_id, password)
+                await broker.set_device_password(device_id, password, username=username)
             except DynsecCommandError as exc:
                 if "not found" not in exc.error.lower():
                     raise
@@ -100,17 +135,22 @@ class DeviceService:
             try:
                 await broker.create_device_client(device_id, password, city=device.city, feed=device.feed)
             except DynsecCommandError as exc:
-                if "already exists" not in exc.error.lower():
-                    raise
-                await broker.set_device_password(device_id, password)
+                if _already_exists(exc):
+                    raise self._account_taken(device_id, username) from None
+                raise
+            if owned is not None:
+                # An account from before namespaces (username = device id, no pinned client id): it is replaced
+                # by the pinned one, and deleted only if it is the device account we made.
+                with contextlib.suppress(DynsecCommandError):
+                    await broker.revoke_device_client(device_id, username=owned)
         await asyncio.to_thread(
             self.store.set_credentials,
             device_id,
-            mqtt_username=device_id,
+            mqtt_username=username,
             mqtt_password_hash=password_hash,
             actor=actor,
         )
-        return IssuedCredentials(device_id, password, device.topic)
+        return IssuedCredentials(username, password, device.topic, username)
 
     async def update_device(self, device_id: str, patch: DevicePatch, *, actor: str) -> DeviceOut:
         before, after = await asyncio.to_thread(self.store.update_device, device_id, patch, actor=actor)
@@ -131,11 +171,22 @@ class DeviceService:
             return device
         if device.mqtt_username is not None:
             broker = self._broker(f"revoke the MQTT account of {device_id!r} (it would keep working)")
-            await broker.revoke_device_client(device_id)
+            await broker.revoke_device_client(device_id, username=device.mqtt_username)
         return await asyncio.to_thread(self.store.retire_device, device_id, actor=actor)
 
     async def import_csv(self, text: str, *, actor: str, atomic: bool, dry_run: bool = False) -> ImportReport:
         parsed = await asyncio.to_thread(parse_device_csv, text)
+        if self.reserved_ids:
+            kept = []
+            for row in parsed.rows:
+                if reserved_device_id(row.spec.device_id, self.reserved_ids):
+                    parsed.problems.append(
+                        FieldProblem("device_id", "reserved for the broker's service accounts", row=row.line,
+                                     value=row.spec.device_id)
+                    )
+                else:
+                    kept.append(row)
+            parsed.rows = kept
         report = await asyncio.to_thread(self.store.import_devices, parsed, actor=actor, atomic=atomic, dry_run=dry_run)
         if report.topic_changes:
             broker = self._broker("move provisioned devices' MQTT permissions to their new topics")
@@ -143,15 +194,19 @@ class DeviceService:
                 await broker.update_device_topic(device_id, old_topic=old_topic, new_topic=new_topic)
         return report
 
-    async def ensure_collector_account(self, username: str, password: str, *, actor: str) -> None:
-        await self._broker("create the collectors' account").ensure_collector_account(username, password)
+    async def ensure_collector_account(
+        self, username: str, password: str, *, actor: str, client_id: str | None = None
+    ) -> None:
+        await self._broker("create the collectors' account").ensure_collector_account(
+            username, password, client_id=client_id
+        )
         await asyncio.to_thread(
             self.store.record_audit,
             actor=actor,
             action="broker.collector_account",
             entity_type="broker_client",
             entity_id=username,
-            after={"username": username, "role": "collectors"},
+            after={"username": username, "role": "collectors", "client_id": client_id},
         )
 
 

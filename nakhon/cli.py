@@ -79,7 +79,16 @@ class Context:
             "provisioner": self.provisioner,
             "alerts_store": self.alerts_store,
             "register_devices": self.register_devices,
+            "reserved_ids": self.reserved_ids,
         }
+
+    def reserved_ids(self) -> frozenset[str]:
+        from nakhon.services import service_account_names
+
+        try:
+            return service_account_names(self.settings)
+        except typer.Exit:  # a bad config is reported by the command that needs it
+            return frozenset()
 
 
 @app.callback()

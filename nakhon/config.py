@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -56,15 +56,48 @@ class MqttUrl(Strict):
         )
 
 
+# Query parameters that carry credentials (InfluxDB v1 takes `u`/`p`; tokens and keys elsewhere).
+SECRET_QUERY_KEYS = frozenset({"p", "password", "pass", "pwd", "token", "access_token", "secret", "key", "api_key",
+                               "apikey", "auth", "authorization", "sig", "signature"})
+SECRET_KEY_WORDS = ("password", "token", "secret", "api_key", "apikey", "private_key")
+
+
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ***, for printing."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL with any password (userinfo or credential query parameter) replaced by ***, for printing."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***" if "@" in url else url
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)  # keep the host exactly as written ([::1], case, port)
+        if ":" in userinfo:
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    query = parts.query
+    if query:
+        pairs = []
+        for pair in query.split("&"):
+            key, eq, _value = pair.partition("=")
+            secret = unquote(key).lower() in SECRET_QUERY_KEYS and eq
+            pairs.append(f"{key}=***" if secret else pair)
+        query = "&".join(pairs)
+    if netloc == parts.netloc and query == parts.query:
         return url
-    user = quote(unquote(parts.username or ""), safe="")
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return parts._replace(netloc=netloc).geturl()
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+def mask_secrets(value: Any, key: str = "") -> Any:
+    """Every URL in a JSON-ready structure masked (`mask_url`), every value under a secret-sounding key ***."""
+    if isinstance(value, dict):
+        return {k: mask_secrets(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v, key) for v in value]
+    if isinstance(value, str) and value:
+        if any(word in key.lower() for word in SECRET_KEY_WORDS):
+            return "***"
+        if "://" in value or "@" in value:
+            return mask_url(value)
+    return value
 
 
 class InputConfig(Strict):
@@ -163,6 +196,11 @@ class GatewayConfig(Strict):
     public_url: str = "http://127.0.0.1:8080"
     mqtt_admin_username: str | None = Field(default=None, description="Mosquitto dynamic-security admin account.")
     mqtt_admin_password: SecretStr | None = None
+    mqtt_client_id: str = Field(
+        default="nakhon-gateway",
+        min_length=1,
+        description="The MQTT client id of the gateway's admin connection; the admin account is pinned to it.",
+    )
 
 
 class RulesConfig(Strict):
@@ -234,6 +272,7 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         data["mqtt"]["url"] = mask_url(self.mqtt.url)
         data["registry"]["url"] = mask_url(self.registry.url)
+        data = mask_secrets(data)  # every other URL too (InfluxDB included), and any secret-named key
         for section, key in (
             ("influxdb", "password"),
             ("influxdb", "token"),

@@ -64,8 +64,23 @@ def make_provisioner(settings: Settings) -> Any:
 
     endpoint = mqtt_endpoint(settings)
     return MosquittoProvisioner(
-        endpoint.host, endpoint.port, gateway.mqtt_admin_username, gateway.mqtt_admin_password.get_secret_value()
+        endpoint.host,
+        endpoint.port,
+        gateway.mqtt_admin_username,
+        gateway.mqtt_admin_password.get_secret_value(),
+        client_id=gateway.mqtt_client_id,
     )
+
+
+def service_account_names(settings: Settings) -> frozenset[str]:
+    """The broker's service accounts and client ids as configured: no device may be named like one."""
+    names = {settings.mqtt.client_id, settings.gateway.mqtt_client_id}
+    username = settings.mqtt.parsed_url().username
+    if username:
+        names.add(username)
+    if settings.gateway.mqtt_admin_username:
+        names.add(settings.gateway.mqtt_admin_username)
+    return frozenset(names)
 
 
 def open_alert_store(settings: Settings) -> Any:
@@ -86,8 +101,10 @@ async def ensure_collector_account(settings: Settings, registry: RegistryStore) 
 
     try:
         await DeviceService(registry, provisioner).ensure_collector_account(
-            url.username, url.password.get_secret_value(), actor="nakhon run"
+            url.username, url.password.get_secret_value(), actor="nakhon run", client_id=settings.mqtt.client_id
         )
+        if await provisioner.pin_admin_account():
+            log.info("pinned the broker admin account to client id %s", settings.gateway.mqtt_client_id)
     finally:
         await provisioner.close()
 
@@ -236,7 +253,7 @@ async def start_gateway(settings: Settings, registry: RegistryStore, running: Ru
         router, close_alerts = await asyncio.to_thread(build_alerts_api, settings)
         routers.append(router)
     provisioner = make_provisioner(settings)
-    app = create_app(registry, provisioner, extra_routers=routers)
+    app = create_app(registry, provisioner, extra_routers=routers, reserved_ids=service_account_names(settings))
     config = uvicorn.Config(
         app,
         host=settings.gateway.host,

@@ -22,14 +22,15 @@ from nakhon.localservers import (
 @contextmanager
 def dynsec_mosquitto(workdir: Path, admin_username: str, admin_password: str) -> Iterator[MosquittoServer]:
     """Mosquitto with dynamic security and no anonymous access; `admin_*` may send dynsec commands."""
-    from gateway.broker.setup import dynsec_conf_lines, hand_to_broker_user, init_dynsec_file
+    from gateway.broker.setup import dynsec_conf_lines, hand_to_broker_user, init_dynsec_file, limit_conf_lines
 
     # Mosquitto started as root runs as `mosquitto`: the dynsec file lives in a directory it owns.
     dynsec_dir = Path(tempfile.mkdtemp(prefix="nakhon-dynsec-"))
     dynsec = init_dynsec_file(dynsec_dir / "dynamic-security.json", admin_username, admin_password)
     hand_to_broker_user(dynsec_dir, dynsec)
     try:
-        with MosquittoServer(workdir, allow_anonymous=False, extra_conf=dynsec_conf_lines(dynsec)) as server:
+        extra = limit_conf_lines() + dynsec_conf_lines(dynsec)  # the production limits, as deploy/ ships them
+        with MosquittoServer(workdir, allow_anonymous=False, extra_conf=extra) as server:
             yield server
     finally:
         shutil.rmtree(dynsec_dir, ignore_errors=True)

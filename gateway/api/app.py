@@ -19,6 +19,42 @@ from gateway.service import DeviceService
 log = logging.getLogger(__name__)
 
 
+class UnexpectedErrorMiddleware:
+    """A bug must answer 500 with our error shape and log one line naming the route and the exception type, not a
+    traceback: database drivers put the statement's row values (names, coordinates, hashes) into their messages."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            log.error("unexpected %s answering %s %s", type(exc).__name__, scope.get("method"), scope.get("path"))
+            if started:
+                raise RuntimeError("response already started when the request failed") from None
+            response = JSONResponse(
+                {
+                    "error": "internal_error",
+                    "message": "unexpected error; it was logged without the request's data",
+                    "message_th": "เกิดข้อผิดพลาดที่ไม่คาดคิด ระบบบันทึกไว้แล้วโดยไม่เก็บข้อมูลของคำขอ",
+                },
+                status_code=500,
+            )
+            await response(scope, receive, send)
+
+
 def _problem_field(loc: tuple[Any, ...]) -> tuple[str, str]:
     """('body', 'site', 'bank_level_m') -> ('body', 'site.bank_level_m')"""
     where = str(loc[0]) if loc else "request"
@@ -27,8 +63,13 @@ def _problem_field(loc: tuple[Any, ...]) -> tuple[str, str]:
 
 
 def create_app(
-    store: RegistryStore, provisioner: Provisioner | None, *, extra_routers: Iterable[APIRouter] = ()
+    store: RegistryStore,
+    provisioner: Provisioner | None,
+    *,
+    extra_routers: Iterable[APIRouter] = (),
+    reserved_ids: frozenset[str] = frozenset(),
 ) -> FastAPI:
+    """`reserved_ids`: the configured broker service accounts and client ids, which no device may be named."""
     app = FastAPI(
         title="nakhon gateway",
         version="1",
@@ -37,7 +78,7 @@ def create_app(
     )
     app.state.registry = store
     app.state.provisioner = provisioner
-    app.state.device_service = DeviceService(store, provisioner)
+    app.state.device_service = DeviceService(store, provisioner, reserved_ids=reserved_ids)
 
     @app.exception_handler(GatewayError)
     async def gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:
@@ -68,6 +109,7 @@ def create_app(
             return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
         return JSONResponse({"status": "ok", "database": "ok", "broker_configured": provisioner is not None})
 
+    app.add_middleware(UnexpectedErrorMiddleware)
     app.include_router(build_router())
     for router in extra_routers:
         app.include_router(router)

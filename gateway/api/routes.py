@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from gateway.api.auth import Principal, require_role
 from gateway.errors import FieldProblem, GatewayError, InvalidInputError
@@ -54,6 +54,7 @@ class MqttCredentialsOut(BaseModel):
     username: str
     password: str
     topic: str
+    client_id: str = Field(description="The only MQTT client id this account may connect with (= username)")
     note: str = NOTE_EN
     note_th: str = NOTE_TH
 
@@ -336,4 +337,9 @@ def build_router() -> APIRouter:
 
 
 def vars_of(credentials: Any) -> dict[str, str]:
-    return {"username": credentials.username, "password": credentials.password, "topic": credentials.topic}
+    return {
+        "username": credentials.username,
+        "password": credentials.password,
+        "topic": credentials.topic,
+        "client_id": credentials.client_id,
+    }

@@ -2,6 +2,9 @@
 
 from gateway.broker.dynsec import (
     COLLECTORS_ROLE,
+    DEVICE_ACCOUNT_PREFIX,
+    BrokerAccountNotOwnedError,
+    DeviceAccount,
     DynsecClient,
     DynsecCommandError,
     DynsecTimeoutError,
@@ -9,10 +12,15 @@ from gateway.broker.dynsec import (
     FakeProvisioner,
     MosquittoProvisioner,
     Provisioner,
+    ServiceAccountNameError,
+    device_account,
 )
 
 __all__ = [
     "COLLECTORS_ROLE",
+    "DEVICE_ACCOUNT_PREFIX",
+    "BrokerAccountNotOwnedError",
+    "DeviceAccount",
     "DynsecClient",
     "DynsecCommandError",
     "DynsecTimeoutError",
@@ -20,4 +28,6 @@ __all__ = [
     "FakeProvisioner",
     "MosquittoProvisioner",
     "Provisioner",
+    "ServiceAccountNameError",
+    "device_account",
 ]

@@ -29,6 +29,22 @@ class BrokerFiles:
     dynsec: Path
 
 
+# The largest MQTT packet the broker accepts from any client (topic + payload + headers). Device readings are
+# well under 4 KiB, LoRaWAN envelopes and SenML packs a few KiB; 256 KiB leaves room and bounds what one
+# device can make the broker and the collectors hold. A bigger packet: the client is disconnected.
+MAX_PACKET_BYTES = 256 * 1024
+
+
+def limit_conf_lines(*, max_packet_bytes: int = MAX_PACKET_BYTES) -> str:
+    """What devices may not do, whatever their ACL says: oversized packets and retained messages."""
+    return (
+        "# A device cannot leave retained messages behind (nothing in nakhon needs them: the collectors' persistent\n"
+        "# session keeps what they have not read); an MQTT 5 client that tries is disconnected (0x9A).\n"
+        "retain_available false\n"
+        f"max_packet_size {max_packet_bytes}\n"
+    )
+
+
 def dynsec_conf_lines(dynsec_path: Path, *, plugin_path: str = DYNSEC_PLUGIN) -> str:
     """The lines that load the plugin (what `tests.servers.MosquittoServer(extra_conf=...)` takes)."""
     return f"plugin {plugin_path}\nplugin_opt_config_file {dynsec_path}\n"
@@ -57,7 +73,7 @@ def mosquitto_conf_text(
         "max_queued_messages 1000000\n"
         "max_queued_bytes 0\n"
         "max_inflight_messages 0\n"
-        "set_tcp_nodelay true\n" + dynsec_conf_lines(dynsec_path, plugin_path=plugin_path)
+        "set_tcp_nodelay true\n" + limit_conf_lines() + dynsec_conf_lines(dynsec_path, plugin_path=plugin_path)
     )
 
 

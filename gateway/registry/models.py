@@ -48,7 +48,11 @@ class Device(Base):
     status: Mapped[str] = mapped_column(String(16), default="active", index=True)
     heartbeat_s: Mapped[int | None] = mapped_column(Integer, default=None)
     maintenance_until: Mapped[datetime | None] = mapped_column(default=None)
-    mqtt_username: Mapped[str | None] = mapped_column(String(ID_LENGTH), default=None)
+    # `device.<device_id>`: 71 characters at most. SQLite ignores VARCHAR lengths (and widening it there would
+    # mean recreating the table, whose DROP cascades to the overrides), so only PostgreSQL's column widens.
+    mqtt_username: Mapped[str | None] = mapped_column(
+        String(ID_LENGTH).with_variant(String(80), "postgresql"), default=None
+    )
     mqtt_password_hash: Mapped[str | None] = mapped_column(String(255), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -78,6 +82,9 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    cities: Mapped[list[str] | None] = mapped_column(default=None)  # None: every city
 
 
 class AuditEntry(Base):

@@ -108,10 +108,32 @@ class StrictInput(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+# Names the broker's service accounts use or may use (compared without case). Device accounts are prefixed
+# (`device.<id>`) so they cannot collide anyway; refusing these ids too keeps names unambiguous for people
+# reading the broker, the logs and the audit. The configured service names are refused by `DeviceService`.
+RESERVED_DEVICE_IDS = frozenset({"admin", "collector", "collectors", "gateway", "nakhon", "mosquitto", "root"})
+RESERVED_DEVICE_ID_PREFIXES = ("nakhon-", "nakhon_", "nakhon.", "device.", "$")
+
+
+def reserved_device_id(device_id: str, extra: frozenset[str] = frozenset()) -> bool:
+    folded = device_id.casefold()
+    return (
+        folded in RESERVED_DEVICE_IDS
+        or folded in {e.casefold() for e in extra}
+        or folded.startswith(RESERVED_DEVICE_ID_PREFIXES)
+    )
+
+
+def _not_reserved(device_id: str) -> str:
+    if reserved_device_id(device_id):
+        raise ValueError(f"{device_id!r} is reserved for the broker's service accounts; choose another device id")
+    return device_id
+
+
 class DeviceSpec(StrictInput):
     """A device as registered (create, CSV import)."""
 
-    device_id: Identifier
+    device_id: Annotated[Identifier, AfterValidator(_not_reserved)]
     feed: Feed
     city: Identifier
     district: RequiredText

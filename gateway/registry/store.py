@@ -463,6 +463,18 @@ class RegistryStore:
         `atomic=True` (the API): any bad row means nothing is written. `atomic=False` (the CLI): good rows are
         written, bad ones reported. Rows equal to what is stored are counted `unchanged` and not audited.
         """
+        try:
+            return self._import_devices(parsed, actor=actor, atomic=atomic, dry_run=dry_run)
+        except IntegrityError:
+            # A parallel import or create of the same ids (or DevEUIs) committed first. The driver's message holds
+            # the rows' values: it is not passed on, the caller gets a 409 naming no value.
+            raise ConflictError(
+                "another import or registration of some of these devices committed at the same time; "
+                "nothing was imported: send the file again",
+                message_th="มีการนำเข้าหรือลงทะเบียนอุปกรณ์ชุดเดียวกันพร้อมกัน จึงยังไม่ได้นำเข้า โปรดส่งไฟล์อีกครั้ง",
+            ) from None
+
+    def _import_devices(self, parsed: ParsedCsv, *, actor: str, atomic: bool, dry_run: bool) -> ImportReport:
         problems = list(parsed.problems)
         rows = parsed.rows
         created: list[dict[str, Any]] = []

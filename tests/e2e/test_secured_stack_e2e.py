@@ -58,9 +58,9 @@ def test_registered_device_publishes_with_its_own_credentials_and_lands(
             assert created.status_code == 201, created.text
             body = created.json()
             credentials = body["mqtt"]
-            assert credentials["username"] == "flood-lc-01"
+            assert credentials["username"] == credentials["client_id"] == "device.flood-lc-01"
 
-            publisher = AckingPublisher(secured_broker.port, client_id="flood-lc-01",
+            publisher = AckingPublisher(secured_broker.port, client_id=credentials["client_id"],
                                         username=credentials["username"], password=credentials["password"])
             topic = "city/laem-chabang/flood/flood-lc-01"
             base_ms = 1_795_000_000_000

@@ -7,6 +7,7 @@ import pytest
 
 from gateway.broker import FakeProvisioner
 from gateway.registry import RegistryStore
+from tests.gateway.brokerkit import broker, gateway  # noqa: F401 - fixtures on a real dynsec Mosquitto
 from tests.gateway.pg import fresh_database, postgres_server
 
 

@@ -71,10 +71,10 @@ def test_create_device_issues_credentials_once(api: Api) -> None:
     assert response.status_code == 201, response.text
     body = response.json()
     password = body["mqtt"]["password"]
-    assert body["mqtt"]["username"] == "cm-flood-1"
+    assert body["mqtt"]["username"] == body["mqtt"]["client_id"] == "device.cm-flood-1"
     assert body["mqtt"]["topic"] == "city/chiangmai/flood/cm-flood-1"
     assert body["message_th"]
-    assert api.broker.clients["cm-flood-1"]["topic"] == "city/chiangmai/flood/cm-flood-1"
+    assert api.broker.clients["device.cm-flood-1"]["topic"] == "city/chiangmai/flood/cm-flood-1"
     # Never again: not in GET, not in the audit log, only a hash in the database.
     shown = api.call("GET", "/devices/cm-flood-1", "viewer")
     assert password not in shown.text and shown.json()["has_mqtt_credentials"]
@@ -144,12 +144,12 @@ def test_patch_moves_the_broker_permission_and_retire_revokes(api: Api) -> None:
     api.call("POST", "/devices", json=DEVICE)
     moved = api.call("PATCH", "/devices/cm-flood-1", "engineer", json={"city": "lamphun", "name": "moved"})
     assert moved.status_code == 200 and moved.json()["topic"] == "city/lamphun/flood/cm-flood-1"
-    assert api.broker.clients["cm-flood-1"]["topic"] == "city/lamphun/flood/cm-flood-1"
+    assert api.broker.clients["device.cm-flood-1"]["topic"] == "city/lamphun/flood/cm-flood-1"
     assert api.call("PATCH", "/devices/cm-flood-1", json={"unknown": 1}).status_code == 422
     assert api.call("PATCH", "/devices/missing", json={"name": "x"}).status_code == 404
     retired = api.call("DELETE", "/devices/cm-flood-1", "engineer")
     assert retired.json()["status"] == "retired"
-    assert "cm-flood-1" not in api.broker.clients
+    assert "device.cm-flood-1" not in api.broker.clients
     assert api.call("POST", "/devices/cm-flood-1/rotate-credentials").status_code == 409
     assert api.call("GET", "/devices", params={"status": "retired"}).json()["total"] == 1
 
@@ -159,7 +159,7 @@ def test_rotate_credentials(api: Api) -> None:
     rotated = api.call("POST", "/devices/cm-flood-1/rotate-credentials", "engineer")
     assert rotated.status_code == 200
     second = rotated.json()["password"]
-    assert second != first and api.broker.clients["cm-flood-1"]["password"] == second
+    assert second != first and api.broker.clients["device.cm-flood-1"]["password"] == second
 
 
 def test_broker_failure_leaves_no_half_registered_device(api: Api) -> None:

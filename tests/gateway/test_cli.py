@@ -54,7 +54,7 @@ def test_add_show_list_rotate_retire(run: Any) -> None:
     )
     assert added.exit_code == 0, added.output
     password = next(line.split(": ", 1)[1] for line in added.output.splitlines() if line.startswith("MQTT password"))
-    assert run.broker.clients["cm-flood-1"]["password"] == password
+    assert run.broker.clients["device.cm-flood-1"]["password"] == password
     assert "ระบบจะแสดงเพียงครั้งเดียว" in added.output
     shown = run("devices", "show", "cm-flood-1")
     assert shown.exit_code == 0 and "city/chiangmai/flood/cm-flood-1" in shown.output and password not in shown.output
@@ -63,7 +63,7 @@ def test_add_show_list_rotate_retire(run: Any) -> None:
     rotated = run("devices", "rotate-credentials", "cm-flood-1")
     assert rotated.exit_code == 0 and password not in rotated.output
     retired = run("devices", "retire", "cm-flood-1")
-    assert retired.exit_code == 0 and "cm-flood-1" not in run.broker.clients
+    assert retired.exit_code == 0 and "device.cm-flood-1" not in run.broker.clients
     assert run.store.get_device("cm-flood-1").status == "retired"
     actors = {e.actor for e in run.store.list_audit().items}
     assert all(a.startswith("cli") for a in actors)
