@@ -533,11 +533,11 @@ class AlertStore:
                 if not conn.dialect.supports_sane_multi_rowcount or result.rowcount != len(params):
                     # which UPDATEs did not match: those rows do not hold the snapshot written
                     wanted = {(w.alert.id, w.alert.state, w.alert.updated_ns) for w in changes}
-                    held = set(conn.execute(
+                    held = {tuple(row) for row in conn.execute(
                         select(table.c.id, table.c.state, table.c.updated_ns).where(
                             tuple_(table.c.id, table.c.state, table.c.updated_ns).in_(list(wanted))
                         )
-                    ).tuples())
+                    )}
                     failed.update(w.alert.id for w in changes if (w.alert.id, w.alert.state, w.alert.updated_ns)
                                   not in held)
         return failed
