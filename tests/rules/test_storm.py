@@ -7,6 +7,7 @@ message goes out, a tick over many quiet devices."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from sqlalchemy import event
@@ -40,11 +41,6 @@ def last_state_per_alert(sink: PointSink) -> dict[str, str]:
 
 def store_states(store: AlertStore) -> dict[str, str]:
     return {a.id: a.state for a in store.list_alerts(limit=None)}
-
-
-class _NoSleep:
-    async def __call__(self, _s: float) -> None:
-        return None
 
 
 async def _no_sleep(_s: float) -> None:
@@ -140,7 +136,8 @@ async def test_a_crash_before_the_commit_sends_no_notification_and_no_point(tmp_
                          commit_policy=CommitPolicy(attempts=3, initial_backoff_s=0))
         eng.lifecycle._sleep = _no_sleep
         dev = device("gauge-3", "flood")
-        batch = [(reading(dev, T0, level_pct_bank=104.0), dev), (reading(dev, T0 + minutes(3), level_pct_bank=105.0), dev)]
+        batch = [(reading(dev, T0, level_pct_bank=104.0), dev),
+                 (reading(dev, T0 + minutes(3), level_pct_bank=105.0), dev)]
         await eng.process_batch(batch)  # pending then firing, never committed (3 attempts, 3 failures)
         await pipeline.drain()
         assert store.attempts == 3
@@ -257,7 +254,6 @@ def test_apply_batch_reports_exactly_the_writes_that_did_not_apply(store) -> Non
     b, _ = store.open_alert(rule="r", device_id="d2", city="c", district="x", feed="flood", severity="warning",
                             state="pending", t_ns=T0)
     store.resolve(b.id, T0 + 1)  # b moved elsewhere: its guarded update must not match
-    import dataclasses
 
     fire_a = dataclasses.replace(a, state="firing", fired_ns=T0 + 5, updated_ns=T0 + 5)
     fire_b = dataclasses.replace(b, state="firing", fired_ns=T0 + 5, updated_ns=T0 + 5)
