@@ -8,6 +8,11 @@ and drives the alert lifecycle.
 
 `process` touches the database only when an alert changes state. `tick(now_ns)` handles what time alone
 decides: `for` durations, `keep_firing_for` (flap damping), absence of data (heartbeat), reminders and escalation.
+
+Batches: `run` evaluates up to `batch_size` queued readings, then commits their alert state changes in one
+transaction (`AlertLifecycle.commit`) and only then publishes them (alert points, notifications) and marks the
+readings done; `process_batch` does the same for a list, `process` for one reading. Heartbeat checks are kept
+in a heap by due time, so a tick looks only at the devices whose silence may have run out.
 Rule state is per device, so engines can be partitioned by device (one per district, or by MQTT shared
 subscription hash) without coordination; the database still keeps one open alert per (rule, device).
 """
@@ -15,6 +20,8 @@ subscription hash) without coordination; the database still keeps one open alert
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -23,8 +30,8 @@ from typing import Any
 
 from collectors.model import DeviceInfo, Reading
 from rules.conditions import Context, DeviceMemory, Result, evaluate, heartbeat_s, history_windows, remember
-from rules.lifecycle import AlertLifecycle, EmitPoint
-from rules.metrics import RULES_QUEUE_DROPPED
+from rules.lifecycle import AlertLifecycle, CommitPolicy, EmitPoint
+from rules.metrics import RULES_QUEUE_DROPPED, RULES_READINGS_EVALUATED
 from rules.model import Absent, Rule, RuleSet
 from rules.notify.pipeline import NotificationPipeline
 from rules.notify.render import Renderer
@@ -66,6 +73,8 @@ class RulesEngine:
         devices: DevicesProvider | None = None,
         renderer: Renderer | None = None,
         tick_interval_s: float = 5.0,
+        batch_size: int = 500,
+        commit_policy: CommitPolicy | None = None,
     ) -> None:
         self.ruleset = rules if isinstance(rules, RuleSet) else RuleSet(rules=list(rules))
         self.store = store
@@ -74,7 +83,8 @@ class RulesEngine:
         self.devices = devices
         self.renderer = renderer or (notifier_pipeline.renderer if notifier_pipeline else Renderer())
         self.tick_interval_s = tick_interval_s
-        self.lifecycle = AlertLifecycle(store, emit_point, notifier_pipeline)
+        self.batch_size = max(1, batch_size)
+        self.lifecycle = AlertLifecycle(store, emit_point, notifier_pipeline, commit_policy)
         self._by_feed: dict[str, list[Rule]] = {}
         for rule in self.ruleset.rules:
             self._by_feed.setdefault(rule.feed, []).append(rule)
@@ -85,6 +95,12 @@ class RulesEngine:
         self._known: dict[str, DeviceInfo] = {}
         self._lock = asyncio.Lock()
         self._started_ns: int | None = None
+        # Heartbeat index: a heap of (due_ns, rule, device_id); `_due_at` holds each key's live entry (older
+        # entries of the key are skipped when popped). `_listed`: the devices as last listed by `devices`.
+        self._absence_rules = [r for r in self.ruleset.rules if r.is_absence]
+        self._due: list[tuple[int, str, str]] = []
+        self._due_at: dict[tuple[str, str], int] = {}
+        self._listed: dict[str, DeviceInfo] = {}
         if notifier_pipeline is not None and notifier_pipeline.device_lookup is None:
             notifier_pipeline.device_lookup = self._known.get
 
@@ -109,28 +125,61 @@ class RulesEngine:
     # ---- readings -----------------------------------------------------------------------------------------
 
     async def process(self, reading: Reading, device: DeviceInfo) -> None:
+        """Evaluate one reading and commit what it changed (a batch of one)."""
+        await self.process_batch([(reading, device)])
+
+    async def process_batch(self, items: Sequence[tuple[Reading, DeviceInfo]]) -> None:
+        """Evaluate readings in order, then commit their alert state changes in one transaction; notifications
+        and alert points follow the commit. A reading that cannot be evaluated is logged and skipped."""
         await self.start()
+        async with self._lock:
+            self.lifecycle.begin()
+            try:
+                for reading, device in items:
+                    try:
+                        await self._evaluate(reading, device)
+                    except Exception:
+                        log.exception("rules: reading of %s could not be evaluated", reading.device_id)
+            finally:
+                await self._commit()
+        RULES_READINGS_EVALUATED.inc(len(items))
+
+    async def _commit(self) -> None:
+        """Commit the batch; re-read from the store the alerts whose writes did not apply (adopt / forget)."""
+        for alert in await self.lifecycle.commit():
+            st = self._state.get((alert.rule, alert.device_id))
+            if st is None or (st.alert is not None and st.alert.id != alert.id):
+                continue
+            try:
+                st.alert = await asyncio.to_thread(self.store.get_open, alert.rule, alert.device_id)
+            except Exception:
+                log.exception("rules: alert %s could not be re-read", alert.id)
+                st.alert = None  # a later open finds the stored one (unique slot) and adopts it
+            st.clear_since_ns = None
+
+    async def _evaluate(self, reading: Reading, device: DeviceInfo) -> None:
         self._known[device.device_id] = device
         mem = self._memory.setdefault(device.device_id, DeviceMemory())
         remember(mem, reading, self._windows)
         ctx = Context(reading, device, self.ruleset.thresholds, mem)
-        async with self._lock:
-            for rule in self._by_feed.get(reading.feed, ()):
-                if not rule.applies_to(device.device_id, device.city, device.district, device.profile):
-                    continue
-                st = self._state.setdefault((rule.name, device.device_id), _RuleState())
-                if rule.is_absence:
-                    st.last_ok = False
-                    if st.alert is not None:
-                        await self._resolve(st, device, reading.time_ns, None)
-                    continue
-                result = evaluate(rule.when, ctx)
-                # hysteresis: a separate clear condition, else "the alert condition is known to be false"
-                clear_ok = evaluate(rule.clear, ctx).ok is True if rule.clear is not None else result.ok is False
-                if result.ok:
-                    clear_ok = False
-                st.last_ok, st.value, st.threshold = result.ok, result.value, result.threshold
-                await self._step(rule, st, device, reading, result, clear_ok, reading.time_ns)
+        for rule in self._by_feed.get(reading.feed, ()):
+            if not rule.applies_to(device.device_id, device.city, device.district, device.profile):
+                continue
+            st = self._state.setdefault((rule.name, device.device_id), _RuleState())
+            if rule.is_absence:
+                st.last_ok = False
+                if st.alert is not None:
+                    await self._resolve(st, device, reading.time_ns, None)
+                if (rule.name, device.device_id) not in self._due_at:
+                    self._schedule_absence(rule, device)
+                continue
+            result = evaluate(rule.when, ctx)
+            # hysteresis: a separate clear condition, else "the alert condition is known to be false"
+            clear_ok = evaluate(rule.clear, ctx).ok is True if rule.clear is not None else result.ok is False
+            if result.ok:
+                clear_ok = False
+            st.last_ok, st.value, st.threshold = result.ok, result.value, result.threshold
+            await self._step(rule, st, device, reading, result, clear_ok, reading.time_ns)
 
     def _messages(
         self,
@@ -252,57 +301,108 @@ class RulesEngine:
         await self.start()
         now = self.clock.now_ns() if now_ns is None else now_ns
         async with self._lock:
-            for (rule_name, device_id), st in list(self._state.items()):
-                rule = self._rules.get(rule_name)
-                alert = st.alert
-                if rule is None or alert is None:
-                    continue
-                if (
-                    alert.state == "pending"
-                    and st.last_ok
-                    and not rule.is_absence
-                    and now - alert.started_ns >= int(rule.for_ * NS)
-                ):
-                    await self._fire(rule, st, self._known.get(device_id), None, now)
-                elif (
-                    alert.state == "firing"
-                    and st.clear_since_ns is not None
-                    and now - st.clear_since_ns >= int(rule.keep_firing_for * NS)
-                ):
-                    await self._resolve(st, self._known.get(device_id), now, st.value)
-            await self._check_absence(now)
+            self.lifecycle.begin()
+            try:
+                await self._tick_states(now)
+            finally:
+                await self._commit()
         if self.pipeline is not None:
             await self.pipeline.tick(now)
 
-    async def _check_absence(self, now: int) -> None:
-        if self.devices is None:
-            return
-        absence_rules = [r for r in self.ruleset.rules if r.is_absence]
-        if not absence_rules:
-            return
-        for device in list(self.devices()):
-            self._known.setdefault(device.device_id, device)
-            if device.status not in ("active", ""):
+    async def _tick_states(self, now: int) -> None:
+        for (rule_name, device_id), st in list(self._state.items()):
+            rule = self._rules.get(rule_name)
+            alert = st.alert
+            if rule is None or alert is None:
                 continue
-            mem = self._memory.get(device.device_id)
-            last = mem.last_seen_ns if mem and mem.last_seen_ns is not None else self._started_ns or now
-            for rule in absence_rules:
-                if rule.feed != device.feed or not rule.applies_to(
-                    device.device_id, device.city, device.district, device.profile
-                ):
-                    continue
-                assert isinstance(rule.when, Absent)
-                limit_s = heartbeat_s(rule.when.absent, device, self.ruleset.thresholds)
-                silent_s = (now - last) / NS
-                st = self._state.setdefault((rule.name, device.device_id), _RuleState())
-                if silent_s <= limit_s:
-                    continue
-                st.value, st.threshold, st.last_ok = silent_s, limit_s, True
-                extra = {"silent_for": format_duration(silent_s), "heartbeat": format_duration(limit_s)}
-                if st.alert is None:
-                    await self._open(rule, st, device, None, now, silent_s, limit_s, extra)
-                elif st.alert.state == "pending" and now - st.alert.started_ns >= int(rule.for_ * NS):
-                    await self._fire(rule, st, device, None, now, extra)
+            if (
+                alert.state == "pending"
+                and st.last_ok
+                and not rule.is_absence
+                and now - alert.started_ns >= int(rule.for_ * NS)
+            ):
+                await self._fire(rule, st, self._known.get(device_id), None, now)
+            elif (
+                alert.state == "firing"
+                and st.clear_since_ns is not None
+                and now - st.clear_since_ns >= int(rule.keep_firing_for * NS)
+            ):
+                await self._resolve(st, self._known.get(device_id), now, st.value)
+        await self._check_absence(now)
+
+    # ---- heartbeat (absence) index ------------------------------------------------------------------------
+
+    def _silence_start(self, device: DeviceInfo, now: int) -> int:
+        """Since when the device counts as silent: its last reading, else since the engine started."""
+        mem = self._memory.get(device.device_id)
+        return mem.last_seen_ns if mem and mem.last_seen_ns is not None else self._started_ns or now
+
+    def _absence_limit_s(self, rule: Rule, device: DeviceInfo) -> float:
+        assert isinstance(rule.when, Absent)
+        return heartbeat_s(rule.when.absent, device, self.ruleset.thresholds)
+
+    def _watched(self, rule: Rule, device: DeviceInfo) -> bool:
+        return (
+            device.status in ("active", "")
+            and rule.feed == device.feed
+            and rule.applies_to(device.device_id, device.city, device.district, device.profile)
+        )
+
+    def _push_due(self, rule: Rule, device_id: str, due_ns: int) -> None:
+        self._due_at[(rule.name, device_id)] = due_ns
+        heapq.heappush(self._due, (due_ns, rule.name, device_id))
+
+    def _schedule_absence(self, rule: Rule, device: DeviceInfo, now: int | None = None) -> None:
+        now = self.clock.now_ns() if now is None else now
+        limit_ns = int(self._absence_limit_s(rule, device) * NS)
+        self._push_due(rule, device.device_id, self._silence_start(device, now) + limit_ns + 1)
+
+    def _index_devices(self, now: int) -> None:
+        """Take the current device listing; (re)schedule the devices that are new or changed since the last one.
+        Dictionary work per listed device, no rule evaluation: the checks themselves only run when due."""
+        assert self.devices is not None
+        listed: dict[str, DeviceInfo] = {}
+        for device in self.devices():
+            listed[device.device_id] = device
+            self._known.setdefault(device.device_id, device)
+            if self._listed.get(device.device_id) != device:
+                for rule in self._absence_rules:
+                    if self._watched(rule, device):
+                        self._schedule_absence(rule, device, now)
+        self._listed = listed
+
+    async def _check_absence(self, now: int) -> None:
+        if self.devices is None or not self._absence_rules:
+            return
+        self._index_devices(now)
+        while self._due and self._due[0][0] <= now:
+            due, rule_name, device_id = heapq.heappop(self._due)
+            key = (rule_name, device_id)
+            if self._due_at.get(key) != due:
+                continue  # superseded by a later entry of the same key
+            del self._due_at[key]
+            rule, device = self._rules.get(rule_name), self._listed.get(device_id)
+            if rule is None or device is None or not self._watched(rule, device):
+                continue  # removed, deactivated or no longer matched: scheduled again if it comes back
+            await self._absence_due(rule, device, now)
+
+    async def _absence_due(self, rule: Rule, device: DeviceInfo, now: int) -> None:
+        limit_s = self._absence_limit_s(rule, device)
+        last = self._silence_start(device, now)
+        silent_s = (now - last) / NS
+        if silent_s <= limit_s:  # heard from since it was scheduled
+            self._push_due(rule, device.device_id, last + int(limit_s * NS) + 1)
+            return
+        st = self._state.setdefault((rule.name, device.device_id), _RuleState())
+        st.value, st.threshold, st.last_ok = silent_s, limit_s, True
+        extra = {"silent_for": format_duration(silent_s), "heartbeat": format_duration(limit_s)}
+        if st.alert is None:
+            await self._open(rule, st, device, None, now, silent_s, limit_s, extra)
+        elif st.alert.state == "pending" and now - st.alert.started_ns >= int(rule.for_ * NS):
+            await self._fire(rule, st, device, None, now, extra)
+        if st.alert is not None and st.alert.state == "pending":  # check again when its `for` has passed
+            self._push_due(rule, device.device_id, max(now + 1, st.alert.started_ns + int(rule.for_ * NS)))
+        # firing: nothing more to check until a reading resolves it (the reading schedules the key again)
 
     # ---- the loop -----------------------------------------------------------------------------------------
 
@@ -311,28 +411,29 @@ class RulesEngine:
         await self.start()
         interval = tick_interval_s or self.tick_interval_s
         next_tick = time.monotonic() + interval
-        processed = 0
         while True:
-            item: tuple[Reading, DeviceInfo] | None
+            items: list[tuple[Reading, DeviceInfo]] = []
             try:
                 # Drain what is queued without a timer per reading; wait (until the next tick) only when empty.
-                item = queue.get_nowait()
+                items.append(queue.get_nowait())
             except asyncio.QueueEmpty:
+                with contextlib.suppress(TimeoutError):
+                    items.append(await asyncio.wait_for(queue.get(), max(0.0, next_tick - time.monotonic())))
+            while items and len(items) < self.batch_size:
                 try:
-                    item = await asyncio.wait_for(queue.get(), max(0.0, next_tick - time.monotonic()))
-                except TimeoutError:
-                    item = None
-            if item is not None:
-                reading, device = item
+                    items.append(queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            if items:
                 try:
-                    await self.process(reading, device)
+                    await self.process_batch(items)
                 except Exception:
-                    log.exception("rules: reading of %s could not be evaluated", reading.device_id)
+                    log.exception("rules: a batch of %d readings could not be processed", len(items))
                 finally:
-                    queue.task_done()
-                processed += 1
-                if processed % 64 == 0:
-                    await asyncio.sleep(0)  # draining a full queue must not starve ingestion's acks
+                    # done only now: their state changes are committed (or reported) and published
+                    for _ in items:
+                        queue.task_done()
+                await asyncio.sleep(0)  # draining a full queue must not starve ingestion's acks
             if time.monotonic() >= next_tick:
                 try:
                     await self.tick()

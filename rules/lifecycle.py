@@ -3,19 +3,27 @@
 Each state change is written to the store first (the database guarantees one open alert per (rule, device)),
 then counted (`nakhon_alerts_state_changes_total{rule,state}`), turned into a `collectors.model.Point` for
 the `alerts` measurement (handed to the injected async sink callback), and handed to the notification pipeline.
+
+Batches: between `begin()` and `commit()` the changes are only recorded (snapshots in memory); `commit()`
+writes their net effect in one transaction (`AlertStore.apply_batch`) and only then publishes every change,
+in order. Nothing is published about a change that was not committed. Outside a batch each call commits at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from collectors.model import DeviceInfo, Point
-from rules.metrics import ALERT_POINT_ERRORS, ALERT_STATE_CHANGES
-from rules.store import Alert, AlertStore
+from rules.metrics import ALERT_BATCH_FAILURES, ALERT_POINT_ERRORS, ALERT_STATE_CHANGES
+from rules.store import Alert, AlertStore, AlertWrite
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +44,15 @@ class AlertChange:
     @property
     def state(self) -> str:
         return self.alert.state
+
+
+def notifiable(change: AlertChange) -> bool:
+    """Whether the notification pipeline has anything to do with the change: it notifies firing alerts and the
+    resolution of alerts that fired. An alert opened pending, or resolved before it fired (the flapping of a
+    storm: one such pair per reading), is in the store and the `alerts` measurement, never in a message."""
+    if change.state == "pending":
+        return False
+    return not (change.state == "resolved" and change.alert.fired_ns is None)
 
 
 def alert_point(alert: Alert, t_ns: int) -> Point:
@@ -62,19 +79,97 @@ def alert_point(alert: Alert, t_ns: int) -> Point:
     )
 
 
+@dataclass(slots=True)
+class AlertBatch:
+    """The changes recorded since `begin()`: net writes per alert id, and every change in order."""
+
+    writes: dict[str, AlertWrite] = field(default_factory=dict)
+    changes: list[tuple[AlertChange, DeviceInfo | None]] = field(default_factory=list)
+
+    def record(self, alert: Alert, previous: str | None, t_ns: int, device: DeviceInfo | None,
+               publish: bool = True) -> None:
+        write = self.writes.get(alert.id)
+        if write is None:
+            self.writes[alert.id] = AlertWrite(alert, insert=previous is None and publish, expect=previous)
+        else:
+            write.alert = alert  # opened or changed earlier in the batch: one write of the final snapshot
+        if publish:
+            self.changes.append((AlertChange(alert, previous, t_ns), device))
+
+
+@dataclass(frozen=True, slots=True)
+class CommitPolicy:
+    """How hard `commit()` tries before dropping a batch: a database that is briefly away (locked, restarted)
+    delays the engine, and through its bounded queue the intake, instead of losing state changes."""
+
+    attempts: int = 5
+    initial_backoff_s: float = 0.2
+    max_backoff_s: float = 5.0
+
+
 class AlertLifecycle:
     def __init__(
         self,
         store: AlertStore,
         emit_point: EmitPoint | None = None,
         pipeline: AlertSubscriber | None = None,
+        commit_policy: CommitPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.store = store
         self.emit_point = emit_point
         self.pipeline = pipeline
+        self.commit_policy = commit_policy or CommitPolicy()
+        self._sleep = sleep
+        self._batch: AlertBatch | None = None
 
     async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kwargs)
+
+    # ---- batches ------------------------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Record changes until `commit()` (one transaction for all of them)."""
+        if self._batch is None:
+            self._batch = AlertBatch()
+
+    async def commit(self) -> list[Alert]:
+        """Write the batch in one transaction, then publish its changes in order. Returns the final snapshots of
+        the alerts whose writes did not apply (taken by another evaluator, moved meanwhile, or the database
+        stayed away for every attempt): nothing about those was published; the caller re-reads them."""
+        batch, self._batch = self._batch, None
+        if batch is None or not batch.writes:
+            return []
+        policy = self.commit_policy
+        failed: set[str] | None = None
+        for attempt in range(1, policy.attempts + 1):
+            try:
+                failed = await self._db(self.store.apply_batch, list(batch.writes.values()))
+                break
+            except SQLAlchemyError as exc:
+                ALERT_BATCH_FAILURES.labels("retried" if attempt < policy.attempts else "dropped").inc()
+                if attempt >= policy.attempts:
+                    log.error("alert store: %d state changes not committed after %d attempts: %s",
+                              len(batch.writes), attempt, exc)
+                    return [w.alert for w in batch.writes.values()]
+                log.warning("alert store: commit failed (attempt %d), retrying: %s", attempt, exc)
+                await self._sleep(min(policy.max_backoff_s, policy.initial_backoff_s * 2 ** (attempt - 1)))
+        failed = failed or set()
+        for change, device in batch.changes:
+            if change.alert.id not in failed:
+                await self.publish(change, device)
+        return [w.alert for w in batch.writes.values() if w.alert.id in failed]
+
+    async def _record(self, alert: Alert, previous: str | None, t_ns: int, device: DeviceInfo | None,
+                      publish: bool = True) -> bool:
+        """Record a change; outside a batch commit it now. False when it did not apply."""
+        if self._batch is not None:
+            self._batch.record(alert, previous, t_ns, device, publish)
+            return True
+        self.begin()
+        assert self._batch is not None
+        self._batch.record(alert, previous, t_ns, device, publish)
+        return not await self.commit()
 
     async def publish(self, change: AlertChange, device: DeviceInfo | None) -> None:
         ALERT_STATE_CHANGES.labels(change.alert.rule, change.state).inc()
@@ -84,7 +179,7 @@ class AlertLifecycle:
             except Exception:
                 ALERT_POINT_ERRORS.inc()
                 log.exception("alert point for %s was not taken by the sink", change.alert.id)
-        if self.pipeline is not None:
+        if self.pipeline is not None and notifiable(change):
             await self.pipeline.submit(change.alert, device)
 
     async def open(
@@ -101,9 +196,10 @@ class AlertLifecycle:
         message_en: str,
         labels: dict[str, str],
     ) -> tuple[Alert, list[AlertChange]]:
-        """Open the alert (pending, or firing at once). If one is already open (another evaluator), adopt it."""
-        alert, created = await self._db(
-            self.store.open_alert,
+        """Open the alert (pending, or firing at once). If one is already open (another evaluator), adopt it
+        (in a batch: the caller adopts it after `commit()`, which reports the insert as not applied)."""
+        alert = Alert(
+            id=uuid.uuid4().hex,
             rule=rule,
             device_id=device.device_id,
             city=device.city,
@@ -111,18 +207,24 @@ class AlertLifecycle:
             feed=device.feed,
             severity=severity,
             state="firing" if firing else "pending",
-            t_ns=t_ns,
             value=value,
             threshold=threshold,
             message_th=message_th,
             message_en=message_en,
-            labels=labels,
+            labels=dict(labels),
+            started_ns=t_ns,
+            fired_ns=t_ns if firing else None,
+            resolved_ns=None,
+            updated_ns=t_ns,
         )
-        if not created:
-            return alert, []
-        change = AlertChange(alert, None, t_ns)
-        await self.publish(change, device)
-        return alert, [change]
+        if not await self._record(alert, None, t_ns, device):
+            existing = await self._db(self.store.get_open, rule, device.device_id)
+            if existing is None:  # resolved in between: try once more (as `AlertStore.open_alert` does)
+                return await self.open(rule=rule, severity=severity, device=device, t_ns=t_ns, firing=firing,
+                                       value=value, threshold=threshold, message_th=message_th,
+                                       message_en=message_en, labels=labels)
+            return existing, []
+        return alert, [AlertChange(alert, None, t_ns)]
 
     async def fire(
         self,
@@ -134,19 +236,26 @@ class AlertLifecycle:
         message_th: str | None = None,
         message_en: str | None = None,
     ) -> Alert | None:
-        updated = await self._db(self.store.fire, alert.id, t_ns, value, threshold, message_th, message_en)
-        if updated is None:
+        """pending -> firing (None / the stored alert when someone else moved it meanwhile)."""
+        changes: dict[str, Any] = {"state": "firing", "fired_ns": t_ns, "updated_ns": t_ns}
+        for key, given in (("value", value), ("threshold", threshold), ("message_th", message_th),
+                           ("message_en", message_en)):
+            if given is not None:
+                changes[key] = given
+        updated = dataclasses.replace(alert, **changes)
+        if not await self._record(updated, alert.state, t_ns, device):
             return await self._db(self.store.get, alert.id)
-        await self.publish(AlertChange(updated, "pending", t_ns), device)
         return updated
 
     async def resolve(
         self, alert: Alert, device: DeviceInfo | None, t_ns: int, value: float | None = None
     ) -> Alert | None:
-        updated = await self._db(self.store.resolve, alert.id, t_ns, value)
-        if updated is None:
+        changes: dict[str, Any] = {"state": "resolved", "resolved_ns": t_ns, "updated_ns": t_ns}
+        if value is not None:
+            changes["value"] = value
+        updated = dataclasses.replace(alert, **changes)
+        if not await self._record(updated, alert.state, t_ns, device):
             return None
-        await self.publish(AlertChange(updated, alert.state, t_ns), device)
         return updated
 
     async def ack(self, alert_id: str, by: str, comment: str, t_ns: int) -> Alert | None:
@@ -154,4 +263,8 @@ class AlertLifecycle:
         return await self._db(self.store.ack, alert_id, by, comment, t_ns)
 
     async def note_flap(self, alert: Alert, t_ns: int) -> Alert | None:
-        return await self._db(self.store.note_flap, alert.id, t_ns)
+        """Count a damped flap (no state change: nothing is published)."""
+        updated = dataclasses.replace(alert, flap_count=alert.flap_count + 1, updated_ns=t_ns)
+        if not await self._record(updated, alert.state, t_ns, None, publish=False):
+            return await self._db(self.store.get, alert.id)
+        return updated

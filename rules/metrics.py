@@ -15,3 +15,8 @@ ALERT_STATE_CHANGES = Counter(
 RULES_QUEUE_DROPPED = Counter("nakhon_rules_queue_dropped", "Readings dropped because the rules queue was full")
 ALERT_POINT_ERRORS = Counter("nakhon_alert_point_errors", "Alert points the sink callback failed to take")
 RECEIVER_QUEUE_DEPTH = Gauge("nakhon_notification_queue_depth", "Messages waiting per receiver", ["receiver"])
+ALERT_BATCH_FAILURES = Counter(
+    "nakhon_alert_batch_failures", "Alert store batch commits that failed (retried, or dropped after the last try)",
+    ["outcome"],
+)
+RULES_READINGS_EVALUATED = Counter("nakhon_rules_readings_evaluated", "Readings the rules engine has evaluated")

@@ -27,10 +27,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
+    insert,
     inspect,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import Engine
@@ -277,6 +280,32 @@ def open_key(rule: str, device_id: str) -> str:
     return f"{rule}|{device_id}"
 
 
+@dataclass(slots=True)
+class AlertWrite:
+    """The net change of one alert in a batch (`AlertStore.apply_batch`): `alert` is its final snapshot.
+
+    `insert`: opened in this batch (one INSERT of the final snapshot, resolved or not). Otherwise an UPDATE of
+    the columns the engine owns, guarded by `expect`, the state the alert had when the batch began (someone
+    else moving it meanwhile makes the write fail instead of overwriting). Acknowledgement columns are never
+    written here: the API owns them."""
+
+    alert: Alert
+    insert: bool
+    expect: str | None = None
+
+
+# The columns a state change writes (an UPDATE never touches the acknowledgement or identity columns).
+_STATE_COLUMNS = (
+    "state", "value", "threshold", "message_th", "message_en", "fired_ns", "resolved_ns", "updated_ns", "flap_count"
+)
+
+
+def _row_values(a: Alert) -> dict[str, Any]:
+    values = {name: getattr(a, name) for name in _STATE_COLUMNS}
+    values["open_key"] = open_key(a.rule, a.device_id) if a.is_open else None
+    return values
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30}}
@@ -462,6 +491,56 @@ class AlertStore:
             )
             row = s.get(AlertRow, alert_id, populate_existing=True)
             return _alert(row) if row else None
+
+    def apply_batch(self, writes: Sequence[AlertWrite]) -> set[str]:
+        """Apply the net state changes of a batch in one transaction (Core bulk statements).
+
+        Returns the ids of the writes that did not apply: an INSERT whose (rule, device) slot another evaluator
+        holds (UNIQUE `open_key`), an UPDATE of an alert no longer in its `expect` state. Everything else is
+        committed when this returns; a database error raises with nothing committed."""
+        if not writes:
+            return set()
+        table = RULES_TABLES[0]  # rules_alerts
+        rows = [dict(_row_values(w.alert), id=w.alert.id, rule=w.alert.rule, device_id=w.alert.device_id,
+                     city=w.alert.city, district=w.alert.district, feed=w.alert.feed, severity=w.alert.severity,
+                     labels=dict(w.alert.labels), started_ns=w.alert.started_ns)
+                for w in writes if w.insert]
+        changes = [w for w in writes if not w.insert]
+        failed: set[str] = set()
+        with self.engine.begin() as conn:
+            if rows:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(insert(table), rows)
+                except IntegrityError:  # a slot is taken (rare: a second evaluator): find which, row by row
+                    for row in rows:
+                        try:
+                            with conn.begin_nested():
+                                conn.execute(insert(table), row)
+                        except IntegrityError:
+                            failed.add(row["id"])
+            if changes:
+                stmt = (
+                    update(table)
+                    .where(table.c.id == bindparam("b_id"), table.c.state == bindparam("b_expect"))
+                    .values({name: bindparam(f"b_{name}") for name in (*_STATE_COLUMNS, "open_key")})
+                )
+                params = [
+                    {"b_id": w.alert.id, "b_expect": w.expect, **{f"b_{k}": v for k, v in _row_values(w.alert).items()}}
+                    for w in changes
+                ]
+                result = conn.execute(stmt, params)
+                if not conn.dialect.supports_sane_multi_rowcount or result.rowcount != len(params):
+                    # which UPDATEs did not match: those rows do not hold the snapshot written
+                    wanted = {(w.alert.id, w.alert.state, w.alert.updated_ns) for w in changes}
+                    held = {tuple(row) for row in conn.execute(
+                        select(table.c.id, table.c.state, table.c.updated_ns).where(
+                            tuple_(table.c.id, table.c.state, table.c.updated_ns).in_(list(wanted))
+                        )
+                    )}
+                    failed.update(w.alert.id for w in changes if (w.alert.id, w.alert.state, w.alert.updated_ns)
+                                  not in held)
+        return failed
 
     def open_alerts(self) -> list[Alert]:
         return self.list_alerts(states=OPEN_STATES, limit=None)

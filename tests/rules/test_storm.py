@@ -1,0 +1,322 @@
+"""Alert storms: state changes committed in batches, published only after the commit, heartbeat checks by due time.
+
+Each test attacks one guarantee of issue 11: a flap inside one batch, a crash or a database away between the
+transition and the commit, another evaluator holding the slot, a notifier reading the store at the moment a
+message goes out, a tick over many quiet devices."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
+
+from collectors.model import DeviceInfo, Reading
+from rules.check import load_rules_dir
+from rules.engine import RulesEngine
+from rules.lifecycle import CommitPolicy
+from rules.notify.base import NotifyMessage
+from rules.notify.render import Renderer
+from rules.store import AlertStore, AlertWrite
+from rules.timeutil import NS
+from tests.rules.conftest import T0, PointSink, device, make_pipeline, minutes, reading
+
+FLOOD = ["flood_level_high", "flood_level_overbank"]
+
+
+def engine_for(names: list[str], store: Any, sink: PointSink, clock: Any, pipeline: Any = None,
+               **kw: Any) -> RulesEngine:
+    return RulesEngine(load_rules_dir().subset(names), store, pipeline, sink, clock=clock, **kw)
+
+
+def last_state_per_alert(sink: PointSink) -> dict[str, str]:
+    """The `alerts` measurement's view: the state of the last point of every alert id."""
+    out: dict[str, str] = {}
+    for p in sorted(sink.points, key=lambda p: p.time_ns):
+        out[str(p.fields["alert_id"])] = str(p.fields["state"])
+    return out
+
+
+def store_states(store: AlertStore) -> dict[str, str]:
+    return {a.id: a.state for a in store.list_alerts(limit=None)}
+
+
+async def _no_sleep(_s: float) -> None:
+    return None
+
+
+async def test_a_flap_within_one_batch_ends_in_the_right_state_and_the_store_matches_the_points(
+    store, clock, sink
+) -> None:
+    eng = engine_for(FLOOD, store, sink, clock)
+    dev = device("gauge-1", "flood")
+    # 71 % opens flood_level_high (pending), 60 % clears it, again and again; the last reading opens it once more
+    levels = [71.0, 60.0] * 5 + [72.0]
+    await eng.process_batch([(reading(dev, T0 + minutes(i), level_pct_bank=v), dev) for i, v in enumerate(levels)])
+    alerts = store.list_alerts(limit=None)
+    assert len(alerts) == 6  # five opened and resolved within the batch, one left open
+    assert sorted(a.state for a in alerts) == ["pending"] + ["resolved"] * 5
+    open_one = store.get_open("flood_level_high", "gauge-1")
+    assert open_one is not None and open_one.started_ns == T0 + minutes(10) and open_one.value == 72.0
+    assert eng.open_alert("flood_level_high", "gauge-1") == open_one
+    # every change is a point, in order; the last point of each alert agrees with the store
+    assert [s for _, _, s in sink.states] == ["pending", "resolved"] * 5 + ["pending"]
+    assert last_state_per_alert(sink) == store_states(store)
+
+
+async def test_open_fire_and_resolve_in_one_batch_is_one_row_with_its_whole_history(store, clock, sink) -> None:
+    eng = engine_for(["flood_level_overbank"], store, sink, clock)
+    dev = device("gauge-2", "flood")
+    batch = [(reading(dev, T0, level_pct_bank=104.0), dev),
+             (reading(dev, T0 + minutes(3), level_pct_bank=106.0), dev),  # `for: 2m` passed: firing
+             (reading(dev, T0 + minutes(4), level_pct_bank=90.0), dev),  # cleared, held by keep_firing_for
+             (reading(dev, T0 + minutes(15), level_pct_bank=90.0), dev)]  # held 11 min > 10 min: resolved
+    await eng.process_batch(batch)
+    (alert,) = store.list_alerts(limit=None)
+    assert (alert.state, alert.fired_ns, alert.resolved_ns) == ("resolved", T0 + minutes(3), T0 + minutes(15))
+    assert store.get_open("flood_level_overbank", "gauge-2") is None
+    assert [s for _, _, s in sink.states] == ["pending", "firing", "resolved"]
+
+
+async def test_a_batch_of_many_transitions_is_one_transaction(tmp_path, clock, sink) -> None:
+    store = AlertStore(f"sqlite:///{tmp_path / 'alerts.db'}")
+    commits: list[int] = []
+    event.listen(store.engine, "commit", lambda _conn: commits.append(1))
+    try:
+        eng = engine_for(FLOOD, store, sink, clock)
+        devs = [device(f"g-{i}", "flood") for i in range(200)]
+        await eng.start()
+        commits.clear()
+        await eng.process_batch([(reading(d, T0, level_pct_bank=71.0), d) for d in devs])
+        assert len(commits) == 1
+        assert len(store.open_alerts()) == 200 and len(sink.points) == 200
+    finally:
+        store.close()
+
+
+async def test_queued_readings_are_done_only_once_their_changes_are_committed(store, clock, sink) -> None:
+    eng = engine_for(FLOOD, store, sink, clock, batch_size=7)
+    queue: asyncio.Queue[tuple[Reading, DeviceInfo]] = asyncio.Queue(maxsize=100)
+    devs = [device(f"g-{i}", "flood") for i in range(30)]
+    task = asyncio.create_task(eng.run(queue, tick_interval_s=3600))
+    try:
+        for d in devs:
+            await queue.put((reading(d, T0, level_pct_bank=101.0), d))
+        await asyncio.wait_for(queue.join(), 30)
+        # join() returned: every reading's alerts are in the store and their points were handed over
+        assert len(store.open_alerts()) == 60
+        assert len(sink.points) == 60
+    finally:
+        task.cancel()
+
+
+class FlakyStore(AlertStore):
+    """The database goes away for `failures` batch commits (a crash between transition and commit)."""
+
+    def __init__(self, url: str, failures: int) -> None:
+        super().__init__(url)
+        self.failures = failures
+        self.attempts = 0
+
+    def apply_batch(self, writes: Any) -> set[str]:
+        self.attempts += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise OperationalError("INSERT", {}, Exception("disk I/O error (test)"))
+        return super().apply_batch(writes)
+
+
+async def test_a_crash_before_the_commit_sends_no_notification_and_no_point(tmp_path, clock, sink) -> None:
+    store = FlakyStore(f"sqlite:///{tmp_path / 'alerts.db'}", failures=3)
+    try:
+        pipeline, mem = make_pipeline(store, clock)
+        eng = engine_for(["flood_level_overbank"], store, sink, clock, pipeline,
+                         commit_policy=CommitPolicy(attempts=3, initial_backoff_s=0))
+        eng.lifecycle._sleep = _no_sleep
+        dev = device("gauge-3", "flood")
+        batch = [(reading(dev, T0, level_pct_bank=104.0), dev),
+                 (reading(dev, T0 + minutes(3), level_pct_bank=105.0), dev)]
+        await eng.process_batch(batch)  # pending then firing, never committed (3 attempts, 3 failures)
+        await pipeline.drain()
+        assert store.attempts == 3
+        assert store.list_alerts(limit=None) == []
+        assert sink.points == [] and mem["ops"].sent == []
+        assert eng.open_alert("flood_level_overbank", "gauge-3") is None  # the engine forgot the uncommitted alert
+        # the database is back: the next reading opens (and, `for` passed, fires) exactly what is stored
+        await eng.process(reading(dev, T0 + minutes(4), level_pct_bank=106.0), dev)
+        await eng.process(reading(dev, T0 + minutes(7), level_pct_bank=106.0), dev)
+        await pipeline.drain()
+        stored = store.get_open("flood_level_overbank", "gauge-3")
+        assert stored is not None and stored.state == "firing"
+        assert [m.alert_ids for m in mem["ops"].sent] == [[stored.id]]
+        assert last_state_per_alert(sink) == store_states(store)
+    finally:
+        await pipeline.stop()
+        store.close()
+
+
+async def test_a_commit_that_fails_once_is_retried_and_nothing_is_lost(tmp_path, clock, sink) -> None:
+    store = FlakyStore(f"sqlite:///{tmp_path / 'alerts.db'}", failures=1)
+    try:
+        eng = engine_for(["flood_level_overbank"], store, sink, clock,
+                         commit_policy=CommitPolicy(attempts=3, initial_backoff_s=0))
+        eng.lifecycle._sleep = _no_sleep
+        dev = device("gauge-4", "flood")
+        await eng.process(reading(dev, T0, level_pct_bank=104.0), dev)
+        assert store.attempts == 2
+        assert [a.state for a in store.list_alerts(limit=None)] == ["pending"]
+        assert [s for _, _, s in sink.states] == ["pending"]
+    finally:
+        store.close()
+
+
+class CheckingNotifier:
+    """A receiver that, when a message arrives, reads the alert store on its own connection: every state the
+    message reports must already be committed (a firing alert stored as fired: firing, or resolved since; a
+    resolution stored as resolved)."""
+
+    def __init__(self, url: str) -> None:
+        self.reader = AlertStore(url, create=False)
+        self.sent: list[NotifyMessage] = []
+        self.mismatches: list[tuple[str, str, str | None]] = []
+
+    async def send(self, message: NotifyMessage) -> None:
+        for item in message.payload["alerts"]:
+            stored = self.reader.get(item["id"])
+            committed = stored is not None and (
+                stored.state == "resolved" if item["state"] == "resolved" else stored.fired_ns is not None
+            )
+            if not committed:
+                self.mismatches.append((item["id"], item["state"], stored.state if stored else None))
+        self.sent.append(message)
+
+
+async def test_no_message_reports_a_state_the_store_does_not_hold(tmp_path, clock, sink) -> None:
+    url = f"sqlite:///{tmp_path / 'alerts.db'}"
+    store = AlertStore(url)
+    checking = CheckingNotifier(url)
+    pipeline, _ = make_pipeline(store, clock, notifiers={"ops": checking, "line": checking, "boss": checking})
+    try:
+        eng = engine_for(["flood_level_overbank"], store, sink, clock, pipeline)
+        devs = [device(f"g-{i}", "flood") for i in range(20)]
+        # in one batch: every gauge opens, fires (`for: 2m` passed) and half of them resolve
+        batch = [(reading(d, T0, level_pct_bank=104.0), d) for d in devs]
+        batch += [(reading(d, T0 + minutes(3), level_pct_bank=105.0), d) for d in devs]
+        batch += [(reading(d, T0 + minutes(4 + 11 * (i % 2)), level_pct_bank=90.0), d) for i, d in enumerate(devs)]
+        batch += [(reading(d, T0 + minutes(15), level_pct_bank=90.0), d) for d in devs[::2]]
+        await eng.process_batch(batch)
+        await pipeline.drain()
+        assert checking.sent, "the storm produced no notification"
+        assert checking.mismatches == []
+        assert last_state_per_alert(sink) == store_states(store)
+    finally:
+        await pipeline.stop()
+        checking.reader.close()
+        store.close()
+
+
+async def test_a_slot_held_by_another_evaluator_is_adopted_not_duplicated(store, clock, sink) -> None:
+    other_sink = PointSink()
+    mine, other = engine_for(FLOOD, store, sink, clock), engine_for(FLOOD, store, other_sink, clock)
+    dev = device("gauge-5", "flood")
+    await other.process(reading(dev, T0, level_pct_bank=71.0), dev)
+    theirs = store.get_open("flood_level_high", "gauge-5")
+    assert theirs is not None
+    # mine opens the same (rule, device) in a batch with another gauge's change: only the other gauge is written
+    dev2 = device("gauge-6", "flood")
+    await mine.process_batch([(reading(dev, T0 + NS, level_pct_bank=72.0), dev),
+                              (reading(dev2, T0 + NS, level_pct_bank=72.0), dev2)])
+    assert len([a for a in store.open_alerts() if a.device_id == "gauge-5"]) == 1
+    assert mine.open_alert("flood_level_high", "gauge-5") == theirs  # adopted
+    assert [(r, d) for r, d, _ in sink.states] == [("flood_level_high", "gauge-6")]  # nothing about gauge-5
+    assert {a.device_id for a in store.open_alerts()} == {"gauge-5", "gauge-6"}
+
+
+async def test_an_alert_moved_by_someone_else_is_not_overwritten_nor_published(store, clock, sink) -> None:
+    eng = engine_for(["flood_level_overbank"], store, sink, clock)
+    dev = device("gauge-7", "flood")
+    await eng.process(reading(dev, T0, level_pct_bank=104.0), dev)
+    pending = store.get_open("flood_level_overbank", "gauge-7")
+    assert pending is not None
+    store.resolve(pending.id, T0 + minutes(1))  # another process resolved it meanwhile
+    await eng.process(reading(dev, T0 + minutes(3), level_pct_bank=105.0), dev)  # would fire the pending one
+    moved = store.get(pending.id)
+    assert moved is not None and moved.state == "resolved"
+    assert [s for _, _, s in sink.states] == ["pending"]
+    assert eng.open_alert("flood_level_overbank", "gauge-7") is None  # re-read: nothing open any more
+
+
+def test_apply_batch_reports_exactly_the_writes_that_did_not_apply(store) -> None:
+    a, _ = store.open_alert(rule="r", device_id="d1", city="c", district="x", feed="flood", severity="warning",
+                            state="pending", t_ns=T0)
+    b, _ = store.open_alert(rule="r", device_id="d2", city="c", district="x", feed="flood", severity="warning",
+                            state="pending", t_ns=T0)
+    store.resolve(b.id, T0 + 1)  # b moved elsewhere: its guarded update must not match
+
+    fire_a = dataclasses.replace(a, state="firing", fired_ns=T0 + 5, updated_ns=T0 + 5)
+    fire_b = dataclasses.replace(b, state="firing", fired_ns=T0 + 5, updated_ns=T0 + 5)
+    failed = store.apply_batch([AlertWrite(fire_a, insert=False, expect="pending"),
+                                AlertWrite(fire_b, insert=False, expect="pending")])
+    assert failed == {b.id}
+    got_a, got_b = store.get(a.id), store.get(b.id)
+    assert got_a is not None and got_a.state == "firing" and got_a.fired_ns == T0 + 5
+    assert got_b is not None and got_b.state == "resolved"
+
+
+async def test_a_tick_checks_only_the_devices_whose_heartbeat_is_due(store, clock, sink) -> None:
+    devs = [device(f"g-{i}", "flood", heartbeat_s=600 if i < 3 else 3600) for i in range(500)]
+    eng = engine_for(["flood_device_silent"], store, sink, clock, devices=lambda: devs)
+    checked: list[str] = []
+    original = eng._absence_due
+
+    async def counting(rule: Any, dev: DeviceInfo, now: int) -> None:
+        checked.append(dev.device_id)
+        await original(rule, dev, now)
+
+    eng._absence_due = counting  # type: ignore[method-assign]
+    await eng.start()
+    for t in range(1, 10):  # ticks every minute for 9 minutes: nobody is due yet
+        await eng.tick(T0 + minutes(t))
+    assert checked == []
+    await eng.tick(T0 + minutes(11))  # 10 min passed for the three short-heartbeat gauges only
+    assert sorted(checked) == ["g-0", "g-1", "g-2"]
+    assert sorted(d for _, d, s in sink.states if s == "firing") == ["g-0", "g-1", "g-2"]
+    # g-0 reports again: resolved, and due again 10 minutes after that reading, not before
+    await eng.process(reading(devs[0], T0 + minutes(12), level_m=1.0), devs[0])
+    checked.clear()
+    await eng.tick(T0 + minutes(21))
+    assert checked == []
+    await eng.tick(T0 + minutes(23))
+    assert checked == ["g-0"]
+
+
+async def test_a_device_added_or_changed_in_the_registry_is_watched_from_the_next_tick(store, clock, sink) -> None:
+    listing = [device("g-1", "flood", heartbeat_s=600)]
+    eng = engine_for(["flood_device_silent"], store, sink, clock, devices=lambda: listing)
+    await eng.start()
+    await eng.tick(T0 + minutes(1))
+    listing.append(device("g-2", "flood", heartbeat_s=600))
+    listing[0] = device("g-1", "flood", heartbeat_s=60)  # heartbeat shortened in the registry
+    await eng.tick(T0 + minutes(2))
+    await eng.tick(T0 + minutes(3))
+    assert [d for _, d, s in sink.states if s == "firing"] == ["g-1"]
+    await eng.tick(T0 + minutes(11))
+    assert sorted(d for _, d, s in sink.states if s == "firing") == ["g-1", "g-2"]
+
+
+def test_a_summary_template_is_compiled_once() -> None:
+    renderer = Renderer()
+    compiled: list[str] = []
+    original = renderer._summary_env.from_string
+
+    def counting(source: str) -> Any:
+        compiled.append(source)
+        return original(source)
+
+    renderer._summary_env.from_string = counting  # type: ignore[method-assign]
+    texts = [renderer.render_summary("{{ value | num }} at {{ device.name }}", {"value": v, "device": {"name": "x"}})
+             for v in (1.5, 2.0, 3.25)]
+    assert texts == ["1.5 at x", "2 at x", "3.25 at x"]
+    assert len(compiled) == 1
