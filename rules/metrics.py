@@ -15,3 +15,8 @@ ALERT_STATE_CHANGES = Counter(
 RULES_QUEUE_DROPPED = Counter("nakhon_rules_queue_dropped", "Readings dropped because the rules queue was full")
 ALERT_POINT_ERRORS = Counter("nakhon_alert_point_errors", "Alert points the sink callback failed to take")
 RECEIVER_QUEUE_DEPTH = Gauge("nakhon_notification_queue_depth", "Messages waiting per receiver", ["receiver"])
+NOTIFICATIONS_FAILING = Gauge(
+    "nakhon_notifications_failing",
+    "1 while the receiver's last delivery attempt failed (messages stay owed and are retried), else 0",
+    ["receiver"],
+)

@@ -50,7 +50,7 @@ def test_migrations_match_the_models(migrated_url: str) -> None:
             context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
             diffs = compare_metadata(context, Base.metadata)
             assert diffs == []
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002_rules"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003_notification_outbox"
     finally:
         engine.dispose()
 
