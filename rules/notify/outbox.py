@@ -12,6 +12,8 @@ again after the restart (Alertmanager makes the same trade).
 
 from __future__ import annotations
 
+import secrets
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +30,17 @@ from rules.store import AlertRow, NotificationRow, OutboxRow
 OWED, SENT, FAILED, EXPIRED = "owed", "sent", "failed", "expired"
 # notification-log outcomes that mean "delivered or still on its way" (a resolve may follow them)
 LIVE_OUTCOMES = ("queued", "retrying", "sent")
+
+
+_last_id_ns = 0
+
+
+def new_message_id() -> str:
+    """32 hex characters that sort in creation order (wall-clock ns, strictly increasing in this process, then
+    random): messages created in the same instant of a (fake) clock still resume oldest first."""
+    global _last_id_ns
+    _last_id_ns = max(time.time_ns(), _last_id_ns + 1)
+    return f"{_last_id_ns:016x}{secrets.token_hex(8)}"
 
 
 @dataclass(slots=True)
@@ -174,6 +187,7 @@ class Outbox:
                         )
                     )
                 )
+            fired |= {c.alert_id for k, c in keys.items() if c.kind == "firing" and k not in taken}  # this message
             claimed = [c for k, c in keys.items() if k not in taken and (c.kind != "resolved" or c.alert_id in fired)]
             if not claimed:
                 return None

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -26,7 +25,7 @@ from rules.notify.apprise_notifier import AppriseNotifier
 from rules.notify.base import Notifier, NotifyMessage
 from rules.notify.delivery import ReceiverWorker
 from rules.notify.grouping import SEVERITY_RANK, Group, Grouper, worst_first
-from rules.notify.outbox import Candidate, Outbox, OwedMessage, ReceiverStatus
+from rules.notify.outbox import Candidate, Outbox, OwedMessage, ReceiverStatus, new_message_id
 from rules.notify.payload import build_payload
 from rules.notify.redact import Redactor
 from rules.notify.render import Renderer
@@ -367,7 +366,7 @@ class NotificationPipeline:
         title, body = self.renderer.render(listed, kind, receiver, rc.language, now, total=len(alerts))
         severity = max((a.severity for a in alerts), key=lambda s: SEVERITY_RANK.get(s, 0))
         group_key = group.key if group else f"fallback->{receiver}"
-        message_id = uuid.uuid4().hex
+        message_id = new_message_id()
         payload = build_payload(
             receiver=receiver,
             kind=kind,

@@ -65,7 +65,8 @@ def _empty_rules_tables(url: str) -> None:
     try:
         with engine.begin() as conn:
             conn.execute(text("SET LOCAL lock_timeout = '10s'"))  # a leaked transaction fails the test, not hangs
-            conn.execute(text("TRUNCATE rules_alerts, rules_silences, rules_notifications, rules_notification_outbox RESTART IDENTITY"))
+            tables = "rules_alerts, rules_silences, rules_notifications, rules_notification_outbox"
+            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY"))
     finally:
         engine.dispose()
 
