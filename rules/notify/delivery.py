@@ -75,6 +75,10 @@ class ReceiverWorker:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # what /healthz shows, kept in memory (no query per health check)
+        self.failing_since_ns: int | None = None
+        self.last_error: str | None = None
+        self.in_hand = 0  # owed messages read from the outbox and not yet finished
         NOTIFICATIONS_FAILING.labels(name).set(0)
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
@@ -115,13 +119,15 @@ class ReceiverWorker:
                 self._wake.set()
                 continue
             if not owed:
+                self.in_hand = 0
                 self._idle.set()
                 RECEIVER_QUEUE_DEPTH.labels(self.name).set(0)
                 await self._wake.wait()
                 self._idle.clear()
                 continue
             for i, message in enumerate(owed):
-                RECEIVER_QUEUE_DEPTH.labels(self.name).set(len(owed) - i)
+                self.in_hand = len(owed) - i
+                RECEIVER_QUEUE_DEPTH.labels(self.name).set(self.in_hand)
                 try:
                     await self.deliver(message)
                 except asyncio.CancelledError:
@@ -161,7 +167,7 @@ class ReceiverWorker:
                 error = self.redact(f"permanent: {exc}")
                 await self._db(self.outbox.mark_failed, message.id, attempts, error, self.clock.now_ns())
                 NOTIFICATIONS.labels(self.name, "failed").inc()
-                NOTIFICATIONS_FAILING.labels(self.name).set(1)
+                self._failing(error)
                 log.error("notification %s to %s failed permanently: %s", message.id, self.name, error)
                 return "failed"
             except (RetryableNotifyError, TimeoutError, OSError) as exc:
@@ -172,11 +178,12 @@ class ReceiverWorker:
                 await self._db(self.outbox.mark_sent, message.id, attempts, self.clock.now_ns())
                 NOTIFICATIONS.labels(self.name, "sent").inc()
                 NOTIFICATIONS_FAILING.labels(self.name).set(0)
+                self.failing_since_ns, self.last_error = None, None
                 return "sent"
             now = self.clock.now_ns()
             if message.first_failure_ns is None:
                 message.first_failure_ns = now
-            NOTIFICATIONS_FAILING.labels(self.name).set(1)
+            self._failing(error, message.first_failure_ns)
             if self.policy.gave_up(attempts):
                 await self._db(self.outbox.mark_failed, message.id, attempts, error, now)
                 NOTIFICATIONS.labels(self.name, "failed").inc()
@@ -203,6 +210,21 @@ class ReceiverWorker:
             )
             await self._maybe_escalate(message, now)
             await self._sleep(delay)
+
+    def _failing(self, error: str, since_ns: int | None = None) -> None:
+        NOTIFICATIONS_FAILING.labels(self.name).set(1)
+        if self.failing_since_ns is None:
+            self.failing_since_ns = since_ns or self.clock.now_ns()
+        self.last_error = error
+
+    def health(self, now_ns: int) -> dict[str, object]:
+        since = self.failing_since_ns
+        return {
+            "failing": since is not None,
+            "failing_for_s": round((now_ns - since) / NS, 1) if since is not None else None,
+            "last_error": self.last_error,
+            "in_hand": self.in_hand,
+        }
 
     async def _maybe_escalate(self, message: OwedMessage, now: int) -> None:
         if message.escalated or not message.fallback or self.escalate is None or message.first_failure_ns is None:
