@@ -238,10 +238,14 @@ async def test_retry_then_success_and_permanent_failure(store, clock, pipeline_f
     await pipe.stop()
 
 
-async def test_retries_give_up_after_max_attempts(store, clock, pipeline_factory) -> None:
+async def test_retries_give_up_after_max_attempts_when_an_embedder_sets_one(store, clock, pipeline_factory) -> None:
+    from rules.notify.retry import RetryPolicy
+
     down = MemoryNotifier("ops", fail=[RetryableNotifyError("connection refused")] * 10)
     pipe, _ = pipeline_factory(
-        ROUTING, notifiers={"ops": down, **{n: MemoryNotifier(n) for n in ("line-bus", "director", "flood-team")}}
+        ROUTING,
+        notifiers={"ops": down, **{n: MemoryNotifier(n) for n in ("line-bus", "director", "flood-team")}},
+        retry=RetryPolicy(max_attempts=3, initial_backoff_s=0, timeout_s=5),
     )
     await pipe.submit(fire(store, "x_rule", "van-1", "bus", T0))
     clock.advance(30)
