@@ -136,6 +136,7 @@ async def test_a_failing_receiver_shows_in_the_metric_and_health_until_it_recove
         value = REGISTRY.get_sample_value("nakhon_notifications_failing", {"receiver": "line"})
         seen.append((value, pipe.health()["failing_receivers"]))
 
+    await pipe.start()
     for worker in pipe.workers.values():
         worker._sleep = look
     await pipe.submit(fire(store, "r", "d-1", "air", T0))
