@@ -9,7 +9,7 @@ permanent; connection errors and timeouts retryable. Errors carry the HTTP statu
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
@@ -42,7 +42,9 @@ class _Target:
         port = f":{parts.port}" if parts.port else ""
         self.headers: dict[str, str] = {"User-Agent": "nakhon-notify"}
         query: list[tuple[str, str]] = []
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        # not parse_qsl: it reads "+" as a space, and "+Header=value" is how apprise URLs name headers
+        pairs = [(unquote(k), unquote(v)) for k, _, v in (p.partition("=") for p in parts.query.split("&") if p)]
+        for key, value in pairs:
             if key.startswith("+"):
                 self.headers[key[1:]] = value
             elif key.startswith("-") or key in ("format", "overflow", "method"):
