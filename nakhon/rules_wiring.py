@@ -83,6 +83,10 @@ class RulesEngineHandle:
     async def close(self) -> None:
         await self.service.stop()
 
+    def health_checks(self) -> dict[str, Callable[[], dict[str, Any]]]:
+        """`/healthz` detail: which receivers are failing, since when, the last error (never unhealthy by itself)."""
+        return {"notifications": self.service.pipeline.health}
+
 
 async def build_rules_runtime(
     settings: Any,

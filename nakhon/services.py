@@ -194,6 +194,8 @@ async def start_services(
             running.closers.append(rules_runtime.close)
         running.closers.append(collector.stop_intake)
         checks.update(collector.health_checks())
+        if rules_runtime is not None:
+            checks.update(rules_runtime.health_checks())
 
     if component in ("all", "gateway"):
         running.gateway_server = await start_gateway(settings, registry, running, port=gateway_port)
@@ -307,6 +309,10 @@ class RulesRuntime:
     async def offer(self, reading: Reading, device: DeviceInfo) -> None:
         # Awaiting a full queue is the explicit backpressure: ingestion slows to the rules engine's pace.
         await self.queue.put((reading, device))
+
+    def health_checks(self) -> dict[str, Callable[[], dict[str, Any]]]:
+        checks = getattr(self.engine, "health_checks", None)
+        return checks() if callable(checks) else {}
 
     async def close(self) -> None:
         if self._task is not None:

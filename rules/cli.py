@@ -252,3 +252,31 @@ def test_rule(
     if not points and not as_json:
         typer.echo("no alerts")
     sys.stdout.flush()
+
+
+@alerts_app.command("notifications")
+def list_notifications(
+    ctx: typer.Context,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="only failed, expired or still failing (retrying) deliveries")
+    ] = False,
+    receiver: Annotated[str | None, typer.Option()] = None,
+    alert: Annotated[str | None, typer.Option("--alert", help="alert id")] = None,
+    limit: Annotated[int, typer.Option()] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines")] = False,
+) -> None:
+    """The notification log (newest first): receiver, event, outcome, attempts, error; times in Asia/Bangkok."""
+    store = _store(ctx)
+    notes = store.list_notifications(receiver=receiver, alert_id=alert, limit=limit if not failed else 100_000)
+    if failed:
+        notes = [n for n in notes if n.outcome in ("failed", "expired", "retrying")][:limit]
+    for n in notes:
+        if as_json:
+            typer.echo(json.dumps(n.to_dict(), ensure_ascii=False))
+            continue
+        typer.echo(
+            f"{format_en(n.updated_ns)}  {n.receiver:<16} {n.kind:<14} {n.outcome:<9} attempts={n.attempts:<3} "
+            f"alert={n.alert_id}" + (f"  {n.error}" if n.error else "")
+        )
+    if not notes and not as_json:
+        typer.echo("no notifications / ไม่มีรายการ")

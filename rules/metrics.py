@@ -20,3 +20,8 @@ ALERT_BATCH_FAILURES = Counter(
     ["outcome"],
 )
 RULES_READINGS_EVALUATED = Counter("nakhon_rules_readings_evaluated", "Readings the rules engine has evaluated")
+NOTIFICATIONS_FAILING = Gauge(
+    "nakhon_notifications_failing",
+    "1 while the receiver's last delivery attempt failed (messages stay owed and are retried), else 0",
+    ["receiver"],
+)

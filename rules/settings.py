@@ -44,7 +44,7 @@ class RulesSettings(BaseModel):
     queue_size: int = Field(10_000, ge=1)  # readings waiting for the engine
     receiver_queue_size: int = Field(100, ge=1)  # messages waiting per receiver
     tick_interval_s: float = Field(5.0, gt=0)
-    retry_max_attempts: int = Field(5, ge=1)
+    retry_max_attempts: int = Field(0, ge=0)  # 0: retry while the message still matters
     retry_initial_backoff_s: float = Field(2.0, ge=0)
     retry_max_backoff_s: float = Field(300.0, ge=0)
     notify_timeout_s: float = Field(30.0, gt=0)

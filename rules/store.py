@@ -110,11 +110,40 @@ class NotificationRow(Base):
     updated_ns: Mapped[int] = mapped_column(BigInteger)
 
 
+class OutboxRow(Base):
+    """One message owed to a receiver (rules/notify/outbox.py): written before the first attempt, `sent` only after
+    the receiver accepted it; `owed` rows are resumed, oldest first, when the process starts again."""
+
+    __tablename__ = "rules_notification_outbox"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the message id of the notification log rows
+    receiver: Mapped[str] = mapped_column(String(120))
+    kind: Mapped[str] = mapped_column(String(40))
+    group_key: Mapped[str] = mapped_column(String(400), default="")
+    alert_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    severity: Mapped[str] = mapped_column(String(10))
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(12))  # owed | sent | failed | expired
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    fallback: Mapped[str | None] = mapped_column(String(120), nullable=True)  # the route's fallback receiver
+    fallback_after_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    escalated: Mapped[int] = mapped_column(Integer, default=0)  # 1 once handed to the fallback receiver
+    first_failure_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    next_attempt_ns: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_ns: Mapped[int] = mapped_column(BigInteger)
+    updated_ns: Mapped[int] = mapped_column(BigInteger)
+
+
+Index("ix_rules_notification_outbox_owed", OutboxRow.state, OutboxRow.receiver, OutboxRow.created_ns)
 Index("ix_rules_alerts_rule_device", AlertRow.rule, AlertRow.device_id)
 
 # The tables this module owns on the shared metadata (the registry's tables are the migrations' business).
 RULES_TABLES: tuple[Table, ...] = tuple(
-    Base.metadata.tables[name] for name in ("rules_alerts", "rules_silences", "rules_notifications")
+    Base.metadata.tables[name]
+    for name in ("rules_alerts", "rules_silences", "rules_notifications", "rules_notification_outbox")
 )
 
 

@@ -1,52 +1,46 @@
-"""Notification as a pipeline of stages (Alertmanager style):
+"""Notification as a chain of small stages (Alertmanager's `notify.Stage`), each its own module:
 
-    route (tree, `continue`) -> group (group_by / group_wait / group_interval)
-      -> suppress (silences, devices in maintenance, inhibit rules, quiet hours except critical)
-      -> dedup (notification log, unique per receiver+alert+event: nothing is sent twice, even after a restart)
-      -> queue (one bounded queue and one task per receiver: a slow or failing receiver never delays another)
-      -> retry (backoff; RetryableNotifyError is retried, PermanentNotifyError is not)
-      -> record (notification log outcome, Prometheus `nakhon_notifications_total{receiver,outcome}`)
+    route    (routing.Router: the tree, `continue`)
+    group    (grouping.Grouper: group_by / group_wait / group_interval; a storm is one message per group)
+    suppress (suppress.Suppressor: silences, devices in maintenance, inhibit rules, quiet hours except critical)
+    dedup + write-ahead (outbox.Outbox.enqueue: unique receiver|alert|event, message recorded as owed)
+    send with retry (delivery.ReceiverWorker: one per receiver, oldest first, backoff to a cap, fallback receiver)
+    record   (outbox: `sent` only after the receiver accepted; `nakhon_notifications_total{receiver,outcome}`)
 
-Reminders (`repeat_interval`) repeat while an alert fires unacknowledged; `escalate` steps notify the next
-receiver after N minutes unacknowledged. Time comes from `tick(now_ns)`, so a fake clock drives the tests.
+Reminders (`repeat_interval`) repeat while an alert fires unacknowledged; `escalate` steps notify the next receiver
+after N minutes unacknowledged. Time comes from `tick(now_ns)`, so a fake clock drives the tests. This class only
+wires the stages together and holds what they share (the latest state of each alert, the devices).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import uuid
+import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from collectors.model import DeviceInfo
-from rules.conditions import in_schedule
-from rules.matchers import matches_all
-from rules.metrics import NOTIFICATIONS, RECEIVER_QUEUE_DEPTH
 from rules.notify.apprise_notifier import AppriseNotifier
-from rules.notify.base import Notifier, NotifyMessage, PermanentNotifyError, RetryableNotifyError
+from rules.notify.base import Notifier, NotifyMessage
+from rules.notify.delivery import ReceiverWorker
+from rules.notify.grouping import SEVERITY_RANK, Group, Grouper, worst_first
+from rules.notify.outbox import Candidate, Outbox, OwedMessage, ReceiverStatus, new_message_id
+from rules.notify.payload import build_payload
 from rules.notify.redact import Redactor
 from rules.notify.render import Renderer
-from rules.notify.routing import ResolvedRoute, Router, RoutingConfig
-from rules.store import Alert, AlertStore, Silence
+from rules.notify.retry import RetryPolicy
+from rules.notify.routing import ReceiverConfig, ResolvedRoute, Router, RoutingConfig
+from rules.notify.smtp import SmtpNotifier, is_smtp_url
+from rules.notify.suppress import Suppressor
+from rules.notify.webhook import WebhookNotifier, is_webhook_url
+from rules.store import Alert, AlertStore
 from rules.timeutil import NS, Clock, SystemClock
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    max_attempts: int = 5
-    initial_backoff_s: float = 1.0
-    max_backoff_s: float = 60.0
-    multiplier: float = 2.0
-    timeout_s: float = 30.0
-
-    def backoff(self, attempt: int) -> float:
-        return float(min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (attempt - 1)))
+LISTED_ALERTS = 10  # a grouped message names the worst this many alerts and counts the rest
 
 
 class LogNotifier:
@@ -59,11 +53,20 @@ class LogNotifier:
         log.warning("notification for %s (no URLs configured): %s", self.name, message.title)
 
 
+def build_notifier(rc: ReceiverConfig, env: dict[str, str] | None = None) -> Notifier:
+    """A receiver's notifier: our own SMTP (one connection per burst) and webhook (structured payload) clients when
+    every URL is of their kind, apprise (LINE, Telegram, SMS gateways, …) otherwise."""
+    if not rc.urls:
+        return LogNotifier(rc.name)
+    if all(is_smtp_url(u) for u in rc.urls):
+        return SmtpNotifier(rc.name, rc.urls, env=env)
+    if all(is_webhook_url(u) for u in rc.urls):
+        return WebhookNotifier(rc.name, rc.urls, env=env)
+    return AppriseNotifier(rc.name, rc.urls, env=env)
+
+
 def build_notifiers(routing: RoutingConfig, env: dict[str, str] | None = None) -> dict[str, Notifier]:
-    out: dict[str, Notifier] = {}
-    for rc in routing.receivers:
-        out[rc.name] = AppriseNotifier(rc.name, rc.urls, env=env) if rc.urls else LogNotifier(rc.name)
-    return out
+    return {rc.name: build_notifier(rc, env) for rc in routing.receivers}
 
 
 def alert_labels(a: Alert) -> dict[str, str]:
@@ -78,31 +81,6 @@ def alert_labels(a: Alert) -> dict[str, str]:
         alert_id=a.id,
     )
     return labels
-
-
-@dataclass(slots=True)
-class _Note:
-    alert: Alert
-    kind: str  # firing | resolved | reminder-N | escalation-N
-    since_ns: int
-
-
-@dataclass(slots=True)
-class _Group:
-    receiver: str
-    route: ResolvedRoute
-    key: str
-    created_ns: int
-    last_flush_ns: int | None = None
-    immediate: bool = False
-    notes: dict[tuple[str, str], _Note] = field(default_factory=dict)
-
-    def due_ns(self) -> int:
-        if self.immediate:
-            return 0
-        if self.last_flush_ns is None:
-            return self.created_ns + int(self.route.group_wait * NS)
-        return self.last_flush_ns + int(self.route.group_interval * NS)
 
 
 _KIND_ORDER = ("escalation", "firing", "reminder", "resolved")
@@ -122,26 +100,28 @@ class NotificationPipeline:
         device_lookup: Callable[[str], DeviceInfo | None] | None = None,
         redact: Callable[[str], str] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        listed_alerts: int = LISTED_ALERTS,
     ) -> None:
         self.routing = routing
         self.router = Router(routing)
         self.notifiers = dict(notifiers)
         self.store = store
+        self.outbox = Outbox(store.engine)
         self.clock = clock or SystemClock()
         self.renderer = renderer or Renderer()
         self.retry = retry or RetryPolicy()
         self.queue_size = queue_size
         self.device_lookup = device_lookup
         self.redact = redact or Redactor(u for r in routing.receivers for u in r.urls)
+        self.listed_alerts = listed_alerts
         self._sleep = sleep
-        self._groups: dict[tuple[str, str], _Group] = {}
+        self.groups = Grouper()
         self._latest: dict[str, Alert] = {}
         self._devices: dict[str, DeviceInfo] = {}
+        self.suppressor = Suppressor(self.router, alert_labels, self._device, lambda: self._latest.values())
         self._reminded: dict[tuple[str, str], int] = {}
         self._escalated: set[tuple[str, str, int]] = set()
-        self._silences: list[Silence] = []
-        self._queues: dict[str, asyncio.Queue[NotifyMessage]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self.workers: dict[str, ReceiverWorker] = {}
         self._lock = asyncio.Lock()
         # A group held by group_wait / group_interval is flushed when it falls due, not at the next tick.
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
@@ -150,38 +130,75 @@ class NotificationPipeline:
     # ---- lifecycle ----------------------------------------------------------------------------------------
 
     def _ensure_started(self) -> None:
-        if self._tasks:
+        if self.workers:
             return
         for rc in self.routing.receivers:
-            queue: asyncio.Queue[NotifyMessage] = asyncio.Queue(maxsize=self.queue_size)
-            self._queues[rc.name] = queue
-            self._tasks.append(asyncio.create_task(self._worker(rc.name, queue), name=f"notify-{rc.name}"))
+            worker = ReceiverWorker(
+                rc.name,
+                self.notifiers.get(rc.name),
+                self.outbox,
+                self.retry.with_intervals(rc.retry.initial, rc.retry.max),
+                self.clock,
+                send_resolved=rc.send_resolved,
+                escalate=self._escalate_to_fallback,
+                redact=self.redact,
+                sleep=self._sleep,
+                batch=self.queue_size,
+            )
+            self.workers[rc.name] = worker
+            worker.start()  # resumes what the outbox still owes this receiver, oldest first
 
     async def start(self) -> None:
         self._ensure_started()
 
     async def stop(self) -> None:
+        """Stop at once; what is owed stays in the outbox for the next start."""
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
         for due in list(self._due_tasks):
             due.cancel()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-        self._queues.clear()
+        for worker in self.workers.values():
+            await worker.stop()
+        self.workers.clear()
+        for notifier in self.notifiers.values():
+            close = getattr(notifier, "close", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception:
+                    log.exception("closing notifier %s failed", notifier.name)
 
     async def drain(self, timeout_s: float = 30.0) -> None:
-        """Wait until every receiver queue is empty and its deliveries finished (tests, shutdown)."""
-        await asyncio.wait_for(asyncio.gather(*(q.join() for q in self._queues.values())), timeout_s)
+        """Wait until no receiver owes anything (tests, shutdown); TimeoutError if that takes longer."""
+        deadline = time.monotonic() + timeout_s
+        while not all(w.idle for w in self.workers.values()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"notifications still owed after {timeout_s}s")
+            await asyncio.sleep(0.01)
+
+    def status(self) -> list[ReceiverStatus]:
+        return self.outbox.status()
+
+    def health(self) -> dict[str, Any]:
+        """`/healthz` detail per receiver (from memory, no query). A failing receiver does not make the process
+        unhealthy — restarting would not help, and what is owed waits in the outbox; it is shown and counted."""
+        now = self.clock.now_ns()
+        receivers = {name: w.health(now) for name, w in self.workers.items()}
+        return {
+            "ok": True,
+            "failing_receivers": sorted(name for name, h in receivers.items() if h["failing"]),
+            "receivers": receivers,
+        }
+
+    def _device(self, device_id: str) -> DeviceInfo | None:
+        device = self.device_lookup(device_id) if self.device_lookup else None
+        return device or self._devices.get(device_id)
 
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
-    # ---- input --------------------------------------------------------------------------------------------
+    # ---- input: route -> group ----------------------------------------------------------------------------
 
     async def submit(self, alert: Alert, device: DeviceInfo | None = None) -> None:
         """An alert changed state (engine) — firing and resolved are notified; pending is not."""
@@ -193,18 +210,25 @@ class NotificationPipeline:
             return
         now = self.clock.now_ns()
         async with self._lock:
-            touched = []
-            for route in self.router.match(alert_labels(alert)):
-                touched.append(self._add(route, route.receiver, alert, alert.state, now))
+            touched = [
+                self._add(route, route.receiver, alert, alert.state, now)
+                for route in self.router.match(alert_labels(alert))
+            ]
             for group in touched:
-                if group.notes and now >= group.due_ns():
+                if group.is_due(now):
                     await self._flush(group, now)
                 elif group.notes:
                     self._flush_when_due(group, now)
         if alert.state == "resolved":
             self._latest.pop(alert.id, None)
 
-    def _flush_when_due(self, group: _Group, now: int) -> None:
+    def _add(
+        self, route: ResolvedRoute, receiver: str, alert: Alert, kind: str, now: int, immediate: bool = False
+    ) -> Group:
+        held = kind == "resolved" and self.suppressor.held_by(alert, now) is not None
+        return self.groups.add(route, receiver, alert, alert_labels(alert), kind, now, immediate=immediate, held=held)
+
+    def _flush_when_due(self, group: Group, now: int) -> None:
         key = (group.receiver, group.key)
         if key in self._timers:
             return
@@ -219,73 +243,41 @@ class NotificationPipeline:
 
     async def _flush_if_due(self, key: tuple[str, str]) -> None:
         async with self._lock:
-            group = self._groups.get(key)
+            group = self.groups.get(key)
             now = self.clock.now_ns()
-            if group is not None and group.notes and now >= group.due_ns():
+            if group is not None and group.is_due(now):
                 await self._flush(group, now)
 
     async def restore(self, alerts: list[Alert]) -> None:
-        """After a restart: re-submit open alerts; the notification log drops what was already sent."""
+        """After a restart: the workers resume what the outbox owes; open alerts are re-submitted and resolves that
+        were still in a group's memory at the crash are found again (the dedup stage drops what was already told)."""
+        self._ensure_started()
         for alert in alerts:
             if alert.state == "firing":
                 await self.submit(alert)
+        for alert_id in await self._db(self.outbox.resolves_owed_after_restart):
+            resolved = await self._db(self.store.get, alert_id)
+            if resolved is not None:
+                await self.submit(resolved)
 
-    def _add(
-        self, route: ResolvedRoute, receiver: str, alert: Alert, kind: str, now: int, immediate: bool = False
-    ) -> _Group:
-        key = route.group_key(alert_labels(alert)) + ("" if receiver == route.receiver else f"->{receiver}")
-        group = self._groups.get((receiver, key))
-        if group is None:
-            group = self._groups[(receiver, key)] = _Group(receiver, route, key, now)
-        if kind == "resolved":
-            unsent_firing = (alert.id, "firing") in group.notes
-            if unsent_firing and self.suppressed_by(alert, now) is not None:
-                del group.notes[(alert.id, "firing")]
-                return group  # fired and resolved while silenced or in maintenance: nothing to tell
-            # Otherwise an alert that fired and resolved before its group was sent is still reported, with its
-            # resolution: that it fired is what matters (a child left on a bus for five minutes).
-            for k in [k for k in group.notes if k[0] == alert.id and k[1] != "firing"]:
-                del group.notes[k]
-        if kind.startswith("reminder"):
-            for k in [k for k in group.notes if k[0] == alert.id and k[1].startswith("reminder")]:
-                del group.notes[k]
-        group.notes[(alert.id, kind)] = _Note(alert, kind, now)
-        group.immediate = group.immediate or immediate
-        return group
-
-    # ---- time ---------------------------------------------------------------------------------------------
+    # ---- time: reminders, escalations, due groups ---------------------------------------------------------
 
     async def tick(self, now_ns: int | None = None) -> None:
         """Flush due groups; queue reminders and escalations for firing, unacknowledged alerts."""
         self._ensure_started()
         now = self.clock.now_ns() if now_ns is None else now_ns
         open_alerts = await self._db(self.store.open_alerts)
-        self._silences = await self._db(self.store.list_silences, now, False)
-        firing = [a for a in open_alerts if a.state == "firing"]
+        self.suppressor.silences = await self._db(self.store.list_silences, now, False)
         for a in open_alerts:
             self._latest[a.id] = a
         async with self._lock:
-            for a in firing:
-                if a.acknowledged or a.fired_ns is None:
-                    continue
-                age = now - a.fired_ns
-                for route in self.router.match(alert_labels(a)):
-                    if route.repeat_interval > 0:
-                        n = int(age // int(route.repeat_interval * NS))
-                        if n >= 1 and self._reminded.get((route.id, a.id), 0) < n:
-                            self._reminded[(route.id, a.id)] = n
-                            self._add(route, route.receiver, a, f"reminder-{n}", now)
-                    for i, step in enumerate(route.escalate, 1):
-                        if age >= int(step.after * NS) and (route.id, a.id, i) not in self._escalated:
-                            self._escalated.add((route.id, a.id, i))
-                            self._add(route, step.receiver, a, f"escalation-{i}", now, immediate=True)
-            for gkey, group in list(self._groups.items()):
-                if group.notes and now >= group.due_ns():
+            for a in open_alerts:
+                if a.state == "firing" and not a.acknowledged and a.fired_ns is not None:
+                    self._remind_and_escalate(a, now)
+            for group in self.groups:
+                if group.is_due(now):
                     await self._flush(group, now)
-                elif not group.notes and group.last_flush_ns is not None:
-                    idle = max(group.route.group_interval, group.route.repeat_interval, 3600.0)
-                    if now - group.last_flush_ns > int(idle * NS):
-                        del self._groups[gkey]
+            self.groups.forget_idle(now)
         open_ids = {a.id for a in open_alerts}
         for gone in [k for k in self._reminded if k[1] not in open_ids]:
             del self._reminded[gone]
@@ -293,129 +285,131 @@ class NotificationPipeline:
         for alert_id in [k for k in self._latest if k not in open_ids]:
             del self._latest[alert_id]
 
-    # ---- stages -------------------------------------------------------------------------------------------
+    def _remind_and_escalate(self, a: Alert, now: int) -> None:
+        assert a.fired_ns is not None
+        age = now - a.fired_ns
+        for route in self.router.match(alert_labels(a)):
+            if route.repeat_interval > 0:
+                n = int(age // int(route.repeat_interval * NS))
+                if n >= 1 and self._reminded.get((route.id, a.id), 0) < n:
+                    self._reminded[(route.id, a.id)] = n
+                    self._add(route, route.receiver, a, f"reminder-{n}", now)
+            for i, step in enumerate(route.escalate, 1):
+                if age >= int(step.after * NS) and (route.id, a.id, i) not in self._escalated:
+                    self._escalated.add((route.id, a.id, i))
+                    self._add(route, step.receiver, a, f"escalation-{i}", now, immediate=True)
+
+    # ---- flush: suppress -> dedup + outbox -> wake the receiver's worker -----------------------------------
 
     def suppressed_by(self, alert: Alert, now: int) -> str | None:
-        """Why a notification for `alert` is held back now (silence, maintenance, inhibited) or None."""
-        labels = alert_labels(alert)
-        for silence in self._silences:
-            if silence.active(now) and matches_all(silence.matchers, labels):
-                return f"silence:{silence.id}"
-        device = self.device_lookup(alert.device_id) if self.device_lookup else None
-        device = device or self._devices.get(alert.device_id)
-        if device is not None and device.maintenance_until_ns is not None and device.maintenance_until_ns > now:
-            return "maintenance"
-        sources = [alert_labels(a) for a in self._latest.values() if a.state == "firing"]
-        if self.router.inhibited(labels, sources):
-            return "inhibited"
-        return None
+        return self.suppressor.held_by(alert, now)
 
-    async def _flush(self, group: _Group, now: int) -> None:
-        group.last_flush_ns = now
-        group.immediate = False
-        quiet = group.route.quiet_hours is not None and in_schedule(group.route.quiet_hours.schedule(), now)
-        eligible: list[tuple[tuple[str, str], _Note, Alert]] = []
+    def _eligible(self, group: Group, now: int) -> list[tuple[tuple[str, str], str, Alert]]:
+        out = []
         for key, note in list(group.notes.items()):
             a = self._latest.get(note.alert.id, note.alert)
             if note.kind != "resolved":
                 if a.state == "resolved" or (note.kind != "firing" and a.acknowledged):
                     del group.notes[key]
                     continue
-                if self.suppressed_by(a, now) is not None:
+                if self.suppressor.held_by(a, now) is not None:
                     continue  # held back until the silence / maintenance ends (dropped if it resolves first)
-            if quiet and a.severity != "critical":
-                continue  # quiet hours: critical alerts ignore them
-            eligible.append((key, note, a if note.kind != "resolved" else note.alert))
+            if Suppressor.quiet(group.route, a, now):
+                continue
+            out.append((key, note.kind, a if note.kind != "resolved" else note.alert))
+        return out
+
+    async def _flush(self, group: Group, now: int) -> None:
+        group.last_flush_ns = now
+        group.immediate = False
+        eligible = self._eligible(group, now)
         if not eligible:
             return
-        message_id = uuid.uuid4().hex
-        claimed: list[tuple[str, Alert]] = []
-        for key, note, a in eligible:
+        for key, _, _ in eligible:
             del group.notes[key]
-            if note.kind == "resolved" and not await self._db(self.store.was_sent, group.receiver, a.id, "firing"):
-                continue
-            ok = await self._db(
-                self.store.claim_notification,
-                dedup_key=f"{group.receiver}|{a.id}|{note.kind}",
-                message_id=message_id,
-                alert_id=a.id,
-                receiver=group.receiver,
-                group_key=group.key,
-                kind=note.kind,
-                now_ns=now,
-            )
-            if ok:
-                claimed.append((note.kind, a))
-        if not claimed:
-            return
+        by_key = {(a.id, kind): a for _, kind, a in eligible}
+        candidates = [Candidate(a.id, kind) for (_, kind, a) in eligible]
+        fallback = group.route.fallback
+
+        def build(claimed: list[Candidate]) -> NotifyMessage:
+            return self._message(group.receiver, group, [(c.kind, by_key[(c.alert_id, c.kind)]) for c in claimed], now)
+
+        owed = await self._db(
+            self.outbox.enqueue,
+            group.receiver,
+            group.key,
+            candidates,
+            build,
+            now,
+            fallback=fallback.receiver if fallback else None,
+            fallback_after_s=fallback.after if fallback else None,
+        )
+        if owed is not None and group.receiver in self.workers:
+            self.workers[group.receiver].wake()
+
+    def _message(self, receiver: str, group: Group | None, claimed: list[tuple[str, Alert]], now: int) -> NotifyMessage:
         kinds = {k.split("-", 1)[0] for k, _ in claimed}
         kind = next(k for k in _KIND_ORDER if k in kinds)
         alerts = [a for _, a in claimed]
-        rc = self.routing.receiver(group.receiver)
-        title, body = self.renderer.render(alerts, kind, group.receiver, rc.language, now)
-        severity = max((a.severity for a in alerts), key=lambda s: {"info": 0, "warning": 1, "critical": 2}.get(s, 0))
-        message = NotifyMessage(
-            receiver=group.receiver,
+        rc = self.routing.receiver(receiver)
+        listed = worst_first(alerts)[: self.listed_alerts]
+        title, body = self.renderer.render(listed, kind, receiver, rc.language, now, total=len(alerts))
+        severity = max((a.severity for a in alerts), key=lambda s: SEVERITY_RANK.get(s, 0))
+        group_key = group.key if group else f"fallback->{receiver}"
+        message_id = new_message_id()
+        payload = build_payload(
+            receiver=receiver,
+            kind=kind,
+            group_key=group_key,
+            group_labels=group.labels if group else {},
+            alerts=alerts,
+            labels_of=alert_labels,
+            renderer=self.renderer,
+            now_ns=now,
+            device_name=lambda d: dev.name if (dev := self._device(d)) is not None else None,
+        )
+        payload["title"], payload["message"] = title, body
+        return NotifyMessage(
+            receiver=receiver,
             title=title,
             body=body,
             severity=severity,
             kind=kind,
             alert_ids=[a.id for a in alerts],
-            group_key=group.key,
+            group_key=group_key,
             message_id=message_id,
-            payload={
-                "kind": kind,
-                "receiver": group.receiver,
-                "group_key": group.key,
-                "alerts": [dict(a.to_dict(), ack_url=self.renderer.ack_url(a.id, group.receiver, now)) for a in alerts],
-            },
+            payload=payload,
         )
-        queue = self._queues.get(group.receiver)
-        try:
-            if queue is None:
-                raise asyncio.QueueFull
-            queue.put_nowait(message)
-            RECEIVER_QUEUE_DEPTH.labels(group.receiver).set(queue.qsize())
-        except asyncio.QueueFull:
-            NOTIFICATIONS.labels(group.receiver, "failed").inc()
-            log.error("notification queue of receiver %s is full: message dropped", group.receiver)
-            await self._db(self.store.finish_message, message_id, "failed", 0, "receiver queue full", now)
 
-    async def _worker(self, receiver: str, queue: asyncio.Queue[NotifyMessage]) -> None:
-        while True:
-            message = await queue.get()
-            try:
-                await self._deliver(receiver, message)
-            except Exception:  # never let one message kill the receiver's task
-                log.exception("notification worker %s failed", receiver)
-            finally:
-                queue.task_done()
-                RECEIVER_QUEUE_DEPTH.labels(receiver).set(queue.qsize())
+    async def _escalate_to_fallback(self, failing: OwedMessage) -> None:
+        """A message failing for the route's `fallback.after`: the same news to the fallback receiver, once per
+        (alert, event) there, rendered for that receiver (its language, its own acknowledge links)."""
+        target = failing.fallback
+        if target is None or target not in self.workers:
+            return
+        alerts = [a for a in [await self._db(self.store.get, i) for i in failing.alert_ids] if a is not None]
+        if not alerts:
+            return
+        by_id = {a.id: a for a in alerts}
+        kind = failing.kind
+        now = self.clock.now_ns()
 
-    async def _deliver(self, receiver: str, message: NotifyMessage) -> None:
-        notifier = self.notifiers.get(receiver)
-        attempt, outcome, error = 0, "failed", None
-        while True:
-            attempt += 1
-            try:
-                if notifier is None:
-                    raise PermanentNotifyError(f"no notifier for receiver {receiver!r}")
-                await asyncio.wait_for(notifier.send(message), self.retry.timeout_s)
-                outcome, error = "sent", None
-                break
-            except PermanentNotifyError as exc:
-                error = f"permanent: {exc}"
-                break
-            except (RetryableNotifyError, TimeoutError, OSError) as exc:
-                error = f"retryable: {exc or type(exc).__name__}"
-            except Exception as exc:
-                error = f"retryable: {type(exc).__name__}: {exc}"
-            if attempt >= self.retry.max_attempts:
-                break
-            NOTIFICATIONS.labels(receiver, "retried").inc()
-            await self._sleep(self.retry.backoff(attempt))
-        safe = self.redact(error) if error else None
-        NOTIFICATIONS.labels(receiver, outcome).inc()
-        if outcome == "failed":
-            log.error("notification to %s failed after %d attempt(s): %s", receiver, attempt, safe)
-        await self._db(self.store.finish_message, message.message_id, outcome, attempt, safe, self.clock.now_ns())
+        def build(claimed: list[Candidate]) -> NotifyMessage:
+            return self._message(target, None, [(c.kind, by_id[c.alert_id]) for c in claimed], now)
+
+        owed = await self._db(
+            self.outbox.enqueue,
+            target,
+            f"fallback:{failing.group_key}",
+            [Candidate(a.id, kind) for a in alerts],
+            build,
+            now,
+        )
+        log.warning(
+            "receiver %s failing: message %s handed to fallback receiver %s", failing.receiver, failing.id, target
+        )
+        if owed is not None:
+            self.workers[target].wake()
+
+
+__all__ = ["LogNotifier", "NotificationPipeline", "RetryPolicy", "alert_labels", "build_notifier", "build_notifiers"]

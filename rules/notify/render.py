@@ -82,7 +82,9 @@ class Renderer:
             return self.ack_links.url(self.public_url, alert_id, receiver, now_ns)
         return self.api_ack_url(alert_id)
 
-    def context(self, alerts: list[Alert], kind: str, receiver: str, now_ns: int) -> dict[str, Any]:
+    def context(
+        self, alerts: list[Alert], kind: str, receiver: str, now_ns: int, total: int | None = None
+    ) -> dict[str, Any]:
         base_kind = kind.split("-", 1)[0]
         severity = max((a.severity for a in alerts), key=lambda s: {"info": 0, "warning": 1, "critical": 2}.get(s, 0))
         items = []
@@ -100,11 +102,17 @@ class Renderer:
             "severity_th": SEVERITY_TH.get(severity, severity),
             "now_ns": now_ns,
             "public_url": self.public_url,
+            # a storm message lists only the worst `alerts`; these count all of them
+            "alert_count": max(total or 0, len(items)),
+            "more_count": max(0, (total or 0) - len(items)),
         }
 
-    def render(self, alerts: list[Alert], kind: str, receiver: str, language: str, now_ns: int) -> tuple[str, str]:
-        """(title, body) in `th`, `en` or `both` (Thai first)."""
-        ctx = self.context(alerts, kind, receiver, now_ns)
+    def render(
+        self, alerts: list[Alert], kind: str, receiver: str, language: str, now_ns: int, total: int | None = None
+    ) -> tuple[str, str]:
+        """(title, body) in `th`, `en` or `both` (Thai first). `total`: how many alerts the message is about when
+        `alerts` lists only the worst of them (a storm)."""
+        ctx = self.context(alerts, kind, receiver, now_ns, total)
         title = " ".join(self.env.get_template("title.j2").render(ctx).split())
         parts = []
         if language in ("th", "both"):

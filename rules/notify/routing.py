@@ -2,7 +2,7 @@
 
     receivers:
       - {name: ops, urls: ["mailtos://user:${SMTP_PASS}@mail.example.go.th?to=ops@example.go.th"], language: both}
-      - {name: line-drivers, urls: ["line://${LINE_TOKEN}/C1234"]}
+      - {name: line-drivers, urls: ["line://${LINE_TOKEN}/C1234"], retry: {initial: 2s, max: 5m}}
     route:
       receiver: ops
       group_by: [rule, city]
@@ -15,6 +15,7 @@
           receiver: line-drivers
           continue: true
           escalate: [{after: 10m, receiver: ops}]   # still not acknowledged after 10 min
+          fallback: {receiver: ops, after: 10m}    # LINE failing for 10 min: tell ops by email too
     inhibit_rules:
       - {source_match: {severity: critical}, target_match: {severity: warning}, equal: [rule_group, device_id]}
 
@@ -42,11 +43,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class RetryIntervals(_Strict):
+    """A receiver's own backoff: the first wait and the cap (exponential in between); unset = the service default."""
+
+    initial: Duration | None = None
+    max: Duration | None = None
+
+
 class ReceiverConfig(_Strict):
     name: str
     urls: list[str] = Field(default_factory=list)  # apprise URLs; ${ENV} is expanded at start
     language: Literal["th", "en", "both"] = "both"
     send_resolved: bool = True
+    retry: RetryIntervals = Field(default_factory=RetryIntervals)
 
 
 class QuietHours(_Strict):
@@ -70,6 +79,13 @@ class EscalationStep(_Strict):
     receiver: str
 
 
+class Fallback(_Strict):
+    """A message still failing `after` this long is also handed to `receiver` (once)."""
+
+    receiver: str
+    after: Duration = 600.0
+
+
 class Route(_Strict):
     receiver: str | None = None
     match: dict[str, str] = Field(default_factory=dict)
@@ -81,6 +97,7 @@ class Route(_Strict):
     repeat_interval: Duration | None = None
     quiet_hours: QuietHours | None = None
     escalate: list[EscalationStep] = Field(default_factory=list)
+    fallback: Fallback | None = None
     routes: list[Route] = Field(default_factory=list)
 
     @field_validator("match_re")
@@ -119,7 +136,8 @@ class RoutingConfig(_Strict):
             raise ValueError("the root route needs a receiver")
 
         def check(route: Route) -> None:
-            for name in [route.receiver, *(s.receiver for s in route.escalate)]:
+            fallback = [route.fallback.receiver] if route.fallback else []
+            for name in [route.receiver, *(s.receiver for s in route.escalate), *fallback]:
                 if name is not None and name not in names:
                     raise ValueError(f"unknown receiver {name!r}")
             for child in route.routes:
@@ -144,6 +162,7 @@ class ResolvedRoute:
     repeat_interval: float  # 0 = no reminders
     quiet_hours: QuietHours | None
     escalate: tuple[EscalationStep, ...]
+    fallback: Fallback | None = None
 
     def group_key(self, labels: dict[str, str]) -> str:
         return self.id + "{" + ",".join(f"{k}={labels.get(k, '')}" for k in self.group_by) + "}"
@@ -155,6 +174,7 @@ DEFAULTS: dict[str, Any] = {
     "group_interval": 300.0,
     "repeat_interval": 4 * 3600.0,
     "quiet_hours": None,
+    "fallback": None,
 }
 
 
@@ -180,6 +200,7 @@ class Router:
             repeat_interval=pick("repeat_interval"),
             quiet_hours=pick("quiet_hours"),
             escalate=tuple(route.escalate) if route.escalate else (parent.escalate if parent else ()),
+            fallback=pick("fallback"),
         )
         self._resolved[id(route)] = resolved
         for i, child in enumerate(route.routes):

@@ -17,16 +17,33 @@ from tests.servers import free_port
 
 
 class SmtpServer:
-    def __init__(self) -> None:
-        self.port = free_port()
+    """aiosmtpd on loopback. `reject_rcpt`: answer RCPT TO with it (e.g. "550 5.1.1 no such mailbox");
+    `port`: listen there (a receiver that was down comes back on the same port)."""
+
+    def __init__(self, port: int | None = None, reject_rcpt: str | None = None) -> None:
+        self.port = port or free_port()
+        self.reject_rcpt = reject_rcpt
         self.messages: list[email.message.Message] = []
         self.envelopes: list[Any] = []
+        self.sessions: set[int] = set()  # SMTP connections that delivered mail
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
 
+    async def handle_RCPT(  # noqa: N802 - aiosmtpd hook
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        if self.reject_rcpt:
+            return self.reject_rcpt
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd hook
+        self.sessions.add(id(session))
         self.envelopes.append(envelope)
         self.messages.append(email.message_from_bytes(envelope.content))
         return "250 OK"
+
+    def subjects(self) -> list[str]:
+        return [self.subject(m) for m in self.messages]
 
     def __enter__(self) -> SmtpServer:
         self._controller.start()
@@ -57,17 +74,22 @@ class WebhookServer:
         self.delay_s = delay_s
         self.received: list[dict[str, Any]] = []
         self.received_at: list[float] = []
+        self.headers: list[dict[str, str]] = []
         self.hits = 0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 outer.hits += 1
+                outer.headers.append(dict(self.headers))
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if outer.delay_s:
                     time.sleep(outer.delay_s)
                 if outer.status < 300:
-                    outer.received.append(json.loads(body))
+                    try:
+                        outer.received.append(json.loads(body))
+                    except ValueError:
+                        outer.received.append({"raw": body.decode(errors="replace")})
                     outer.received_at.append(time.monotonic())
                 self.send_response(outer.status)
                 self.send_header("Content-Length", "0")
