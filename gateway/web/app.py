@@ -134,6 +134,18 @@ def _secure(request: Request) -> bool:
     return request.url.scheme == "https"
 
 
+def _page_after(post_path: str) -> str:
+    """The page to show again after a POST (`/devices/x/rotate` → `/devices/x`): credentials are never re-shown."""
+    for action in ("/rotate", "/retire", "/maintenance"):
+        if post_path.endswith(action):
+            return post_path.removesuffix(action)
+    if post_path.startswith(PREFIX + "/alerts") or post_path == PREFIX + "/silences":
+        return PREFIX + "/alerts"
+    if post_path in (PREFIX + "/register", PREFIX + "/import"):
+        return post_path
+    return PREFIX + "/devices"
+
+
 def _safe_next(value: str | None) -> str:
     """Only a path inside the console (no `//host`, no scheme): no open redirect through `next=`."""
     if value and value.startswith(PREFIX + "/") and not value.startswith("//") and "\\" not in value:
@@ -157,9 +169,11 @@ def build_console_router(console: Console) -> APIRouter:
         request: Request, name: str, who: StaffPrincipal | None, csrf: str = "", status: int = 200, **context: Any
     ) -> HTMLResponse:
         words = Words(lang_of(request, who))
-        html = env.get_template(name).render(
-            t=words, who=who, csrf=csrf, lang=words.lang, path=request.url.path, query=request.url.query, **context
-        )
+        path, query = request.url.path, request.url.query
+        if request.method != "GET":  # the language switch returns to a page that can be fetched again
+            path, query = _page_after(path), ""
+        html = env.get_template(name).render(t=words, who=who, csrf=csrf, lang=words.lang, path=path, query=query,
+                                             **context)
         return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
     def session_of(request: Request) -> tuple[StaffPrincipal, str] | None:
@@ -384,7 +398,7 @@ def build_console_router(console: Console) -> APIRouter:
         example = (
             f"mosquitto_pub -h {broker_host} -p {console.broker_port} -V mqttv5 -q 1 -i {credentials.username} "
             f"-u {credentials.username} -P '{credentials.password}' -t '{credentials.topic}' "
-            f"-m '{{\"ts\": \"{utcnow():%Y-%m-%dT%H:%M:%SZ}\"}}'"
+            f"-m '{_example_payload(credentials.topic)}'"
         )
         return {"username": credentials.username, "password": credentials.password, "topic": credentials.topic,
                 "example": example}
@@ -562,16 +576,30 @@ def build_console_router(console: Console) -> APIRouter:
     return router
 
 
+EXAMPLE_FIELDS = {  # from each feed's testdata/valid.jsonl
+    "air": '"pm25_ugm3": 38.2',
+    "flood": '"level_m": 2.35, "battery_pct": 87',
+    "energy": '"energy_kwh": 15234.75, "power_kw": 42.1',
+    "bus": '"lat": 13.0815, "lon": 100.9262, "speed_kmh": 0',
+}
+
+
+def _example_payload(topic: str) -> str:
+    parts = topic.split("/")
+    fields = EXAMPLE_FIELDS.get(parts[2] if len(parts) > 2 else "", "")
+    return "{" + fields + (", " if fields else "") + f'"ts": "{utcnow():%Y-%m-%dT%H:%M:%SZ}"' + "}"
+
+
 def _import_problems(console: Console, who: StaffPrincipal, text: str) -> list[FieldProblem]:
     """The file's own problems and, for a city-scoped person, every row naming or moving another city's device."""
     parsed = parse_device_csv(text)
     problems = list(parsed.problems)
     if who.cities:
+        stored = console.queries.cities_of([row.spec.device_id for row in parsed.rows])
         for row in parsed.rows:
             if not who.sees(row.spec.city):
                 problems.append(FieldProblem("city", f"not one of your cities: {row.spec.city}", row=row.line))
-            elif console.queries.device(StaffPrincipal(who.name, who.role, ()), row.spec.device_id) is not None and \
-                    console.queries.device(who, row.spec.device_id) is None:
+            elif row.spec.device_id in stored and not who.sees(stored[row.spec.device_id]):
                 problems.append(FieldProblem("device_id", "registered in another city", row=row.line))
     return sorted(problems, key=lambda p: (p.row or 0, p.field))
 

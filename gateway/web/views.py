@@ -107,6 +107,16 @@ class ConsoleQueries:
             known = set(session.scalars(select(Device.city).distinct()))
         return sorted(set(who.cities) if who.cities else known)
 
+    def cities_of(self, device_ids: list[str]) -> dict[str, str]:
+        """{device id: its city} of those registered (to keep a city-scoped import inside its cities)."""
+        found: dict[str, str] = {}
+        with Session(self.engine) as session:
+            for start in range(0, len(device_ids), 500):
+                chunk = device_ids[start : start + 500]
+                query = select(Device.device_id, Device.city).where(Device.device_id.in_(chunk))
+                found.update(session.execute(query).tuples())
+        return found
+
     def devices(self, who: StaffPrincipal, filters: Filters) -> tuple[int, list[DeviceRow]]:
         conditions = self._scope(who)
         for column, value in (

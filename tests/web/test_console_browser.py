@@ -86,8 +86,14 @@ def test_engineer_registers_a_device_publishes_with_its_credentials_and_watches_
     example = page.inner_text("[data-testid=mqtt-example]")
     assert (username, topic) == ("flood-lc-07", "city/laem-chabang/flood/flood-lc-07")
     assert f"-u {username}" in example and f"-P '{password}'" in example and f"-t '{topic}'" in example
-    assert f"-p {stack.broker.port}" in example
-    shot_both(page, "credentials")
+    assert f"-p {stack.broker.port}" in example and '"level_m"' in example
+    shot(page, "credentials")
+    # switching the language re-renders the page as a GET: the password is not shown a second time
+    page.click("[data-testid=lang-switch]")
+    page.wait_for_load_state()
+    assert page.url == f"{stack.url}/register" and password not in page.content()
+    page.click("[data-testid=lang-switch]")
+    page.wait_for_load_state()
 
     # the device page is open before anything is sent: what arrives must show up without a reload
     page.goto(f"{stack.url}/devices/flood-lc-07")
@@ -242,6 +248,11 @@ def test_every_page_reads_in_both_languages_with_bangkok_times(stack: Stack, con
     page.wait_for_load_state()
     assert page.get_attribute("html", "lang") == "en"
     assert "Active alerts" in page.inner_text("h1")
+    assert str(time.localtime().tm_year) in page.locator("article.alert small").first.inner_text()
+    page.goto(f"{stack.url}/devices/air-lc-01")
+    page.click("[data-testid=rotate]")  # credentials shown once, in English this time
+    assert page.inner_text("[data-testid=mqtt-username]") == "air-lc-01"
+    shot(page, "credentials")
     # the switch is remembered for the person, not the browser: a new session opens in English
     other = context.browser.new_context()
     try:
