@@ -46,11 +46,19 @@ def shot(page: Any, name: str) -> None:
 
 def shot_both(page: Any, name: str) -> None:
     shot(page, name)
-    page.click("[data-testid=lang-switch]")
-    page.wait_for_load_state()
+    switch_language(page)
     shot(page, name)
+    switch_language(page)
+
+
+def switch_language(page: Any) -> None:
     page.click("[data-testid=lang-switch]")
     page.wait_for_load_state()
+
+
+def upload(page: Any, path: Any) -> None:
+    page.set_input_files("[data-testid=import-file]", str(path))
+    page.click("[data-testid=import-submit]")
 
 
 def publish(stack: Stack, username: str, password: str, topic: str, *payloads: dict[str, Any] | bytes) -> None:
@@ -89,11 +97,9 @@ def test_engineer_registers_a_device_publishes_with_its_credentials_and_watches_
     assert f"-p {stack.broker.port}" in example and '"level_m"' in example
     shot(page, "credentials")
     # switching the language re-renders the page as a GET: the password is not shown a second time
-    page.click("[data-testid=lang-switch]")
-    page.wait_for_load_state()
+    switch_language(page)
     assert page.url == f"{stack.url}/register" and password not in page.content()
-    page.click("[data-testid=lang-switch]")
-    page.wait_for_load_state()
+    switch_language(page)
 
     # the device page is open before anything is sent: what arrives must show up without a reload
     page.goto(f"{stack.url}/devices/flood-lc-07")
@@ -118,6 +124,17 @@ def test_engineer_registers_a_device_publishes_with_its_credentials_and_watches_
     page.set_viewport_size({"width": 390, "height": 844})  # a phone in the field
     shot(page, "device-phone")
 
+    page.click("[data-testid=maintenance-form] button")
+    page.locator("[data-testid=done]").wait_for()
+    assert page.locator("[data-testid=device-live] [data-health]").first.get_attribute("data-health") == "maintenance"
+    page.once("dialog", lambda dialog: dialog.accept())  # "retire this device?"
+    page.click("[data-testid=retire]")
+    page.locator("[data-testid=done]").wait_for()
+    assert page.inner_text("[data-testid=status]") == "ปลดระวางแล้ว"
+    assert page.locator("[data-testid=rotate]").count() == 0
+    history = page.inner_text("[data-testid=device-live]")
+    assert "device.maintenance" in history and "device.retire" in history and "user:somchai" in history
+
 
 def test_csv_with_one_bad_row_is_refused_by_line_and_column_and_nothing_is_applied(stack: Stack, context: Any,
                                                                                     tmp_path: Any) -> None:
@@ -130,14 +147,15 @@ def test_csv_with_one_bad_row_is_refused_by_line_and_column_and_nothing_is_appli
         encoding="utf-8",
     )
     page.click("[data-testid=nav-import]")
-    page.set_input_files("[data-testid=import-file]", str(bad))
-    page.click("[data-testid=import-submit]")
-    errors = page.locator("[data-testid=import-errors] tbody tr")
-    assert errors.count() == 1
-    cells = [errors.nth(0).locator("td").nth(i).inner_text() for i in range(2)]
-    assert cells == ["3", "feed"]
-    assert "ไม่ได้นำเข้าข้อมูลใดเลย" in page.inner_text("[data-testid=import-refused]")
-    shot_both(page, "import-errors")
+    for refused in ("ไม่ได้นำเข้าข้อมูลใดเลย", "nothing was imported"):  # Thai, then the same file in English
+        upload(page, bad)
+        errors = page.locator("[data-testid=import-errors] tbody tr")
+        assert errors.count() == 1
+        cells = [errors.nth(0).locator("td").nth(i).inner_text() for i in range(2)]
+        assert cells == ["3", "feed"]
+        assert refused in page.inner_text("[data-testid=import-refused]")
+        shot(page, "import-errors")
+        switch_language(page)
     page.goto(f"{stack.url}/devices/air-lc-20")  # the good row was not applied either
     assert page.inner_text("[data-testid=message]") == "ไม่พบข้อมูล"
 
@@ -153,12 +171,17 @@ def test_imported_device_overbank_alert_is_acknowledged_by_the_duty_officer(
         encoding="utf-8",
     )
     page.click("[data-testid=nav-import]")
-    page.set_input_files("[data-testid=import-file]", str(good))
-    page.click("[data-testid=import-submit]")
+    upload(page, good)
     assert "เพิ่ม 1" in page.inner_text("[data-testid=import-done]")
     row = page.locator("[data-testid=import-credentials] tbody tr").first
     password = row.locator("td").nth(1).inner_text()
-    shot_both(page, "import-done")
+    shot(page, "import-done")
+    switch_language(page)
+    upload(page, good)  # the same file again: an upsert that changes nothing, and issues no new password
+    assert "1 unchanged" in page.inner_text("[data-testid=import-done]")
+    assert page.locator("[data-testid=import-credentials]").count() == 0
+    shot(page, "import-done")
+    switch_language(page)
 
     duty = browser.new_context(viewport={"width": 390, "height": 844}, locale="th-TH")  # on a phone
     try:
