@@ -109,6 +109,7 @@ TEXT: dict[str, tuple[str, str]] = {  # key: (English, Thai)
     "line": ("Line", "บรรทัด"),
     "column": ("Column", "คอลัมน์"),
     "problem": ("Problem", "ปัญหา"),
+    "bad_value": ("Invalid value", "ค่าในช่องนี้ไม่ถูกต้อง"),
     "alerts_title": ("Active alerts", "การแจ้งเตือนที่ยังไม่คลี่คลาย"),
     "severity": ("Severity", "ระดับ"),
     "state": ("State", "สถานะ"),

@@ -114,7 +114,7 @@ class ConsoleQueries:
             for start in range(0, len(device_ids), 500):
                 chunk = device_ids[start : start + 500]
                 query = select(Device.device_id, Device.city).where(Device.device_id.in_(chunk))
-                found.update(session.execute(query).tuples())
+                found.update((device_id, city) for device_id, city in session.execute(query))
         return found
 
     def devices(self, who: StaffPrincipal, filters: Filters) -> tuple[int, list[DeviceRow]]:

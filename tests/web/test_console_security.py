@@ -151,8 +151,8 @@ def test_scoped_engineer_cannot_import_or_silence_another_city(app: Any, registr
            "air-lc-02,air,laem-chabang,บางละมุง,13.1,100.9,b\n")
     answer = c.post("/console/import", data={"csrf": token}, files={"file": ("d.csv", csv.encode(), "text/csv")})
     assert answer.status_code == 422
-    cells = re.findall(r"<td[^>]*>([^<]*)</td>", answer.text)
-    assert cells[0:2] == ["3", "device_id"] and cells[3:5] == ["4", "city"]
+    where = re.findall(r'<td data-label="บรรทัด">(\d+)</td><td data-label="คอลัมน์">([a-z_]+)</td>', answer.text)
+    assert where == [("3", "device_id"), ("4", "city")]
     assert not registry.device_exists("air-cm-02") and registry.get_device("air-lc-01").city == "laem-chabang"
     silence = c.post("/console/silences", data={"csrf": token, "matchers": "rule=air_pm25_high", "duration": "2h"})
     assert silence.status_code == 422
@@ -223,3 +223,17 @@ def test_users_cli_add_list_disable_reset_password(registry: RegistryStore) -> N
     assert run("users", "reset-password", "wichai", "--password-stdin", stdin="the-new-password\n").exit_code == 0
     assert UserStore(registry).login("wichai", "the-new-password").principal is not None
     assert run("users", "disable", "nobody").exit_code == 1
+
+
+def test_register_form_names_each_bad_field_and_registers_nothing(app: Any, registry: RegistryStore) -> None:
+    c = client(app)
+    login(c, "somchai")
+    form = {"csrf": csrf_of(c), "device_id": "air-lc-60", "feed": "air", "city": "laem-chabang", "district": "x",
+            "lat": "200", "heartbeat_s": "soon"}
+    answer = c.post("/console/register", data=form)
+    assert answer.status_code == 422
+    assert 'data-testid="error-lat"' in answer.text and 'data-testid="error-heartbeat_s"' in answer.text
+    assert 'data-testid="error-city"' not in answer.text
+    assert not registry.device_exists("air-lc-60")
+    duplicate = c.post("/console/register", data={**form, "device_id": "air-lc-01", "lat": "13", "heartbeat_s": ""})
+    assert duplicate.status_code == 409 and "ลงทะเบียนไว้แล้ว" in duplicate.text
