@@ -34,7 +34,7 @@ from gateway.registry.store import RegistryStore
 from gateway.service import DeviceService, IssuedCredentials
 from gateway.web.i18n import Words
 from gateway.web.users import LANGS, StaffPrincipal, UserStore, csrf_matches
-from gateway.web.views import AlertGroup, ConsoleQueries, Filters
+from gateway.web.views import AlertGroup, ConsoleQueries, Filters, GroupOf, default_group_of
 
 HERE = Path(__file__).resolve().parent
 PREFIX = "/console"
@@ -68,6 +68,7 @@ class Console:
     alerts: Any  # rules.store.AlertStore, or None when the rules component is not installed
     broker_host: str | None = None  # for the `mosquitto_pub` example; default: the host the page was asked for
     broker_port: int = 1883
+    group_of: GroupOf = default_group_of  # as the notifications group alerts (routing_group_of(router))
     now_ns: Callable[[], int] = time.time_ns
 
 
@@ -487,11 +488,10 @@ def build_console_router(console: Console) -> APIRouter:
         alerts = [a for city in cities for a in console.alerts.list_alerts(states=("pending", "firing"), city=city,
                                                                            limit=1000)]
         alerts.sort(key=lambda a: a.fired_ns or a.started_ns, reverse=True)
-        groups: dict[tuple[str, str], AlertGroup] = {}
-        for alert in alerts:  # the notifications' default grouping: one message per (rule, city)
-            key = (alert.rule, alert.city)
-            group = groups.setdefault(key, AlertGroup(f"{alert.rule}/{alert.city}", alert.rule, alert.city))
-            group.alerts.append(alert)
+        groups: dict[str, AlertGroup] = {}
+        for alert in alerts:  # newest first, so groups are ordered by their newest alert
+            key, title = console.group_of(alert)
+            groups.setdefault(key, AlertGroup(key, title)).alerts.append(alert)
         now = console.now_ns()
         silences = [
             s for s in console.alerts.list_silences(now, include_expired=False)

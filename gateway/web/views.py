@@ -6,6 +6,7 @@ import contextlib
 import json
 import sqlite3
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -208,9 +209,32 @@ class ConsoleQueries:
 @dataclass(slots=True)
 class AlertGroup:
     key: str
-    rule: str
-    city: str
+    title: str
     alerts: list[Any] = field(default_factory=list)
 
 
-__all__ = ["AlertGroup", "ConsoleQueries", "DeviceRow", "Filters", "QuarantineEntry", "health_of"]
+GroupOf = Callable[[Any], tuple[str, str]]  # alert -> (group key, title)
+
+
+def default_group_of(alert: Any) -> tuple[str, str]:
+    """The notifications' default grouping (rules.notify.routing: group_by rule, city)."""
+    return f"rule={alert.rule},city={alert.city}", f"{alert.rule} · {alert.city}"
+
+
+def routing_group_of(router: Any) -> GroupOf:
+    """Group as the configured routing does: the first route an alert's labels match, and its `group_by`."""
+    from rules.notify.pipeline import alert_labels
+
+    def group_of(alert: Any) -> tuple[str, str]:
+        labels = alert_labels(alert)
+        route = router.match(labels)[0]
+        title = " · ".join(labels.get(k, "") for k in route.group_by) or route.receiver
+        return route.group_key(labels), title
+
+    return group_of
+
+
+__all__ = [
+    "AlertGroup", "ConsoleQueries", "DeviceRow", "Filters", "GroupOf", "QuarantineEntry", "default_group_of",
+    "health_of", "routing_group_of",
+]

@@ -190,7 +190,7 @@ def test_imported_device_overbank_alert_is_acknowledged_by_the_duty_officer(
         # 2.5 m on a 2 m bank is 125 %: the overbank rule opens an alert, which the open page shows live
         publish(stack, "flood-lc-30", password, "city/laem-chabang/flood/flood-lc-30",
                 {"level_m": 2.5, "ts": int(time.time() * 1000)})
-        group = "section[data-group='flood_level_overbank/laem-chabang']"
+        group = "section.group[data-group*='rule=flood_level_overbank,city=laem-chabang']"
         alert = officer.locator(f"{group} article.alert[data-device=flood-lc-30]")
         alert.wait_for(timeout=WAIT_MS)
         shot_both(officer, "alerts-phone")

@@ -67,3 +67,29 @@ def test_every_word_a_template_uses_exists_in_both_languages() -> None:
     for key, (english, thai) in TEXT.items():
         assert english.strip() and thai.strip(), key
         assert re.search("[\u0e00-\u0e7f]", thai) or key == "lang_switch", f"{key}: the Thai text has no Thai"
+
+
+def test_alerts_are_grouped_as_the_configured_routing_groups_them() -> None:
+    from gateway.web.views import routing_group_of
+    from rules.notify.routing import Router, parse_routing
+    from rules.store import Alert
+
+    router = Router(parse_routing(
+        "receivers: [{name: duty, urls: []}]\n"
+        "route:\n  receiver: duty\n  group_by: [city]\n"
+        "  routes:\n    - match: {feed: bus}\n      receiver: duty\n      group_by: [rule, device_id]\n"
+    ))
+    group_of = routing_group_of(router)
+
+    def alert(rule: str, device_id: str, city: str, feed: str) -> Alert:
+        return Alert(id=device_id + rule, rule=rule, device_id=device_id, city=city, district="d", feed=feed,
+                     severity="warning", state="firing", value=None, threshold=None, message_th="", message_en="",
+                     labels={}, started_ns=1, fired_ns=1, resolved_ns=None, updated_ns=1)
+
+    flood, air = alert("flood_level_high", "f1", "lc", "flood"), alert("air_pm25_high", "a1", "lc", "air")
+    other_city = alert("air_pm25_high", "a2", "cm", "air")
+    bus1, bus2 = alert("bus_speeding", "b1", "lc", "bus"), alert("bus_speeding", "b2", "lc", "bus")
+    assert group_of(flood) == group_of(air) != group_of(other_city)  # one message per city
+    assert group_of(flood)[1] == "lc"
+    assert group_of(bus1) != group_of(bus2)  # the bus route groups per device
+    assert group_of(bus1)[1] == "bus_speeding · b1"
