@@ -281,6 +281,9 @@ def _mount_optional() -> None:
 
         app.add_typer(devices_app, name="devices", help="Register and manage devices (field work).")
         app.add_typer(tokens_app, name="tokens", help="API tokens and roles.")
+        from gateway.web.cli import users_app
+
+        app.add_typer(users_app, name="users", help="Staff accounts of the web console.")
     except ImportError as exc:  # pragma: no cover - only while a component is missing
         logging.getLogger(__name__).debug("gateway CLI unavailable: %s", exc)
     try:

@@ -256,6 +256,9 @@ async def start_gateway(settings: Settings, registry: RegistryStore, running: Ru
         routers.append(router)
     provisioner = make_provisioner(settings)
     app = create_app(registry, provisioner, extra_routers=routers, reserved_ids=service_account_names(settings))
+    from nakhon.web_wiring import mount_console
+
+    close_console = mount_console(app, settings, registry)
     config = uvicorn.Config(
         app,
         host=settings.gateway.host,
@@ -279,6 +282,7 @@ async def start_gateway(settings: Settings, registry: RegistryStore, running: Ru
             await provisioner.close()
         if close_alerts is not None:
             close_alerts()
+        close_console()
 
     running.closers.append(close)
     return server

@@ -33,6 +33,7 @@ if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then apt_install python3
 
 if [ "$want_test" = 1 ]; then
   apt_install mosquitto mosquitto-clients influxdb prometheus postgresql
+  apt_install chromium fonts-thai-tlwg  # the web console's browser tests (Playwright drives chromium; no download)
   # Debian starts these services on install; our tests start their own instances on free ports,
   # so the packaged ones are left as they are.
 fi

@@ -11,6 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
+import gateway.web.models  # noqa: F401 - and the console's staff tables (0003_staff_users)
 import rules.store  # noqa: F401 - puts the rules tables on the shared metadata
 from gateway.db import Base
 from gateway.registry.models import Device
