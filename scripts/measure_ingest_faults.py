@@ -96,7 +96,8 @@ async def refusals(work: Path) -> None:
 async def junk(work: Path) -> None:
     devices = [DeviceInfo(f"air-{n:03d}", "air", CITY, "บ่อวิน") for n in range(200)]
     with MosquittoServer(work) as broker, InfluxServer(work) as influx:
-        for label, max_payload in (("default limit (256 KiB)", None), ("limit raised to 2 MiB", 2 * 1024 * 1024)):
+        limits = (("default limit (256 KiB)", None), ("limit raised to 2 MiB", 2 * 1024 * 1024))
+        for label, max_payload in [limits[int(sys.argv[2]) if len(sys.argv) > 2 else 0]]:
             data = work / f"data-{max_payload}"
             mqtt = {"url": broker.url, "client_id": f"m-junk-{max_payload}"}
             if max_payload:
@@ -123,7 +124,12 @@ async def junk(work: Path) -> None:
                     await asyncio.sleep(0)
                     peak = max(peak, rss_mb())
             await asyncio.to_thread(publisher.wait_all_acked, 300)
-            await asyncio.sleep(3)
+            for _ in range(600):  # the broker acknowledged them all: wait until the collector handled them too
+                if collector.subscriber.in_flight == 0 and sum(c for *_, c in collector.quarantine.counts()) >= (
+                        100_000 + (2000 if max_payload else 0)):
+                    break
+                await asyncio.sleep(0.1)
+                peak = max(peak, rss_mb())
             await collector.flush_diagnostics()
             peak = max(peak, rss_mb())
             publisher.close()
@@ -137,10 +143,47 @@ async def junk(work: Path) -> None:
             }).decode())
 
 
+async def autosave(work: Path) -> None:
+    """Publishing cost of Mosquitto's autosave settings, with the collectors' session offline (queue grows)."""
+    import subprocess
+
+    from collectors.transport.mqtt import MqttEndpoint, MqttSubscriber
+
+    for label, conf in (("default (autosave_interval 1800)", ""), ("autosave_interval 1", "autosave_interval 1"),
+                        ("autosave_on_changes, every 1000 changes",
+                         "autosave_on_changes true\nautosave_interval 1000")):
+        broker_dir = Path(tempfile.mkdtemp(prefix="nakhon-autosave-"))
+        broker_dir.chmod(0o755)
+        broker = MosquittoServer(broker_dir, extra_conf=conf)
+        subprocess.run(["chown", "mosquitto:", str(broker.dir)], check=False)
+        with broker:
+            def done(*_: object) -> asyncio.Future[None]:
+                future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                future.set_result(None)
+                return future
+            sub = MqttSubscriber(MqttEndpoint("127.0.0.1", broker.port), client_id="autosave-c", topics=["t/#"],
+                                 handler=lambda *a: done())
+            await sub.start()
+            await sub.close()  # offline from now on: every message is queued in its session
+            publisher = AckingPublisher(broker.port, client_id="autosave-pub", max_inflight=1000)
+            n = 100_000
+            started = time.monotonic()
+            await asyncio.to_thread(publisher.publish_many, ((f"t/{i % 50}", b"x" * 100) for i in range(n)))
+            await asyncio.to_thread(publisher.wait_all_acked, 600)
+            elapsed = time.monotonic() - started
+            publisher.close()
+            cpu = psutil.Process(broker.proc.pid).cpu_times() if broker.proc else None
+            db = broker.dir / "mosquitto.db"
+            print(orjson.dumps({"scenario": "autosave", "config": label, "queued": n,
+                                "publish_msg_per_s": round(n / elapsed), "broker_cpu_s":
+                                round(cpu.user + cpu.system, 1) if cpu else None,
+                                "db_mb": round(db.stat().st_size / 1e6, 1) if db.exists() else 0}).decode())
+
+
 def main() -> None:
     scenario = sys.argv[1] if len(sys.argv) > 1 else "refusals"
     work = Path(tempfile.mkdtemp(prefix="nakhon-measure-"))
-    asyncio.run({"refusals": refusals, "junk": junk}[scenario](work))
+    asyncio.run({"refusals": refusals, "junk": junk, "autosave": autosave}[scenario](work))
 
 
 if __name__ == "__main__":

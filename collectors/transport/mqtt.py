@@ -517,7 +517,9 @@ class MqttSubscriber:
                 await self._supervisor
         if self._client is not None:
             # Let in-flight messages reach storage so their PUBACKs go out before we leave.
-            await self.wait_idle(drain_timeout_s)
+            if not await self.wait_idle(drain_timeout_s):
+                log.error("closing: %d messages still not stored after %.0fs; the broker will redeliver them",
+                          self._in_flight, drain_timeout_s)
             self._stop_pause_keeper()
             with contextlib.suppress(Exception):
                 # DISCONNECT after the last PUBACK (same socket, written in order): the broker keeps the
