@@ -60,7 +60,7 @@ class DomainConfig(BaseModel):
         description="A register drop is a rollover only within this fraction of both ends (else a replacement)",
     )
     contracted_kw_multiple: float | None = Field(
-        default=3.0, gt=0,
+        default=10.0, gt=0,
         description="An interval implying more than this × site contracted_kw is quarantined (ours, UNVERIFIED)",
     )
     max_interval_kw: float | None = Field(

@@ -247,6 +247,10 @@ def demand_block_start(time_ns: int) -> int:
     return ((time_ns - 1) // block_ns) * block_ns
 
 
+#: Intervals up to this are never judged implausible: 0.001 kWh of rounding between readings 1 ms apart
+#: "implies" 3600 kW, yet no bill or replacement hides in 1 kWh.
+IMPLAUSIBLE_MIN_KWH = 1.0
+
 _BLOCK_NS = DEMAND_BLOCK_S * _NS
 _BLOCK_H = DEMAND_BLOCK_S / 3600
 
@@ -296,7 +300,7 @@ class EnergyEnricher:
         register_rollover_kwh: float | None = 1_000_000.0,
         *,
         wrap_fraction: float = DEFAULT_WRAP_FRACTION,
-        contracted_kw_multiple: float | None = 3.0,
+        contracted_kw_multiple: float | None = 10.0,
         max_interval_kw: float | None = 10_000.0,
         calendar: TouCalendar | None = None,
     ) -> None:
@@ -341,7 +345,8 @@ class EnergyEnricher:
         previous = state.register_kwh
         interval = register_interval(previous, register, self._rollover(device), self.wrap_fraction)
         limit = self._limit_kw(device)
-        if interval is not None and limit is not None:
+        # below IMPLAUSIBLE_MIN_KWH a high implied power is register resolution over a short gap, not a jump
+        if interval is not None and limit is not None and interval > IMPLAUSIBLE_MIN_KWH:
             implied_kw = interval / ((t1 - t0) / _NS / 3600)
             if implied_kw > limit[0]:
                 state.restart(t1, register)

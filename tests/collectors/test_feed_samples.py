@@ -58,3 +58,28 @@ async def test_feed_samples(feed: str, tmp_path: Path) -> None:
         bad_keys = [k for k in orjson.loads(row.payload) if k != "ts"]
         assert any(k in row.detail for k in bad_keys)
     await quarantine.close()
+
+
+@pytest.mark.parametrize("feed", sorted(FEED_SPECS))
+async def test_feed_sentinels_are_missing_values(feed: str, tmp_path: Path) -> None:
+    device = DeviceInfo(f"{feed}-sample", feed, "laem-chabang", "บ่อวิน")
+    sink = MemorySink()
+    writer = BatchWriter(sink, None, flush_interval_s=0.01)
+    quarantine = QuarantineStore(tmp_path / "q.db")
+    pipeline = Pipeline(inputs=[Input(["city/+/+/+"], make_format("native"))], directory=StaticDirectory([device]),
+                        writer=writer, quarantine=quarantine)
+    sentinels = FEED_SPECS[feed].sentinel_sets()
+    payloads = samples(feed, "sentinels")
+    assert payloads
+    for payload in payloads:
+        await pipeline.handle(f"city/laem-chabang/{feed}/{device.device_id}", payload, RECEIVED_NS)
+    await writer.close()
+    assert quarantine.list() == []
+    stored = sink.query(FEED_SPECS[feed].measurement)
+    assert len(stored) == len(payloads)
+    for payload, point in zip(payloads, sorted(stored, key=lambda p: p.time_ns), strict=True):
+        body = orjson.loads(payload)
+        dropped = {k for k, v in body.items() if k in sentinels and v in sentinels[k]}
+        assert dropped and not dropped & set(point.fields)
+        assert set(body) - dropped - {"ts"} <= set(point.fields)
+    await quarantine.close()

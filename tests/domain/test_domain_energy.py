@@ -225,3 +225,28 @@ def test_power_factor_rule() -> None:
     assert power_factor_charge_applies(100.0, 62.0)
     assert excess_reactive_kvar(100.0, 70.0) == pytest.approx(70.0 - 61.97)
     assert excess_reactive_kvar(100.0, 50.0) == 0.0
+
+
+def test_register_resolution_over_a_short_gap_is_not_an_implausible_interval() -> None:
+    e = EnergyEnricher()
+    dev = DeviceInfo(device_id="m-1", feed="energy", city="bkk", district="p", site={"contracted_kw": 100})
+    t = bkk_ns(2026, 4, 8, 10, 0)
+    e.enrich(_reading(t, 500.000), dev)
+    r = _reading(t + 1_000_000, 500.001)  # 1 ms later, one Wh more: "3600 kW" of rounding
+    e.enrich(r, dev)
+    assert r.fields["interval_kwh"] == pytest.approx(0.001)
+
+
+def test_jump_far_beyond_the_contract_is_rejected_and_counting_restarts() -> None:
+    from collectors.errors import RejectedMessage
+
+    e = EnergyEnricher()
+    dev = DeviceInfo(device_id="m-1", feed="energy", city="bkk", district="p", site={"contracted_kw": 100})
+    t = bkk_ns(2026, 4, 8, 10, 0)
+    e.enrich(_reading(t, 8.2), dev)
+    with pytest.raises(RejectedMessage) as caught:
+        e.enrich(_reading(t + 900 * S, 999_990.0), dev)
+    assert caught.value.reason == "implausible_interval" and "10 × the contracted 100 kW" in caught.value.detail
+    nxt = _reading(t + 1800 * S, 1_000_000.0)
+    e.enrich(nxt, dev)
+    assert nxt.fields["interval_kwh"] == pytest.approx(10.0)
