@@ -174,19 +174,38 @@ class DeviceService:
             await broker.revoke_device_client(device_id, username=device.mqtt_username)
         return await asyncio.to_thread(self.store.retire_device, device_id, actor=actor)
 
-    async def import_csv(self, text: str, *, actor: str, atomic: bool, dry_run: bool = False) -> ImportReport:
+    async def import_csv(
+        self,
+        text: str,
+        *,
+        actor: str,
+        atomic: bool,
+        dry_run: bool = False,
+        cities: frozenset[str] | None = None,
+    ) -> ImportReport:
+        """`cities`: a city-scoped caller may neither add devices to other cities nor change their devices."""
         parsed = await asyncio.to_thread(parse_device_csv, text)
-        if self.reserved_ids:
-            kept = []
-            for row in parsed.rows:
-                if reserved_device_id(row.spec.device_id, self.reserved_ids):
-                    parsed.problems.append(
-                        FieldProblem("device_id", "reserved for the broker's service accounts", row=row.line,
-                                     value=row.spec.device_id)
-                    )
-                else:
-                    kept.append(row)
-            parsed.rows = kept
+        current = (
+            await asyncio.to_thread(self.store.device_cities, [r.spec.device_id for r in parsed.rows])
+            if cities is not None
+            else {}
+        )
+        kept = []
+        for row in parsed.rows:
+            spec = row.spec
+            if reserved_device_id(spec.device_id, self.reserved_ids):
+                parsed.problems.append(
+                    FieldProblem("device_id", "reserved for the broker's service accounts", row=row.line,
+                                 value=spec.device_id)
+                )
+            elif cities is not None and not {spec.city, current.get(spec.device_id, spec.city)} <= cities:
+                parsed.problems.append(
+                    FieldProblem("city", f"outside the cities this token may change ({', '.join(sorted(cities))})",
+                                 row=row.line, value=spec.city)
+                )
+            else:
+                kept.append(row)
+        parsed.rows = kept
         report = await asyncio.to_thread(self.store.import_devices, parsed, actor=actor, atomic=atomic, dry_run=dry_run)
         if report.topic_changes:
             broker = self._broker("move provisioned devices' MQTT permissions to their new topics")
