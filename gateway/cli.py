@@ -302,6 +302,25 @@ def retire(ctx: typer.Context, device_id: str) -> None:
     typer.echo(f"{device.device_id} retired / ปลดระวางแล้ว")
 
 
+@devices_app.command("reconcile")
+def reconcile_devices(
+    ctx: typer.Context,
+    fix: Annotated[bool, typer.Option("--fix", help="Repair every difference that can be repaired (audited)")] = False,
+) -> None:
+    """Compare the registry with the broker's device accounts, print every difference; exit 1 if any is left."""
+    report = _run(ctx, lambda service: service.reconcile(fix=fix, actor=_actor()))
+    for difference in report.differences:
+        typer.echo(str(difference))
+    left = len(report.unfixed)
+    typer.echo(
+        f"{len(report.differences)} difference(s), {left} not fixed / พบความต่าง {len(report.differences)} รายการ "
+        f"ยังไม่ได้แก้ {left} รายการ",
+        err=True,
+    )
+    if left:
+        raise typer.Exit(1)
+
+
 @tokens_app.command("create")
 def create_token(
     ctx: typer.Context,

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway.broker.dynsec import DynsecCommandError, Provisioner, device_account
 from gateway.errors import BrokerNotConfiguredError, ConflictError, FieldProblem, InvalidInputError, ProvisioningError
@@ -19,6 +20,9 @@ from gateway.registry.csv_import import parse_device_csv
 from gateway.registry.schemas import DeviceOut, DevicePatch, DeviceSpec, ImportReport, reserved_device_id, topic_for
 from gateway.registry.store import RegistryStore
 from gateway.secrets import hash_password, new_device_password
+
+if TYPE_CHECKING:
+    from gateway.reconcile import ReconcileReport
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +146,7 @@ class DeviceService:
                 # An account from before namespaces (username = device id, no pinned client id): it is replaced
                 # by the pinned one, and deleted only if it is the device account we made.
                 with contextlib.suppress(DynsecCommandError):
-                    await broker.revoke_device_client(device_id, username=owned)
+                    await broker.revoke_device_client(device_id, username=owned, keep_role=True)
         await asyncio.to_thread(
             self.store.set_credentials,
             device_id,
@@ -227,6 +231,12 @@ class DeviceService:
             entity_id=username,
             after={"username": username, "role": "collectors", "client_id": client_id},
         )
+
+    async def reconcile(self, *, fix: bool, actor: str) -> ReconcileReport:
+        """Registry and broker compared (and with `fix`, repaired): see `gateway.reconcile`."""
+        from gateway.reconcile import reconcile
+
+        return await reconcile(self.store, self._broker("compare the registry with the broker"), fix=fix, actor=actor)
 
 
 __all__ = ["NOTE_EN", "NOTE_TH", "DeviceService", "IssuedCredentials", "topic_for"]

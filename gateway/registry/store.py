@@ -319,6 +319,23 @@ class RegistryStore:
                     found[device_id] = city
         return found
 
+    def broker_view(self) -> list[tuple[str, str, str, str, str | None, bool]]:
+        """(device_id, status, city, feed, mqtt_username, has password) of every device: what reconcile compares."""
+        with self._sessions() as session:
+            rows = session.execute(
+                select(
+                    Device.device_id, Device.status, Device.city, Device.feed, Device.mqtt_username,
+                    Device.mqtt_password_hash.is_not(None),
+                ).order_by(Device.device_id)
+            ).all()
+            return [(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
+
+    def clear_credentials(self, device_id: str, *, actor: str) -> DeviceOut:
+        """The broker has no account for the device any more: the registry stops saying it has one."""
+        return self._set_device_columns(
+            device_id, {"mqtt_username": None, "mqtt_password_hash": None}, actor=actor, action="device.reconcile"
+        )
+
     def device_exists(self, device_id: str) -> bool:
         with self._sessions() as session:
             return session.get(Device, device_id) is not None
