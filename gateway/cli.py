@@ -302,18 +302,46 @@ def retire(ctx: typer.Context, device_id: str) -> None:
     typer.echo(f"{device.device_id} retired / ปลดระวางแล้ว")
 
 
+@devices_app.command("reconcile")
+def reconcile_devices(
+    ctx: typer.Context,
+    fix: Annotated[bool, typer.Option("--fix", help="Repair every difference that can be repaired (audited)")] = False,
+) -> None:
+    """Compare the registry with the broker's device accounts, print every difference; exit 1 if any is left."""
+    report = _run(ctx, lambda service: service.reconcile(fix=fix, actor=_actor()))
+    for difference in report.differences:
+        typer.echo(str(difference))
+    left = len(report.unfixed)
+    typer.echo(
+        f"{len(report.differences)} difference(s), {left} not fixed / พบความต่าง {len(report.differences)} รายการ "
+        f"ยังไม่ได้แก้ {left} รายการ",
+        err=True,
+    )
+    if left:
+        raise typer.Exit(1)
+
+
 @tokens_app.command("create")
 def create_token(
     ctx: typer.Context,
     role: Annotated[str, typer.Option(help=" | ".join(ROLES))],
     name: Annotated[str, typer.Option(help="Who or what uses it (recorded in the audit log)")],
+    expires_in_days: Annotated[
+        float | None, typer.Option("--expires-in-days", help="Refused after this many days (default: no expiry)")
+    ] = None,
+    city: Annotated[
+        list[str] | None, typer.Option("--city", help="Limit to this city (repeat for several; default: all)")
+    ] = None,
 ) -> None:
     """Create an API token; it is printed once and only its hash is kept."""
     from gateway.registry.schemas import TokenSpec
 
+    expires = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days is not None else None
     try:
-        spec = TokenSpec.model_validate({"name": name, "role": role})
-        _record, token = _registry(ctx).create_token(spec.name, spec.role, actor=_actor())
+        spec = TokenSpec.model_validate({"name": name, "role": role, "expires_at": expires, "cities": city or None})
+        _record, token = _registry(ctx).create_token(
+            spec.name, spec.role, actor=_actor(), expires_at=spec.expires_at, cities=spec.cities
+        )
     except ValidationError as exc:
         _fail(_problems(exc))
     except GatewayError as exc:
@@ -325,9 +353,14 @@ def create_token(
 @tokens_app.command("list")
 def list_tokens(ctx: typer.Context) -> None:
     """List API tokens (names and roles; never the tokens)."""
+    now = datetime.now(UTC)
     for token in _registry(ctx).list_tokens():
         state = f"revoked {token.revoked_at.isoformat()}" if token.revoked_at else "active"
-        typer.echo(f"{token.name}\t{token.role}\t{token.created_at.isoformat()}\t{state}")
+        if token.revoked_at is None and token.expires_at is not None:
+            state = f"expired {token.expires_at.isoformat()}" if token.expires_at <= now else state
+        cities = ",".join(token.cities) if token.cities else "all cities"
+        used = token.last_used_at.isoformat() if token.last_used_at else "never used"
+        typer.echo(f"{token.name}\t{token.role}\t{token.created_at.isoformat()}\t{state}\t{cities}\t{used}")
 
 
 @tokens_app.command("revoke")

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway.broker.dynsec import DynsecCommandError, Provisioner, device_account
 from gateway.errors import BrokerNotConfiguredError, ConflictError, FieldProblem, InvalidInputError, ProvisioningError
@@ -19,6 +20,9 @@ from gateway.registry.csv_import import parse_device_csv
 from gateway.registry.schemas import DeviceOut, DevicePatch, DeviceSpec, ImportReport, reserved_device_id, topic_for
 from gateway.registry.store import RegistryStore
 from gateway.secrets import hash_password, new_device_password
+
+if TYPE_CHECKING:
+    from gateway.reconcile import ReconcileReport
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +146,7 @@ class DeviceService:
                 # An account from before namespaces (username = device id, no pinned client id): it is replaced
                 # by the pinned one, and deleted only if it is the device account we made.
                 with contextlib.suppress(DynsecCommandError):
-                    await broker.revoke_device_client(device_id, username=owned)
+                    await broker.revoke_device_client(device_id, username=owned, keep_role=True)
         await asyncio.to_thread(
             self.store.set_credentials,
             device_id,
@@ -174,19 +178,38 @@ class DeviceService:
             await broker.revoke_device_client(device_id, username=device.mqtt_username)
         return await asyncio.to_thread(self.store.retire_device, device_id, actor=actor)
 
-    async def import_csv(self, text: str, *, actor: str, atomic: bool, dry_run: bool = False) -> ImportReport:
+    async def import_csv(
+        self,
+        text: str,
+        *,
+        actor: str,
+        atomic: bool,
+        dry_run: bool = False,
+        cities: frozenset[str] | None = None,
+    ) -> ImportReport:
+        """`cities`: a city-scoped caller may neither add devices to other cities nor change their devices."""
         parsed = await asyncio.to_thread(parse_device_csv, text)
-        if self.reserved_ids:
-            kept = []
-            for row in parsed.rows:
-                if reserved_device_id(row.spec.device_id, self.reserved_ids):
-                    parsed.problems.append(
-                        FieldProblem("device_id", "reserved for the broker's service accounts", row=row.line,
-                                     value=row.spec.device_id)
-                    )
-                else:
-                    kept.append(row)
-            parsed.rows = kept
+        current = (
+            await asyncio.to_thread(self.store.device_cities, [r.spec.device_id for r in parsed.rows])
+            if cities is not None
+            else {}
+        )
+        kept = []
+        for row in parsed.rows:
+            spec = row.spec
+            if reserved_device_id(spec.device_id, self.reserved_ids):
+                parsed.problems.append(
+                    FieldProblem("device_id", "reserved for the broker's service accounts", row=row.line,
+                                 value=spec.device_id)
+                )
+            elif cities is not None and not {spec.city, current.get(spec.device_id, spec.city)} <= cities:
+                parsed.problems.append(
+                    FieldProblem("city", f"outside the cities this token may change ({', '.join(sorted(cities))})",
+                                 row=row.line, value=spec.city)
+                )
+            else:
+                kept.append(row)
+        parsed.rows = kept
         report = await asyncio.to_thread(self.store.import_devices, parsed, actor=actor, atomic=atomic, dry_run=dry_run)
         if report.topic_changes:
             broker = self._broker("move provisioned devices' MQTT permissions to their new topics")
@@ -208,6 +231,12 @@ class DeviceService:
             entity_id=username,
             after={"username": username, "role": "collectors", "client_id": client_id},
         )
+
+    async def reconcile(self, *, fix: bool, actor: str) -> ReconcileReport:
+        """Registry and broker compared (and with `fix`, repaired): see `gateway.reconcile`."""
+        from gateway.reconcile import reconcile
+
+        return await reconcile(self.store, self._broker("compare the registry with the broker"), fix=fix, actor=actor)
 
 
 __all__ = ["NOTE_EN", "NOTE_TH", "DeviceService", "IssuedCredentials", "topic_for"]

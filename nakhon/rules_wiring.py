@@ -118,7 +118,9 @@ async def build_rules_runtime(
         config.rules_dir or "the shipped defaults",
         config.routing_file or "log only (shipped default)",
     )
-    return runtime_cls(RulesEngineHandle(service), config.queue_size, service.router(require_role))
+    return runtime_cls(
+        RulesEngineHandle(service), config.queue_size, service.router(require_role, audit=registry.record_audit)
+    )
 
 
 def build_alerts_api(settings: Any) -> tuple[Any, Callable[[], None]]:
@@ -133,7 +135,13 @@ def build_alerts_api(settings: Any) -> tuple[Any, Callable[[], None]]:
     store = AlertStore(config.database_url)
     secret = config.ack_link_secret.get_secret_value() if config.ack_link_secret is not None else None
     signer = AckLinkSigner(resolve_secret(secret, config.ack_link_secret_file), config.ack_link_ttl_s)
-    return build_router(store, require_role, ack_links=signer), store.close
+    registry = RegistryStore(settings.registry.url)  # acks and silences are audited beside device changes
+
+    def close() -> None:
+        store.close()
+        registry.close()
+
+    return build_router(store, require_role, ack_links=signer, audit=registry.record_audit), close
 
 
 __all__ = [

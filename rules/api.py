@@ -5,7 +5,7 @@ GET    /api/v1/alerts/{id}
 POST   /api/v1/alerts/{id}/ack          {"comment": "..."}            (operator)
 GET    /api/v1/silences?active=true
 POST   /api/v1/silences                 {"matchers": ["device_id=bus-7", "severity=~warning|info"],
-                                         "starts_at"?, "ends_at" | "duration": "2h", "creator"?, "comment"} (operator)
+                                         "starts_at"?, "ends_at" | "duration": "2h", "comment"} (operator)
 DELETE /api/v1/silences/{id}            (operator; expires it, kept for the record)
 GET    /api/v1/notifications?failed=true&receiver=&alert_id=
 
@@ -14,6 +14,11 @@ GET    /api/v1/alerts/{id}/ack-link?r=&exp=&sig=   bilingual HTML page: the aler
                                                  mail scanners and LINE's link preview fetch links)
 POST   /api/v1/alerts/{id}/ack-link                form r, exp, sig, comment?: acknowledges as `link:{receiver}`
 Bad or expired signature: 403 (the page says only "invalid or expired"); unknown alert: 404.
+
+Who acknowledged or silenced is the authenticated caller, never a body field (`created_by` cannot be set), and
+each ack, silence and expiry goes to the audit log when `build_router(audit=...)` is given. A caller limited to
+some cities (its principal's `cities`) sees and acts on only their alerts, and its silences must name one of
+them (`city=...`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from rules.acklink import PAGE_HEADERS, AckLinkSigner, AckPages, acknowledge_once
@@ -44,11 +49,13 @@ class AckBody(BaseModel):
 
 
 class SilenceBody(BaseModel):
+    # Unknown keys are refused: a caller sending `creator` learns that it cannot choose who made the silence.
+    model_config = ConfigDict(extra="forbid")
+
     matchers: list[str | Matcher] = Field(min_length=1)
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     duration: str | None = None  # e.g. "2h" instead of ends_at
-    creator: str | None = None
     comment: str = Field("", max_length=2000)
 
     @field_validator("matchers")
@@ -70,6 +77,25 @@ def principal_name(principal: Any) -> str:
         if value:
             return str(value)
     return "api"
+
+
+def principal_actor(principal: Any) -> str:
+    """The audit log's actor for the caller ("token:ops-1"), falling back to its name."""
+    actor = getattr(principal, "actor", None)
+    return str(actor) if actor else principal_name(principal)
+
+
+def principal_cities(principal: Any) -> frozenset[str] | None:
+    """The cities the caller is limited to; None: every city (also for principals that carry no scope)."""
+    cities = getattr(principal, "cities", None)
+    return frozenset(cities) if cities is not None else None
+
+
+def silence_cities(matchers: list[dict[str, Any]]) -> set[str]:
+    return {str(m.get("value")) for m in matchers if m.get("name") == "city" and m.get("op", "=") == "="}
+
+
+AuditHook = Callable[..., None]  # (actor=, action=, entity_type=, entity_id=, before=, after=) like record_audit
 
 
 MAX_FORM_BYTES = 64 * 1024
@@ -99,9 +125,30 @@ def build_router(
     *,
     clock: Clock | None = None,
     ack_links: AckLinkSigner | None = None,
+    audit: AuditHook | None = None,
 ) -> APIRouter:
-    """The alerts API; with `ack_links`, also the signed acknowledge-link page (GET) and its confirm (POST)."""
+    """The alerts API; with `ack_links`, also the signed acknowledge-link page (GET) and its confirm (POST);
+    with `audit`, acknowledgements and silences are written to the audit log."""
     now_ns: Callable[[], int] = clock.now_ns if clock is not None else time.time_ns
+
+    def record(who: Any, action: str, entity_type: str, entity_id: str, after: dict[str, Any]) -> None:
+        if audit is not None:
+            audit(actor=principal_actor(who), action=action, entity_type=entity_type, entity_id=entity_id,
+                  before=None, after=after)
+
+    def visible_alert(alert_id: str, who: Any) -> Any:
+        alert = store.get(alert_id)
+        cities = principal_cities(who)
+        if alert is None or (cities is not None and alert.city not in cities):
+            raise HTTPException(404, "no such alert")
+        return alert
+
+    def visible_silence(silence: Any, who: Any) -> bool:
+        cities = principal_cities(who)
+        if cities is None:
+            return True
+        named = silence_cities(list(silence.matchers))
+        return bool(named) and named <= cities
     router = APIRouter(prefix="/api/v1", tags=["alerts"])
     viewer = Depends(require_role(*VIEW_ROLES))
     operator = Depends(require_role(*OPERATE_ROLES))
@@ -115,11 +162,16 @@ def build_router(
         city: str | None = None,
         feed: str | None = None,
         limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-        _who: Any = viewer,
+        who: Any = viewer,
     ) -> list[dict[str, Any]]:
         if state is not None and state not in (*STATES, "open"):
             raise HTTPException(422, f"state must be one of {', '.join(STATES)}, open")
         states = ("pending", "firing") if state == "open" else None
+        cities = principal_cities(who)
+        if cities is not None and city is not None and city not in cities:
+            return []
+        if cities is not None and city is None and len(cities) == 1:
+            city = next(iter(cities))
         alerts = store.list_alerts(
             state=None if state == "open" else state,
             states=states,
@@ -130,30 +182,31 @@ def build_router(
             feed=feed,
             limit=limit,
         )
-        return [a.to_dict() for a in alerts]
+        return [a.to_dict() for a in alerts if cities is None or a.city in cities]
 
     @router.get("/alerts/{alert_id}")
-    def get_alert(alert_id: str, _who: Any = viewer) -> dict[str, Any]:
-        alert = store.get(alert_id)
-        if alert is None:
-            raise HTTPException(404, "no such alert")
-        return alert.to_dict()
+    def get_alert(alert_id: str, who: Any = viewer) -> dict[str, Any]:
+        alert: dict[str, Any] = visible_alert(alert_id, who).to_dict()
+        return alert
 
     @router.post("/alerts/{alert_id}/ack")
     def ack_alert(alert_id: str, body: AckBody | None = None, who: Any = operator) -> dict[str, Any]:
-        alert = store.ack(alert_id, principal_name(who), body.comment if body else "", now_ns())
+        visible_alert(alert_id, who)
+        comment = body.comment if body else ""
+        alert = store.ack(alert_id, principal_name(who), comment, now_ns())
         if alert is None:
             raise HTTPException(404, "no such alert")
+        record(who, "alert.ack", "alert", alert_id, {"comment": comment, "ack_by": alert.ack_by})
         return alert.to_dict()
 
     if ack_links is not None:
-        _add_ack_link_routes(router, store, ack_links, now_ns)
+        _add_ack_link_routes(router, store, ack_links, now_ns, audit)
 
     @router.get("/silences")
-    def list_silences(active: bool = False, _who: Any = viewer) -> list[dict[str, Any]]:
+    def list_silences(active: bool = False, who: Any = viewer) -> list[dict[str, Any]]:
         now = now_ns()
         silences = store.list_silences(now if active else None, include_expired=not active)
-        return [dict(s.to_dict(), active=s.active(now)) for s in silences]
+        return [dict(s.to_dict(), active=s.active(now)) for s in silences if visible_silence(s, who)]
 
     @router.post("/silences", status_code=201)
     def add_silence(body: SilenceBody, who: Any = operator) -> dict[str, Any]:
@@ -171,15 +224,27 @@ def build_router(
         if ends <= starts:
             raise HTTPException(422, "a silence must end after it starts")
         matchers = [m.model_dump() for m in body.matchers if isinstance(m, Matcher)]
-        silence = store.add_silence(matchers, starts, ends, body.creator or principal_name(who), body.comment, now)
+        cities = principal_cities(who)
+        named = silence_cities(matchers)
+        if cities is not None and not (named and named <= cities):
+            raise HTTPException(
+                403, f"this caller is limited to {', '.join(sorted(cities))}: add a matcher city=<one of them>"
+            )
+        silence = store.add_silence(matchers, starts, ends, principal_name(who), body.comment, now)
+        record(who, "silence.create", "silence", silence.id, {"matchers": matchers, "starts_ns": starts,
+                                                               "ends_ns": ends, "comment": body.comment})
         return dict(silence.to_dict(), active=silence.active(now))
 
     @router.delete("/silences/{silence_id}")
-    def expire_silence(silence_id: str, _who: Any = operator) -> dict[str, Any]:
+    def expire_silence(silence_id: str, who: Any = operator) -> dict[str, Any]:
         now = now_ns()
+        existing = store.get_silence(silence_id)
+        if existing is None or not visible_silence(existing, who):
+            raise HTTPException(404, "no such silence")
         silence = store.expire_silence(silence_id, now)
         if silence is None:
             raise HTTPException(404, "no such silence")
+        record(who, "silence.expire", "silence", silence_id, {"ends_ns": silence.ends_ns})
         return dict(silence.to_dict(), active=silence.active(now))
 
     @router.get("/notifications")
@@ -197,7 +262,11 @@ def build_router(
 
 
 def _add_ack_link_routes(
-    router: APIRouter, store: AlertStore, signer: AckLinkSigner, now_ns: Callable[[], int]
+    router: APIRouter,
+    store: AlertStore,
+    signer: AckLinkSigner,
+    now_ns: Callable[[], int],
+    audit: AuditHook | None = None,
 ) -> None:
     pages = AckPages()
 
@@ -238,4 +307,9 @@ def _add_ack_link_routes(
         )
         if alert is None:
             return page(404, "missing")
+        if acknowledged and audit is not None:
+            await run_in_threadpool(
+                lambda: audit(actor=f"link:{link.receiver}", action="alert.ack", entity_type="alert",
+                              entity_id=alert_id, before=None, after={"comment": comment, "via": "signed link"})
+            )
         return page(200, "done" if acknowledged else "already", alert)

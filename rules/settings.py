@@ -64,8 +64,10 @@ class RulesService:
     queue: asyncio.Queue[tuple[Reading, DeviceInfo]]
     ack_links: AckLinkSigner | None = None
 
-    def router(self, require_role: Any) -> APIRouter:
-        return build_router(self.store, require_role, clock=self.engine.clock, ack_links=self.ack_links)
+    def router(self, require_role: Any, audit: Any = None) -> APIRouter:
+        return build_router(
+            self.store, require_role, clock=self.engine.clock, ack_links=self.ack_links, audit=audit
+        )
 
     async def start(self) -> None:
         await self.pipeline.start()

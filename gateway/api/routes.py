@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from gateway.api.auth import Principal, require_role
-from gateway.errors import FieldProblem, GatewayError, InvalidInputError
+from gateway.errors import DeviceNotFoundError, FieldProblem, GatewayError, InvalidInputError
 from gateway.registry.schemas import (
     DEVICE_ID_PATTERN,
     AuditOut,
@@ -95,6 +95,14 @@ def _service(request: Request) -> DeviceService:
     return service
 
 
+def _visible_device(request: Request, who: Principal, device_id: str) -> DeviceOut:
+    """The device, if the caller's cities include its city; otherwise 404, as if it did not exist."""
+    device = _store(request).get_device(device_id)
+    if not who.sees_city(device.city):
+        raise DeviceNotFoundError(device_id)
+    return device
+
+
 def _csv_from_multipart(content_type: str, body: bytes) -> bytes:
     """The first file part (or the part named `file`) of a multipart/form-data body."""
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
@@ -143,6 +151,7 @@ def build_router() -> APIRouter:
         spec: DeviceSpec, request: Request, who: Annotated[Principal, Depends(ENGINEER)]
     ) -> DeviceCreatedOut:
         """Register a device. With a broker configured, its MQTT password is in the answer: shown only once."""
+        who.require_cities([spec.city])
         device, credentials = await _service(request).create_device(spec, actor=who.actor)
         mqtt = MqttCredentialsOut(**vars_of(credentials)) if credentials else None
         if mqtt:
@@ -157,7 +166,7 @@ def build_router() -> APIRouter:
     @router.get("/devices", response_model=Page[DeviceOut], tags=["devices"])
     def list_devices(
         request: Request,
-        _who: Annotated[Principal, Depends(READ)],
+        who: Annotated[Principal, Depends(READ)],
         city: TextFilter = None,
         district: TextFilter = None,
         feed: Feed | None = None,
@@ -166,7 +175,13 @@ def build_router() -> APIRouter:
         offset: Offset = 0,
     ) -> Page[DeviceOut]:
         return _store(request).list_devices(
-            city=city, district=district, feed=feed, status=status, limit=limit, offset=offset
+            city=city,
+            district=district,
+            feed=feed,
+            status=status,
+            limit=limit,
+            offset=offset,
+            cities=sorted(who.cities) if who.cities is not None else None,
         )
 
     @router.post(
@@ -202,7 +217,9 @@ def build_router() -> APIRouter:
             raise InvalidInputError(
                 [FieldProblem("file", f"not UTF-8 text (byte {exc.start}); save the CSV as UTF-8")]
             ) from exc
-        report = await _service(request).import_csv(text, actor=who.actor, atomic=True, dry_run=dry_run)
+        report = await _service(request).import_csv(
+            text, actor=who.actor, atomic=True, dry_run=dry_run, cities=who.cities
+        )
         status = 422 if report.errors else 200
         body_json: dict[str, Any] = report.model_dump(mode="json")
         if report.errors:
@@ -214,13 +231,16 @@ def build_router() -> APIRouter:
         return JSONResponse(body_json, status_code=status)
 
     @router.get("/devices/{device_id}", response_model=DeviceOut, tags=["devices"])
-    def get_device(device_id: DeviceId, request: Request, _who: Annotated[Principal, Depends(READ)]) -> DeviceOut:
-        return _store(request).get_device(device_id)
+    def get_device(device_id: DeviceId, request: Request, who: Annotated[Principal, Depends(READ)]) -> DeviceOut:
+        return _visible_device(request, who, device_id)
 
     @router.patch("/devices/{device_id}", response_model=DeviceOut, tags=["devices"])
     async def update_device(
         device_id: DeviceId, patch: DevicePatch, request: Request, who: Annotated[Principal, Depends(ENGINEER)]
     ) -> DeviceOut:
+        _visible_device(request, who, device_id)
+        if patch.city is not None:
+            who.require_cities([patch.city])
         return await _service(request).update_device(device_id, patch, actor=who.actor)
 
     @router.delete("/devices/{device_id}", response_model=DeviceOut, tags=["devices"])
@@ -228,6 +248,7 @@ def build_router() -> APIRouter:
         device_id: DeviceId, request: Request, who: Annotated[Principal, Depends(ENGINEER)]
     ) -> DeviceOut:
         """Retire the device: its MQTT account is deleted on the broker at once; its history stays."""
+        _visible_device(request, who, device_id)
         return await _service(request).retire_device(device_id, actor=who.actor)
 
     @router.post("/devices/{device_id}/rotate-credentials", response_model=MqttCredentialsOut, tags=["devices"])
@@ -235,6 +256,7 @@ def build_router() -> APIRouter:
         device_id: DeviceId, request: Request, who: Annotated[Principal, Depends(ENGINEER)]
     ) -> MqttCredentialsOut:
         """A new MQTT password, effective at once (the old one stops working). Shown only once."""
+        _visible_device(request, who, device_id)
         credentials = await _service(request).rotate_credentials(device_id, actor=who.actor)
         return MqttCredentialsOut(**vars_of(credentials))
 
@@ -246,10 +268,12 @@ def build_router() -> APIRouter:
         who: Annotated[Principal, Depends(ENGINEER)],
     ) -> DeviceOut:
         """Maintenance until a time (it ends by itself); `{"until": null}` ends it now."""
+        _visible_device(request, who, device_id)
         return _store(request).set_maintenance(device_id, spec.until, actor=who.actor)
 
     @router.get("/devices/{device_id}/overrides", response_model=OverridesOut, tags=["devices"])
-    def get_overrides(device_id: DeviceId, request: Request, _who: Annotated[Principal, Depends(READ)]) -> OverridesOut:
+    def get_overrides(device_id: DeviceId, request: Request, who: Annotated[Principal, Depends(READ)]) -> OverridesOut:
+        _visible_device(request, who, device_id)
         return _store(request).get_overrides(device_id)
 
     @router.put("/devices/{device_id}/overrides", response_model=OverridesOut, tags=["devices"])
@@ -260,11 +284,13 @@ def build_router() -> APIRouter:
         who: Annotated[Principal, Depends(ENGINEER)],
     ) -> OverridesOut:
         """Replace the device's threshold overrides and calibration ({field: {offset, scale}})."""
+        _visible_device(request, who, device_id)
         return _store(request).set_overrides(device_id, spec, actor=who.actor)
 
     @router.get("/devices/{device_id}/diagnostics", response_model=DiagnosticsOut, tags=["devices"])
-    def diagnostics(device_id: DeviceId, request: Request, _who: Annotated[Principal, Depends(READ)]) -> DiagnosticsOut:
+    def diagnostics(device_id: DeviceId, request: Request, who: Annotated[Principal, Depends(READ)]) -> DiagnosticsOut:
         """Last seen, last reading, and the last 20 raw messages with whether each was accepted and why not."""
+        _visible_device(request, who, device_id)
         return _store(request).diagnostics(device_id)
 
     # ------------------------------------------------------------------ profiles
@@ -275,6 +301,7 @@ def build_router() -> APIRouter:
 
     @router.post("/profiles", status_code=201, response_model=ProfileOut, tags=["profiles"])
     def create_profile(spec: ProfileSpec, request: Request, who: Annotated[Principal, Depends(ENGINEER)]) -> ProfileOut:
+        who.require_unscoped("a device profile")
         return _store(request).create_profile(spec, actor=who.actor)
 
     @router.get("/profiles/{name}", response_model=ProfileOut, tags=["profiles"])
@@ -285,10 +312,12 @@ def build_router() -> APIRouter:
     def update_profile(
         name: NameParam, patch: ProfilePatch, request: Request, who: Annotated[Principal, Depends(ENGINEER)]
     ) -> ProfileOut:
+        who.require_unscoped("a device profile")
         return _store(request).update_profile(name, patch, actor=who.actor)
 
     @router.delete("/profiles/{name}", status_code=204, tags=["profiles"])
     def delete_profile(name: NameParam, request: Request, who: Annotated[Principal, Depends(ENGINEER)]) -> Response:
+        who.require_unscoped("a device profile")
         _store(request).delete_profile(name, actor=who.actor)
         return Response(status_code=204)
 
@@ -297,7 +326,7 @@ def build_router() -> APIRouter:
     @router.get("/audit", response_model=Page[AuditOut], tags=["audit"])
     def list_audit(
         request: Request,
-        _who: Annotated[Principal, Depends(ENGINEER)],
+        who: Annotated[Principal, Depends(ENGINEER)],
         entity_type: TextFilter = None,
         entity_id: TextFilter = None,
         actor: TextFilter = None,
@@ -307,6 +336,7 @@ def build_router() -> APIRouter:
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> Page[AuditOut]:
+        who.require_unscoped("the audit log")
         return _store(request).list_audit(
             entity_type=entity_type,
             entity_id=entity_id,
@@ -321,16 +351,21 @@ def build_router() -> APIRouter:
     # ------------------------------------------------------------------ API tokens (admin)
 
     @router.get("/tokens", response_model=list[TokenOut], tags=["tokens"])
-    def list_tokens(request: Request, _who: Annotated[Principal, Depends(ADMIN)]) -> list[TokenOut]:
+    def list_tokens(request: Request, who: Annotated[Principal, Depends(ADMIN)]) -> list[TokenOut]:
+        who.require_unscoped("API tokens")
         return _store(request).list_tokens()
 
     @router.post("/tokens", status_code=201, response_model=TokenCreatedOut, tags=["tokens"])
     def create_token(spec: TokenSpec, request: Request, who: Annotated[Principal, Depends(ADMIN)]) -> TokenCreatedOut:
-        token, secret = _store(request).create_token(spec.name, spec.role, actor=who.actor)
+        who.require_unscoped("API tokens")
+        token, secret = _store(request).create_token(
+            spec.name, spec.role, actor=who.actor, expires_at=spec.expires_at, cities=spec.cities
+        )
         return TokenCreatedOut(token=token, secret=secret)
 
     @router.delete("/tokens/{name}", response_model=TokenOut, tags=["tokens"])
     def revoke_token(name: NameParam, request: Request, who: Annotated[Principal, Depends(ADMIN)]) -> TokenOut:
+        who.require_unscoped("API tokens")
         return _store(request).revoke_token(name, actor=who.actor)
 
     return router

@@ -114,7 +114,11 @@ class Provisioner(Protocol):
 
     async def update_device_topic(self, device_id: str, *, old_topic: str, new_topic: str) -> None: ...
 
-    async def revoke_device_client(self, device_id: str, *, username: str | None = None) -> None: ...
+    async def revoke_device_client(
+        self, device_id: str, *, username: str | None = None, keep_role: bool = False
+    ) -> None:
+        """Delete the device's account (and its role, unless `keep_role`: another account of it still uses it)."""
+        ...
 
     async def ensure_collector_account(self, username: str, password: str, *, client_id: str | None = None) -> None: ...
 
@@ -439,13 +443,16 @@ class MosquittoProvisioner:
             tolerate=("not found",),
         )
 
-    async def revoke_device_client(self, device_id: str, *, username: str | None = None) -> None:
+    async def revoke_device_client(
+        self, device_id: str, *, username: str | None = None, keep_role: bool = False
+    ) -> None:
         # deleteClient disconnects live sessions of that username; a missing client is already revoked.
+        # (A role must not be deleted while a client still names it: Mosquitto 2.0 then fails every listClients.)
         username = username or device_account(device_id)
         commands: list[dict[str, Any]] = []
         if await self._owned_device_client(device_id, username):
             commands.append({"command": "deleteClient", "username": username})
-        if await self._owned_device_role(device_id):
+        if not keep_role and await self._owned_device_role(device_id):
             commands.append({"command": "deleteRole", "rolename": device_role(device_id)})
         if commands:
             await self.client.execute(commands, tolerate=("not found",))
@@ -616,9 +623,11 @@ class FakeProvisioner:
             if client.get("device_id") == device_id:
                 client["topic"] = new_topic
 
-    async def revoke_device_client(self, device_id: str, *, username: str | None = None) -> None:
+    async def revoke_device_client(
+        self, device_id: str, *, username: str | None = None, keep_role: bool = False
+    ) -> None:
         username = username or device_account(device_id)
-        self._record("revoke_device_client", device_id=device_id, username=username)
+        self._record("revoke_device_client", device_id=device_id, username=username, keep_role=keep_role)
         if self._owned(device_id, username):
             self.clients.pop(username, None)
 

@@ -214,6 +214,13 @@ class MaintenanceSpec(StrictInput):
 class TokenSpec(StrictInput):
     name: Identifier
     role: Role
+    expires_at: AwareDatetime | None = Field(default=None, description="Refused from this time on; none: no expiry")
+    cities: list[Identifier] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="Only these cities' devices, alerts and silences; none: every city",
+    )
 
 
 # ---------------------------------------------------------------- output
@@ -271,6 +278,9 @@ class TokenOut(Output):
     role: str
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    cities: list[str] | None = None
 
 
 class AuditOut(Output):

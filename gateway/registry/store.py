@@ -308,6 +308,34 @@ class RegistryStore:
         with self._sessions() as session:
             return self._device_out(self._load_device(session, device_id))
 
+    def device_cities(self, device_ids: Sequence[str]) -> dict[str, str]:
+        """{device_id: city} of those of `device_ids` that are registered."""
+        found: dict[str, str] = {}
+        with self._sessions() as session:
+            for chunk in _chunks(list(device_ids)):
+                for device_id, city in session.execute(
+                    select(Device.device_id, Device.city).where(Device.device_id.in_(chunk))
+                ):
+                    found[device_id] = city
+        return found
+
+    def broker_view(self) -> list[tuple[str, str, str, str, str | None, bool]]:
+        """(device_id, status, city, feed, mqtt_username, has password) of every device: what reconcile compares."""
+        with self._sessions() as session:
+            rows = session.execute(
+                select(
+                    Device.device_id, Device.status, Device.city, Device.feed, Device.mqtt_username,
+                    Device.mqtt_password_hash.is_not(None),
+                ).order_by(Device.device_id)
+            ).all()
+            return [(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
+
+    def clear_credentials(self, device_id: str, *, actor: str) -> DeviceOut:
+        """The broker has no account for the device any more: the registry stops saying it has one."""
+        return self._set_device_columns(
+            device_id, {"mqtt_username": None, "mqtt_password_hash": None}, actor=actor, action="device.reconcile"
+        )
+
     def device_exists(self, device_id: str) -> bool:
         with self._sessions() as session:
             return session.get(Device, device_id) is not None
@@ -321,8 +349,12 @@ class RegistryStore:
         status: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        cities: Sequence[str] | None = None,
     ) -> Page[DeviceOut]:
+        """`cities`: only devices in these cities (a city-scoped caller); None: every city."""
         conditions = _equal(Device, city=city, district=district, feed=feed, status=status)
+        if cities is not None:
+            conditions.append(Device.city.in_(list(cities)))
         with self._sessions() as session:
             total = session.scalar(select(func.count()).select_from(Device).where(*conditions)) or 0
             rows = session.scalars(
@@ -778,16 +810,35 @@ class RegistryStore:
 
     # ------------------------------------------------------------------ API tokens
 
-    def create_token(self, name: str, role: str, *, actor: str) -> tuple[TokenOut, str]:
-        """Returns the token record and the token itself, which is never stored and cannot be shown again."""
+    def create_token(
+        self,
+        name: str,
+        role: str,
+        *,
+        actor: str,
+        expires_at: datetime | None = None,
+        cities: Sequence[str] | None = None,
+    ) -> tuple[TokenOut, str]:
+        """Returns the token record and the token itself, which is never stored and cannot be shown again.
+        `expires_at`: refused from then on; `cities`: limited to those cities' devices, alerts and silences."""
         if role not in ROLES:
             raise InvalidInputError([FieldProblem("role", f"must be one of {', '.join(ROLES)}", value=role)])
+        if expires_at is not None and (expires_at.tzinfo is None or expires_at.utcoffset() is None):
+            raise InvalidInputError([FieldProblem("expires_at", "give a UTC offset, e.g. 2027-01-01T00:00:00+07:00")])
+        scope = sorted(set(cities)) if cities else None
         token = new_api_token()
         try:
             with self._transaction() as session:
                 if session.scalars(select(ApiToken).where(ApiToken.name == name)).one_or_none() is not None:
                     raise ConflictError(f"an API token named {name!r} already exists", token=name)
-                record = ApiToken(name=name, role=role, token_hash=hash_api_token(token), created_at=utcnow())
+                record = ApiToken(
+                    name=name,
+                    role=role,
+                    token_hash=hash_api_token(token),
+                    created_at=utcnow(),
+                    expires_at=expires_at.astimezone(UTC) if expires_at else None,
+                    cities=scope,
+                )
                 session.add(record)
                 session.flush()
                 self._audit(
@@ -797,20 +848,32 @@ class RegistryStore:
                     entity_type="token",
                     entity_id=name,
                     before=None,
-                    after={"name": name, "role": role},
+                    after={"name": name, "role": role, "expires_at": _iso(record.expires_at), "cities": scope},
                 )
                 out = TokenOut.model_validate(record)
         except IntegrityError as exc:
             raise ConflictError(f"an API token named {name!r} already exists", token=name) from exc
         return out, token
 
+    # Recording every request's time would be one write per request; a minute's precision is enough to tell an
+    # unused token from a used one.
+    LAST_USED_PRECISION_S = 60.0
+
     def authenticate(self, token: str) -> TokenOut | None:
-        """The live token that `token` is, or None (unknown or revoked)."""
+        """The live token that `token` is, or None (unknown, revoked or expired). Records when it was last used."""
+        now = utcnow()
         with self._sessions() as session:
             record = session.scalars(
                 select(ApiToken).where(ApiToken.token_hash == hash_api_token(token), ApiToken.revoked_at.is_(None))
             ).one_or_none()
-            return TokenOut.model_validate(record) if record is not None else None
+            if record is None or (record.expires_at is not None and record.expires_at <= now):
+                return None
+            last = record.last_used_at
+            if last is None or (now - last).total_seconds() >= self.LAST_USED_PRECISION_S:
+                session.execute(update(ApiToken).where(ApiToken.id == record.id).values(last_used_at=now))
+                session.commit()
+                record.last_used_at = now
+            return TokenOut.model_validate(record)
 
     def list_tokens(self) -> list[TokenOut]:
         with self._sessions() as session:

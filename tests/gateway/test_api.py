@@ -103,7 +103,7 @@ def test_auth_missing_invalid_and_forbidden(api: Api) -> None:
     assert "missing bearer token" in missing.json()["message"]
     invalid = api.client.get("/api/v1/devices", headers={"Authorization": "Bearer nkh_nope"})
     assert invalid.status_code == 401 and invalid.headers["WWW-Authenticate"] == "Bearer"
-    assert "invalid or revoked" in invalid.json()["message"]
+    assert "invalid, revoked or expired" in invalid.json()["message"]
     forbidden = api.call("POST", "/devices", "viewer", json=DEVICE)
     assert forbidden.status_code == 403
     assert "requires role engineer (or admin)" in forbidden.json()["message"]

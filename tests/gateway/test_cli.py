@@ -126,3 +126,16 @@ def test_tokens_create_list_revoke(run: Any) -> None:
     assert run("tokens", "revoke", "field-team").exit_code == 0
     assert run.store.authenticate(token) is None
     assert run("tokens", "revoke", "nobody").exit_code == 1
+
+
+def test_tokens_create_with_expiry_and_cities(run: Any) -> None:
+    created = run("tokens", "create", "--role", "operator", "--name", "cm-ops", "--city", "chiangmai",
+                  "--city", "lamphun", "--expires-in-days", "30")
+    assert created.exit_code == 0, created.output
+    token = run.store.authenticate(created.stdout.strip().splitlines()[0])
+    assert token.cities == ["chiangmai", "lamphun"] and token.expires_at is not None
+    listed = run("tokens", "list").output
+    assert "chiangmai,lamphun" in listed and "cm-ops" in listed
+    assert run("tokens", "create", "--role", "viewer", "--name", "bad", "--city", "no/slash").exit_code == 2
+    gone = run("tokens", "create", "--role", "viewer", "--name", "gone", "--expires-in-days", "-1")
+    assert run.store.authenticate(gone.stdout.strip().splitlines()[0]) is None  # already expired

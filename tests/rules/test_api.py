@@ -104,11 +104,17 @@ def test_silences_create_list_expire(client: TestClient, store: AlertStore, cloc
             "matchers": [{"name": "rule", "op": "=", "value": "x"}],
             "starts_at": "2026-01-06T03:00:00Z",
             "ends_at": "2026-01-06T05:00:00Z",
-            "creator": "malee",
         },
         headers=OPERATOR,
     )
-    assert explicit.status_code == 201 and explicit.json()["created_by"] == "malee"
+    assert explicit.status_code == 201 and explicit.json()["created_by"] == "somchai"
+    # the caller cannot choose who made it: the authenticated caller did
+    forged = client.post(
+        "/api/v1/silences",
+        json={"matchers": ["rule=x"], "duration": "1h", "creator": "malee"},
+        headers=OPERATOR,
+    )
+    assert forged.status_code == 422
 
 
 def test_matchers() -> None:
