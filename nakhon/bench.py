@@ -767,10 +767,30 @@ def bench(
     profile_collector: Annotated[
         Path | None, typer.Option(help="Run the collector under cProfile, writing stats here (slows it).")
     ] = None,
+    scenario: Annotated[str, typer.Option(
+        help="live (publish while the collector runs, the default), or an alert storm drained from a backlog "
+             "beside a calm one: haze, flapping, flood, storm (all three). --messages: backlog per phase."
+    )] = "live",
+    stations: Annotated[int, typer.Option(help="Storm scenarios: devices per backlog.")] = 1000,
+    pace: Annotated[float, typer.Option(help="Storm scenarios: msg/s queueing a backlog (0: unpaced).")] = 6000.0,
+    notify_wait: Annotated[float, typer.Option(
+        help="Storm scenarios: seconds after the storm drain for notification groups to fall due.")] = 35.0,
 ) -> None:
     """Benchmark the ingest path against real Mosquitto and InfluxDB on this machine; prints JSON."""
     if qos not in (0, 1, 2):
         raise typer.BadParameter("qos must be 0, 1 or 2")
+    if scenario != "live":
+        from nakhon.bench_storm import SCENARIOS, run_storm_bench
+
+        if scenario not in (*SCENARIOS, "storm"):
+            raise typer.BadParameter(f"scenario must be live, storm or one of {', '.join(SCENARIOS)}")
+        storm = run_storm_bench(scenarios=SCENARIOS if scenario == "storm" else (scenario,), messages=messages,
+                                stations=stations, pace=pace, notify_wait_s=notify_wait, timeout_s=timeout,
+                                keep=keep)
+        _emit(storm, json_out)
+        if storm["lost"] or storm["duplicates"] or not storm["alerts_consistent"]:
+            raise typer.Exit(1)
+        return
     result = run_bench(messages=messages, devices=devices, publishers=publishers, qos=qos, probe_rate=probe_rate,
                        timeout_s=timeout, keep=keep,
                        profile_out=profile_collector.resolve() if profile_collector else None)

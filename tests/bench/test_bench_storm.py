@@ -1,0 +1,56 @@
+"""`nakhon bench --scenario storm` small: every scenario drains its calm and storm backlogs losslessly, the storm
+really changes alert states, and the alert store agrees with the `alerts` measurement afterwards.
+
+Correctness only (counts, consistency): drain rates and the storm / calm ratio are the benchmark's business
+(bench/README.md), never asserted by a test.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nakhon.bench_storm import alert_consistency
+
+
+@pytest.mark.slow
+def test_storm_scenarios_small_are_lossless_and_the_alert_store_matches_the_measurement(tmp_path: Path) -> None:
+    out = tmp_path / "storm.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "nakhon.cli", "bench", "--scenario", "storm", "--messages", "800", "--stations", "20",
+         "--pace", "2000", "--notify-wait", "0", "--json-out", str(out)],
+        capture_output=True, text=True, timeout=480,
+    )
+    assert proc.returncode == 0, f"nakhon bench exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    result = json.loads(out.read_text())
+    assert [s["scenario"] for s in result["scenarios"]] == ["haze", "flapping", "flood"]
+    assert result["lost"] == 0 and result["duplicates"] == 0
+    assert result["alerts_consistent"], result["alerts_consistency"]
+    for s in result["scenarios"]:
+        for phase in ("calm", "storm"):
+            figures = s[phase]
+            assert figures["drained"], (s["scenario"], phase, figures)
+            assert figures["acknowledged_by_broker"] == figures["published"] == 800
+            assert figures["evaluated"] >= 800 and figures["stored"] >= 800
+        assert s["lost"] == 0
+        assert "calm" in s and "storm_to_calm" in s and "notifications_storm_phase" in s
+    haze, flapping, flood = (s["alerts_of_storm_devices_by_state"] for s in result["scenarios"])
+    assert haze == {"firing": 20}  # every station crossed AQI 100 and stayed past `for: 1h`
+    assert flapping.get("resolved", 0) >= 20 * 10  # 40 readings per device, each pair a pending → resolved flap
+    assert flood.get("firing", 0) >= 2 * 20  # every gauge: high, then overbank
+
+
+def test_alert_consistency_counts_every_kind_of_disagreement() -> None:
+    store = {"a": "firing", "b": "resolved", "c": "pending"}
+    points = {"a": (3, "firing"), "b": (5, "firing"), "d": (1, "pending")}
+    assert alert_consistency(store, points) == {
+        "alerts_in_store": 3,
+        "alerts_in_measurement": 3,
+        "missing_in_measurement": 1,
+        "missing_in_store": 1,
+        "state_mismatches": 1,
+    }
