@@ -151,8 +151,14 @@ class NotificationPipeline:
     async def start(self) -> None:
         self._ensure_started()
 
-    async def stop(self) -> None:
-        """Stop at once; what is owed stays in the outbox for the next start."""
+    async def stop(self, grace_s: float = 0.0) -> None:
+        """Give the receivers up to `grace_s` to take what is owed, then stop; the rest stays in the outbox for the
+        next start (a message interrupted mid-attempt is tried again then)."""
+        if grace_s > 0 and self.workers:
+            try:
+                await self.drain(grace_s)
+            except TimeoutError:
+                log.warning("notifications still owed at shutdown stay in the outbox for the next start")
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
