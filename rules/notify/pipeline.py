@@ -25,7 +25,7 @@ from rules.notify.apprise_notifier import AppriseNotifier
 from rules.notify.base import Notifier, NotifyMessage
 from rules.notify.delivery import ReceiverWorker
 from rules.notify.grouping import SEVERITY_RANK, Group, Grouper, worst_first
-from rules.notify.outbox import Candidate, Outbox, OwedMessage, ReceiverStatus, new_message_id
+from rules.notify.outbox import Candidate, Outbox, OwedMessage, new_message_id
 from rules.notify.payload import build_payload
 from rules.notify.redact import Redactor
 from rules.notify.render import Renderer
@@ -182,9 +182,6 @@ class NotificationPipeline:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"notifications still owed after {timeout_s}s")
             await asyncio.sleep(0.01)
-
-    def status(self) -> list[ReceiverStatus]:
-        return self.outbox.status()
 
     def health(self) -> dict[str, Any]:
         """`/healthz` detail per receiver (from memory, no query). A failing receiver does not make the process

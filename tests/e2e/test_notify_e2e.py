@@ -6,6 +6,7 @@ mid-retry, the webhook recovers, the process restarts: every alert arrives exact
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -44,7 +45,7 @@ route:
 """
 
 
-def wait_until(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
