@@ -19,10 +19,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from rules.notify.base import NotifyMessage
 from rules.store import AlertRow, NotificationRow, OutboxRow
@@ -351,29 +351,26 @@ class Outbox:
                 )
             )
 
-    def resolves_owed_after_restart(self) -> list[str]:
-        """Alerts now resolved whose firing a receiver got (or is owed) but whose resolve was never recorded: the
-        resolve was still in a group's memory at a crash."""
-        with self._tx() as s:
-            fired = (
-                select(NotificationRow.receiver, NotificationRow.alert_id)
-                .join(AlertRow, AlertRow.id == NotificationRow.alert_id)
-                .where(
-                    NotificationRow.kind == "firing",
-                    NotificationRow.outcome.in_(LIVE_OUTCOMES),
-                    AlertRow.state == "resolved",
-                )
+    def resolves_owed_after_restart(self, since_ns: int) -> list[str]:
+        """Alerts resolved since `since_ns` whose firing a receiver got (or is owed) but whose resolve was never
+        recorded: the resolve was still in a group's memory at a crash. (Bounded by `since_ns`: the notification
+        log keeps all history.)"""
+        told = aliased(NotificationRow)
+        stmt = (
+            select(NotificationRow.alert_id)
+            .distinct()
+            .join(AlertRow, AlertRow.id == NotificationRow.alert_id)
+            .where(
+                NotificationRow.kind == "firing",
+                NotificationRow.outcome.in_(LIVE_OUTCOMES),
+                AlertRow.state == "resolved",
+                AlertRow.resolved_ns >= since_ns,
+                ~exists().where(
+                    told.receiver == NotificationRow.receiver,
+                    told.alert_id == NotificationRow.alert_id,
+                    told.kind == "resolved",
+                ),
             )
-            pairs = {(r[0], r[1]) for r in s.execute(fired)}
-            if not pairs:
-                return []
-            told = {
-                (r[0], r[1])
-                for r in s.execute(
-                    select(NotificationRow.receiver, NotificationRow.alert_id).where(
-                        NotificationRow.kind == "resolved",
-                        NotificationRow.alert_id.in_([a for _, a in pairs]),
-                    )
-                )
-            }
-            return sorted({alert_id for _, alert_id in pairs - told})
+        )
+        with self._tx() as s:
+            return sorted(s.scalars(stmt))

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LISTED_ALERTS = 10  # a grouped message names the worst this many alerts and counts the rest
+RESOLVE_LOOKBACK_S = 24 * 3600.0  # after a restart, look this far back for resolves lost with a group's memory
 
 
 class LogNotifier:
@@ -258,7 +259,8 @@ class NotificationPipeline:
         for alert in alerts:
             if alert.state == "firing":
                 await self.submit(alert)
-        for alert_id in await self._db(self.outbox.resolves_owed_after_restart):
+        since = self.clock.now_ns() - int(RESOLVE_LOOKBACK_S * NS)
+        for alert_id in await self._db(self.outbox.resolves_owed_after_restart, since):
             resolved = await self._db(self.store.get, alert_id)
             if resolved is not None:
                 await self.submit(resolved)
@@ -309,7 +311,11 @@ class NotificationPipeline:
 
     def _eligible(self, group: Group, now: int) -> list[tuple[tuple[str, str], str, Alert]]:
         out = []
+        send_resolved = self.routing.receiver(group.receiver).send_resolved
         for key, note in list(group.notes.items()):
+            if note.kind == "resolved" and not send_resolved:
+                del group.notes[key]
+                continue
             a = self._latest.get(note.alert.id, note.alert)
             if note.kind != "resolved":
                 if a.state == "resolved" or (note.kind != "firing" and a.acknowledged):

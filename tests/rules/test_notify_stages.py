@@ -131,3 +131,21 @@ route:
     assert ok.id not in out.output  # line recovered after two retries: sent
     everything = CliRunner().invoke(shell(store), ["alerts", "notifications"]).output
     assert ok.id in everything and "attempts=3" in everything
+
+
+async def test_a_receiver_with_send_resolved_false_gets_the_firing_only(
+    store: AlertStore, clock, pipeline_factory
+) -> None:
+    routing = """
+receivers: [{name: ops, send_resolved: false}]
+route: {receiver: ops, group_by: [rule, device_id], group_wait: 0s, group_interval: 1s, repeat_interval: 0s}
+"""
+    pipe, mem = pipeline_factory(routing)
+    a = fire(store, "r", "d-1", "air", T0)
+    await pipe.submit(a)
+    await pipe.drain()
+    clock.advance(5)
+    await pipe.submit(store.resolve(a.id, clock.now_ns()))  # type: ignore[arg-type]
+    await pipe.drain()
+    assert [m.kind for m in mem["ops"].sent] == ["firing"]
+    await pipe.stop()
