@@ -681,12 +681,231 @@ def bench_notify(
     devices: Annotated[int, typer.Option(help="Simulated devices publishing the background.")] = 200,
     json_out: Annotated[Path | None, typer.Option(help="Also write the JSON result to this file.")] = None,
     keep: Annotated[bool, typer.Option(help="Keep the temp dir (collector log, registry database).")] = False,
+    outage_s: Annotated[
+        float, typer.Option(help="Instead: the receiver-outage scenario, webhook answering 500 for this long.")
+    ] = 0.0,
 ) -> None:
     """Benchmark publish → notification latency of an immediate rule under background load; prints JSON.
 
+    With `--outage-s 300`: alerts raised during a 5-minute webhook outage, counted after it (all, none twice).
     Exit 0 whether or not the latency target is met (it is a benchmark); non-zero only when the harness fails."""
+    if outage_s > 0:
+        _emit(run_bench_notify_outage(outage_s=outage_s, probes=probes, devices=devices, keep=keep), json_out)
+        return
     result = run_bench_notify(probes=probes, background_rate=background_rate, devices=devices, keep=keep)
     _emit(result, json_out)
 
 
-__all__ = ["REQUIRED_KEYS", "WebhookReceiver", "bench_notify", "parse_hit", "run_bench_notify"]
+# --------------------------------------------------------------------------------------------------- outage
+
+
+OUTAGE_RETRY = "{initial: 1s, max: 30s}"  # the webhook receiver's backoff in the outage scenario
+
+
+class OutageWebhook:
+    """A local webhook that answers 500 (and records nothing) until `recover()`, then 200, recording every body."""
+
+    def __init__(self) -> None:
+        self.hits: list[WebhookHit] = []
+        self.refused = 0
+        self.down = True
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                received_ns = time.time_ns()
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with lock:
+                    if outer.down:
+                        outer.refused += 1
+                    else:
+                        try:
+                            body = json.loads(raw or b"{}")
+                        except ValueError:
+                            body = {"_raw": raw.decode("utf-8", errors="replace")}
+                        outer.hits.append(WebhookHit(received_ns, self.path, body))
+                self.send_response(500 if outer.down else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        self._thread = threading.Thread(target=self.server.serve_forever, name="bench-outage-webhook", daemon=True)
+        self._lock = lock
+
+    @property
+    def url(self) -> str:
+        return f"json://127.0.0.1:{self.port}/notify"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def recover(self) -> None:
+        self.down = False
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(5)
+
+    def snapshot(self) -> list[WebhookHit]:
+        with self._lock:
+            return list(self.hits)
+
+
+def outage_alerts(hit: WebhookHit) -> list[tuple[str, int]]:
+    """(state, probe sequence) of each alert in one structured (payload v1) POST."""
+    out = []
+    for alert in hit.body.get("alerts", []):
+        value = alert.get("value")
+        if alert.get("rule") == PROBE_RULE and isinstance(value, int | float) and value >= PROBE_BASE:
+            out.append((str(alert.get("state")), probe_seq(float(value))))
+        elif alert.get("rule") == PROBE_RULE:
+            found = _PROBE_IN_BODY.search(str(alert.get("message_en", "")))
+            if found:
+                out.append((str(alert.get("state")), probe_seq(float(found.group(1)))))
+    return out
+
+
+def run_bench_notify_outage(
+    *,
+    outage_s: float = 300.0,
+    probes: int = 20,
+    devices: int = 50,
+    background_rate: float = 200.0,
+    workdir: Path | None = None,
+    keep: bool = False,
+    wait_s: float = 120.0,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Alerts raised while the webhook receiver is down (HTTP 500 for `outage_s`), then it recovers: how many
+    firing and resolved notifications arrive after it, how many twice, how long after the recovery."""
+    import httpx
+
+    import nakhon.localservers as servers
+    from nakhon.sim.city import City
+
+    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    root = Path(tempfile.mkdtemp(prefix="nakhon-bench-outage-", dir=workdir))
+    sim_devices = City().devices(devices) if devices > 0 else []
+    flood = next((d for d in (sim_devices or City().devices(10)) if d.feed == "flood"), None)
+    if flood is None:
+        raise RuntimeError("the simulated city has no flood device to copy for the probe")
+    probe_device = dataclasses.replace(flood, device_id=PROBE_DEVICE, name="bench-notify probe")
+    collector: subprocess.Popen[bytes] | None = None
+    background: Background | None = None
+    probe: ProbePublisher | None = None
+    broker: MosquittoServer = servers.MosquittoServer(root)
+    influx: InfluxServer = servers.InfluxServer(root)
+    webhook = OutageWebhook()
+    http = httpx.Client(timeout=30)
+    try:
+        broker.start()
+        influx.start()
+        webhook.start()
+        rules_dir, routes_file = write_rules(root, webhook.url)
+        routes_file.write_text(
+            routing_yaml(webhook.url).replace(
+                "    language: en\n", f"    language: en\n    retry: {OUTAGE_RETRY}\n", 1
+            ),
+            encoding="utf-8",
+        )
+        metrics_port, gateway_port = servers.free_port(), servers.free_port()
+        config = write_config(root, broker.url, influx.url, metrics_port, gateway_port, rules_dir, routes_file)
+        _import_devices(config, [*sim_devices, probe_device])
+        collector_log = root / "collector.log"
+        collector = _start_collector(config, collector_log)
+        _wait_healthy(http, collector, metrics_port, collector_log)
+        if sim_devices and background_rate > 0:
+            background = Background(broker.url, sim_devices, background_rate)
+            background.start()
+        probe = ProbePublisher(broker.port, probe_device.topic)
+        say(f"bench-notify outage: webhook down for {outage_s:g} s, {probes} alerts raised (and cleared) meanwhile")
+        started = time.monotonic()
+        period = outage_s / (probes + 1)
+        for seq in range(1, probes + 1):
+            time.sleep(max(0.0, started + seq * period - time.monotonic()))
+            probe.publish(seq, "trigger")
+            time.sleep(min(1.0, period / 2))
+            probe.publish(seq, "clear")
+        time.sleep(max(0.0, started + outage_s - time.monotonic()))
+        received_during = len(webhook.snapshot())
+        webhook.recover()
+        recovered_ns = time.time_ns()
+        say("bench-notify outage: webhook back")
+        deadline = time.monotonic() + wait_s
+        firing: dict[int, int] = {}
+        resolved: dict[int, int] = {}
+        while time.monotonic() < deadline:
+            firing, resolved = {}, {}
+            for hit in webhook.snapshot():
+                for state, seq in outage_alerts(hit):
+                    target = firing if state == "firing" else resolved
+                    target[seq] = target.get(seq, 0) + 1
+            if len(firing) >= probes and len(resolved) >= probes:
+                break
+            time.sleep(0.2)
+        time.sleep(2.0)  # anything sent twice would arrive now
+        firing, resolved, last_ns = {}, {}, recovered_ns
+        for hit in webhook.snapshot():
+            for state, seq in outage_alerts(hit):
+                target = firing if state == "firing" else resolved
+                target[seq] = target.get(seq, 0) + 1
+                last_ns = max(last_ns, hit.received_ns)
+        if background is not None:
+            background.stop()
+        probe.close()
+        metrics_text = http.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        _stop_collector(collector)
+        wanted = set(range(1, probes + 1))
+        return {
+            "scenario": "receiver_outage",
+            "outage_s": outage_s,
+            "alerts_raised_during_outage": probes,
+            "received_during_outage": received_during,
+            "firing_delivered_after": len(wanted & set(firing)),
+            "resolved_delivered_after": len(wanted & set(resolved)),
+            "missing_firing": sorted(wanted - set(firing)),
+            "missing_resolved": sorted(wanted - set(resolved)),
+            "duplicates": sum(n - 1 for n in [*firing.values(), *resolved.values()] if n > 1),
+            "refused_attempts_during_outage": webhook.refused,
+            "all_delivered_after_s": round((last_ns - recovered_ns) / 1e9, 2),
+            "target_met": wanted <= set(firing) and wanted <= set(resolved)
+            and all(n == 1 for n in [*firing.values(), *resolved.values()]),
+            "method": (
+                f"`nakhon run collectors` with the shipped rules plus `{PROBE_RULE}`; webhook receiver (payload v1) "
+                f"answering HTTP 500 for {outage_s:g} s then 200; receiver retry {OUTAGE_RETRY}; {probes} probe "
+                f"alerts raised evenly during the outage, each cleared ~1 s later (firing and resolve both owed); "
+                f"background publish_city(rate={background_rate:g}, qos=1, {len(sim_devices)} devices)"
+            ),
+            "details": {
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "collector_notifications_total": _notifications_total(metrics_text, WEBHOOK_RECEIVER),
+                "webhook_posts": len(webhook.snapshot()),
+                "cores": os.cpu_count(),
+            },
+        }
+    finally:
+        if background is not None and background.alive():
+            with contextlib.suppress(Exception):
+                background.stop()
+        if probe is not None:
+            with contextlib.suppress(Exception):
+                probe.client.loop_stop()
+        _teardown(http, collector, [webhook, influx, broker], root, keep)
+
+
+__all__ = [
+    "REQUIRED_KEYS",
+    "OutageWebhook",
+    "WebhookReceiver",
+    "bench_notify",
+    "parse_hit",
+    "run_bench_notify",
+    "run_bench_notify_outage",
+]

@@ -46,8 +46,9 @@ class RulesSettings(BaseModel):
     tick_interval_s: float = Field(5.0, gt=0)
     retry_max_attempts: int = Field(0, ge=0)  # 0: retry while the message still matters
     retry_initial_backoff_s: float = Field(2.0, ge=0)
-    retry_max_backoff_s: float = Field(300.0, ge=0)
+    retry_max_backoff_s: float = Field(60.0, ge=0)  # the longest wait between two attempts (per receiver: `retry.max`)
     notify_timeout_s: float = Field(30.0, gt=0)
+    notify_shutdown_grace_s: float = Field(5.0, ge=0)  # at stop, wait this long for owed notifications to go
     ack_link_secret: SecretStr | None = None  # signs acknowledge links; None: ack_link_secret_file
     ack_link_secret_file: Path | None = None  # made once when missing; None (and no secret): per-process secret
     ack_link_ttl_s: float = Field(DEFAULT_TTL_S, gt=0)  # how long a link in a message stays valid
@@ -74,7 +75,7 @@ class RulesService:
         await self.engine.start()
 
     async def stop(self) -> None:
-        await self.pipeline.stop()
+        await self.pipeline.stop(grace_s=self.settings.notify_shutdown_grace_s)
         self.store.close()
 
 

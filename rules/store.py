@@ -133,6 +133,9 @@ class OutboxRow(Base):
     escalated: Mapped[int] = mapped_column(Integer, default=0)  # 1 once handed to the fallback receiver
     first_failure_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     next_attempt_ns: Mapped[int] = mapped_column(BigInteger, default=0)
+    # which process is sending it, until when (wall clock): several pipelines on one database never send one twice
+    lease_owner: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    lease_until_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_ns: Mapped[int] = mapped_column(BigInteger)
     updated_ns: Mapped[int] = mapped_column(BigInteger)
 

@@ -24,6 +24,9 @@ from rules.timeutil import NS, Clock
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+LEASE_MARGIN_S = 5.0  # a lease outlives the attempt's timeout by this much
+POLL_S = 5.0  # an idle worker looks at the outbox this often (leases of processes that died)
+
 Escalate = Callable[[OwedMessage], Awaitable[None]]
 
 
@@ -122,7 +125,9 @@ class ReceiverWorker:
                 self.in_hand = 0
                 self._idle.set()
                 RECEIVER_QUEUE_DEPTH.labels(self.name).set(0)
-                await self._wake.wait()
+                # woken by new messages; also look again now and then for messages whose sender died
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), POLL_S)
                 self._idle.clear()
                 continue
             for i, message in enumerate(owed):
@@ -158,6 +163,8 @@ class ReceiverWorker:
                 NOTIFICATIONS.labels(self.name, "expired").inc()
                 log.info("notification %s to %s not sent: %s", message.id, self.name, reason)
                 return "expired"
+            if not await self._db(self.outbox.lease, message.id, self.policy.timeout_s + LEASE_MARGIN_S):
+                return "taken"  # another process is sending it (or it was finished meanwhile)
             attempts += 1
             try:
                 if self.notifier is None:

@@ -19,10 +19,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from rules.notify.base import NotifyMessage
 from rules.store import AlertRow, NotificationRow, OutboxRow
@@ -89,16 +89,6 @@ class Candidate:
     kind: str  # firing | resolved | reminder-N | escalation-N
 
 
-@dataclass(frozen=True, slots=True)
-class ReceiverStatus:
-    receiver: str
-    owed: int
-    failing: int  # owed messages whose last attempt failed
-    oldest_owed_ns: int | None
-    first_failure_ns: int | None
-    last_error: str | None
-
-
 def _owed(row: OutboxRow) -> OwedMessage:
     return OwedMessage(
         row.id,
@@ -125,11 +115,24 @@ def _owed(row: OutboxRow) -> OwedMessage:
 Build = Callable[[list[Candidate]], NotifyMessage | None]
 
 
-class Outbox:
-    """Synchronous (call from a thread in async code), on the alert store's database."""
+PROCESS_OWNER = secrets.token_hex(16)  # this process, as the holder of outbox leases
 
-    def __init__(self, engine: Engine) -> None:
+
+class Outbox:
+    """Synchronous (call from a thread in async code), on the alert store's database.
+
+    Several processes may share one database (engines partitioned by device): a message is sent under a lease
+    (`lease`), so only one of them works on it; a lease of a process that died runs out (after the attempt's
+    timeout, or at the end of its backoff) and another process takes the message over."""
+
+    def __init__(self, engine: Engine, owner: str = PROCESS_OWNER) -> None:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self.owner = owner
+
+    def _free(self, now_wall: int) -> Any:
+        return or_(
+            OutboxRow.lease_until_ns.is_(None), OutboxRow.lease_until_ns < now_wall, OutboxRow.lease_owner == self.owner
+        )
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
@@ -238,15 +241,27 @@ class Outbox:
     # ---- what the workers read and write ------------------------------------------------------------------
 
     def owed(self, receiver: str, limit: int = 100) -> list[OwedMessage]:
-        """A receiver's owed messages, oldest first."""
+        """A receiver's owed messages, oldest first (not those another live process is sending)."""
         stmt = (
             select(OutboxRow)
-            .where(OutboxRow.state == OWED, OutboxRow.receiver == receiver)
+            .where(OutboxRow.state == OWED, OutboxRow.receiver == receiver, self._free(time.time_ns()))
             .order_by(OutboxRow.created_ns, OutboxRow.id)
             .limit(limit)
         )
         with self._tx() as s:
             return [_owed(r) for r in s.scalars(stmt)]
+
+    def lease(self, message_id: str, seconds: float) -> bool:
+        """Take (or extend) the right to send this owed message for `seconds`; False: another process has it, or it
+        is no longer owed."""
+        now = time.time_ns()
+        with self._tx() as s:
+            result = s.execute(
+                update(OutboxRow)
+                .where(OutboxRow.id == message_id, OutboxRow.state == OWED, self._free(now))
+                .values(lease_owner=self.owner, lease_until_ns=now + int(seconds * 1e9))
+            )
+            return bool(getattr(result, "rowcount", 0))
 
     def get(self, message_id: str) -> OwedMessage | None:
         with self._tx() as s:
@@ -298,6 +313,8 @@ class Outbox:
                     first_failure_ns=first_failure_ns,
                     next_attempt_ns=next_attempt_ns,
                     updated_ns=now_ns,
+                    # held through the backoff; a process that dies meanwhile frees it when the wait is over
+                    lease_until_ns=time.time_ns() + (next_attempt_ns - now_ns),
                 )
             )
             s.execute(
@@ -334,60 +351,26 @@ class Outbox:
                 )
             )
 
-    def resolves_owed_after_restart(self) -> list[str]:
-        """Alerts now resolved whose firing a receiver got (or is owed) but whose resolve was never recorded: the
-        resolve was still in a group's memory at a crash."""
-        with self._tx() as s:
-            fired = (
-                select(NotificationRow.receiver, NotificationRow.alert_id)
-                .join(AlertRow, AlertRow.id == NotificationRow.alert_id)
-                .where(
-                    NotificationRow.kind == "firing",
-                    NotificationRow.outcome.in_(LIVE_OUTCOMES),
-                    AlertRow.state == "resolved",
-                )
+    def resolves_owed_after_restart(self, since_ns: int) -> list[str]:
+        """Alerts resolved since `since_ns` whose firing a receiver got (or is owed) but whose resolve was never
+        recorded: the resolve was still in a group's memory at a crash. (Bounded by `since_ns`: the notification
+        log keeps all history.)"""
+        told = aliased(NotificationRow)
+        stmt = (
+            select(NotificationRow.alert_id)
+            .distinct()
+            .join(AlertRow, AlertRow.id == NotificationRow.alert_id)
+            .where(
+                NotificationRow.kind == "firing",
+                NotificationRow.outcome.in_(LIVE_OUTCOMES),
+                AlertRow.state == "resolved",
+                AlertRow.resolved_ns >= since_ns,
+                ~exists().where(
+                    told.receiver == NotificationRow.receiver,
+                    told.alert_id == NotificationRow.alert_id,
+                    told.kind == "resolved",
+                ),
             )
-            pairs = {(r[0], r[1]) for r in s.execute(fired)}
-            if not pairs:
-                return []
-            told = {
-                (r[0], r[1])
-                for r in s.execute(
-                    select(NotificationRow.receiver, NotificationRow.alert_id).where(
-                        NotificationRow.kind == "resolved",
-                        NotificationRow.alert_id.in_([a for _, a in pairs]),
-                    )
-                )
-            }
-            return sorted({alert_id for _, alert_id in pairs - told})
-
-    # ---- what operators see -------------------------------------------------------------------------------
-
-    def status(self) -> list[ReceiverStatus]:
-        """Per receiver with owed messages: how many, how many failing, since when, the last error."""
+        )
         with self._tx() as s:
-            rows = s.execute(
-                select(
-                    OutboxRow.receiver,
-                    func.count(),
-                    func.min(OutboxRow.created_ns),
-                    func.min(OutboxRow.first_failure_ns),
-                )
-                .where(OutboxRow.state == OWED)
-                .group_by(OutboxRow.receiver)
-            ).all()
-            out = []
-            for receiver, owed, oldest, first_failure in rows:
-                failing = s.scalar(
-                    select(func.count()).where(
-                        OutboxRow.state == OWED, OutboxRow.receiver == receiver, OutboxRow.attempts > 0
-                    )
-                )
-                last_error = s.scalar(
-                    select(OutboxRow.error)
-                    .where(OutboxRow.state == OWED, OutboxRow.receiver == receiver, OutboxRow.error.is_not(None))
-                    .order_by(OutboxRow.updated_ns.desc())
-                    .limit(1)
-                )
-                out.append(ReceiverStatus(receiver, int(owed), int(failing or 0), oldest, first_failure, last_error))
-            return out
+            return sorted(s.scalars(stmt))

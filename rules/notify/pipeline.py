@@ -25,7 +25,7 @@ from rules.notify.apprise_notifier import AppriseNotifier
 from rules.notify.base import Notifier, NotifyMessage
 from rules.notify.delivery import ReceiverWorker
 from rules.notify.grouping import SEVERITY_RANK, Group, Grouper, worst_first
-from rules.notify.outbox import Candidate, Outbox, OwedMessage, ReceiverStatus, new_message_id
+from rules.notify.outbox import Candidate, Outbox, OwedMessage, new_message_id
 from rules.notify.payload import build_payload
 from rules.notify.redact import Redactor
 from rules.notify.render import Renderer
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LISTED_ALERTS = 10  # a grouped message names the worst this many alerts and counts the rest
+RESOLVE_LOOKBACK_S = 24 * 3600.0  # after a restart, look this far back for resolves lost with a group's memory
 
 
 class LogNotifier:
@@ -151,8 +152,14 @@ class NotificationPipeline:
     async def start(self) -> None:
         self._ensure_started()
 
-    async def stop(self) -> None:
-        """Stop at once; what is owed stays in the outbox for the next start."""
+    async def stop(self, grace_s: float = 0.0) -> None:
+        """Give the receivers up to `grace_s` to take what is owed, then stop; the rest stays in the outbox for the
+        next start (a message interrupted mid-attempt is tried again then)."""
+        if grace_s > 0 and self.workers:
+            try:
+                await self.drain(grace_s)
+            except TimeoutError:
+                log.warning("notifications still owed at shutdown stay in the outbox for the next start")
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
@@ -176,9 +183,6 @@ class NotificationPipeline:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"notifications still owed after {timeout_s}s")
             await asyncio.sleep(0.01)
-
-    def status(self) -> list[ReceiverStatus]:
-        return self.outbox.status()
 
     def health(self) -> dict[str, Any]:
         """`/healthz` detail per receiver (from memory, no query). A failing receiver does not make the process
@@ -255,7 +259,8 @@ class NotificationPipeline:
         for alert in alerts:
             if alert.state == "firing":
                 await self.submit(alert)
-        for alert_id in await self._db(self.outbox.resolves_owed_after_restart):
+        since = self.clock.now_ns() - int(RESOLVE_LOOKBACK_S * NS)
+        for alert_id in await self._db(self.outbox.resolves_owed_after_restart, since):
             resolved = await self._db(self.store.get, alert_id)
             if resolved is not None:
                 await self.submit(resolved)
@@ -306,7 +311,11 @@ class NotificationPipeline:
 
     def _eligible(self, group: Group, now: int) -> list[tuple[tuple[str, str], str, Alert]]:
         out = []
+        send_resolved = self.routing.receiver(group.receiver).send_resolved
         for key, note in list(group.notes.items()):
+            if note.kind == "resolved" and not send_resolved:
+                del group.notes[key]
+                continue
             a = self._latest.get(note.alert.id, note.alert)
             if note.kind != "resolved":
                 if a.state == "resolved" or (note.kind != "firing" and a.acknowledged):

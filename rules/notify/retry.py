@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 class RetryPolicy:
     max_attempts: int = 0  # 0: retry until the message no longer matters
     initial_backoff_s: float = 2.0
-    max_backoff_s: float = 300.0
+    max_backoff_s: float = 60.0
     multiplier: float = 2.0
     timeout_s: float = 30.0  # one attempt longer than this is a (retryable) timeout
 

@@ -22,6 +22,7 @@ async def main(db_url: str, routing: str, fire: int) -> None:
         routing_file=Path(routing),
         retry_initial_backoff_s=0.2,
         retry_max_backoff_s=1.0,
+        notify_timeout_s=3.0,  # a lease left by a kill mid-attempt runs out 3 s + margin later
         ack_link_secret="k" * 40,  # type: ignore[arg-type]
     )
     service = build_rules_service(settings, None)

@@ -158,3 +158,20 @@ async def test_a_resolve_still_in_a_group_at_a_crash_is_sent_after_restart(store
     await second.drain()
     assert [m.kind for m in mem2["ops"].sent] == ["resolved"]
     await second.stop()
+
+
+async def test_two_processes_on_one_database_send_an_owed_message_once(store, clock, pipeline_factory) -> None:
+    """Engines partitioned over one database: each pipeline's worker sees the owed message; the lease lets one send."""
+    slow_a, slow_b = MemoryNotifier("ops", delay_s=0.3), MemoryNotifier("ops", delay_s=0.3)
+    a, _ = pipeline_factory(ONE_RECEIVER, notifiers={"ops": slow_a})
+    b, _ = pipeline_factory(ONE_RECEIVER, notifiers={"ops": slow_b})
+    b.outbox.owner = "another-process"
+    await a.start()
+    await b.start()
+    await a.submit(fire(store, "r", "d-1", "air", T0))
+    b.workers["ops"].wake()  # b looks at the outbox at the same moment
+    await a.drain()
+    await b.drain()
+    assert len(slow_a.sent) + len(slow_b.sent) == 1
+    await a.stop()
+    await b.stop()

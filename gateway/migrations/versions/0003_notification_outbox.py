@@ -44,6 +44,8 @@ def upgrade() -> None:
         sa.Column("escalated", sa.Integer(), nullable=False),
         sa.Column("first_failure_ns", sa.BigInteger(), nullable=True),
         sa.Column("next_attempt_ns", sa.BigInteger(), nullable=False),
+        sa.Column("lease_owner", sa.String(length=32), nullable=True),
+        sa.Column("lease_until_ns", sa.BigInteger(), nullable=True),
         sa.Column("created_ns", sa.BigInteger(), nullable=False),
         sa.Column("updated_ns", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_rules_notification_outbox")),
