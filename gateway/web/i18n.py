@@ -139,6 +139,7 @@ TEXT: dict[str, tuple[str, str]] = {  # key: (English, Thai)
     "lang_switch": ("ภาษาไทย", "English"),
 }
 
+ROLE_TH = {"admin": "ผู้ดูแลระบบ", "engineer": "วิศวกร", "operator": "เจ้าหน้าที่เวร", "viewer": "ผู้ดูข้อมูล"}
 SEVERITY_EN = {"info": "info", "warning": "warning", "critical": "critical"}
 FEED_EN = {"air": "air quality", "flood": "water level", "energy": "energy", "bus": "school bus"}
 
@@ -159,6 +160,9 @@ class Words:
 
     def severity(self, severity: str) -> str:
         return (SEVERITY_EN if self.lang == "en" else SEVERITY_TH).get(severity, severity)
+
+    def role(self, role: str) -> str:
+        return role if self.lang == "en" else ROLE_TH.get(role, role)
 
     def state(self, state: str) -> str:
         return state if self.lang == "en" else STATE_TH.get(state, state)
