@@ -90,11 +90,19 @@ def ack(
 ) -> None:
     """Acknowledge an alert: stops reminders and escalation."""
     store = _store(ctx)
-    alert = store.ack(alert_id, by or getpass.getuser(), comment, _now_ns())
+    who, now = by or getpass.getuser(), _now_ns()
+    alert = store.ack(alert_id, who, comment, now)
     if alert is None:
         typer.echo(f"no such alert {alert_id}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"acknowledged {alert.id} ({alert.rule} {alert.device_id}) by {alert.ack_by}")
+    when = format_en(alert.ack_ns) if alert.ack_ns is not None else "?"
+    if alert.ack_ns != now or alert.ack_by != who[:120]:  # the first acknowledgement stands
+        typer.echo(
+            f"{alert.id} ({alert.rule} {alert.device_id}) was already acknowledged by {alert.ack_by} at {when}; "
+            "your acknowledgement was added as a comment"
+        )
+        return
+    typer.echo(f"acknowledged {alert.id} ({alert.rule} {alert.device_id}) by {alert.ack_by} at {when}")
 
 
 @silence_app.command("add")
@@ -164,6 +172,25 @@ def _load_devices(path: Path | None) -> dict[str, DeviceInfo]:
     return {d["device_id"]: DeviceInfo(**d) for d in data}
 
 
+class ReplayTimeError(ValueError):
+    """A replayed line's time that the collectors would reject (`bad_time`)."""
+
+
+def replay_time_ns(line: dict[str, Any]) -> int:
+    """The line's `ts` (or `time`) read exactly as the collectors read a device's `ts` (RFC 3339 with an offset,
+    or epoch s / ms / µs / ns by magnitude): an offset-less time is rejected, not taken as UTC."""
+    from collectors.errors import RejectedMessage
+    from collectors.formats._common import time_to_ns
+
+    value = line.get("ts", line.get("time"))
+    if value is None:
+        raise ReplayTimeError("no ts: a replayed reading needs its time")
+    try:
+        return time_to_ns(value, "ts")
+    except RejectedMessage as exc:
+        raise ReplayTimeError(exc.detail) from None
+
+
 async def replay(
     rule_name: str,
     lines: list[dict[str, Any]],
@@ -186,7 +213,7 @@ async def replay(
         )
         devices.setdefault(dev_id, dev)
         fields = {k: v for k, v in line.items() if k not in _RESERVED}
-        t = parse_time_ns(line.get("ts", line.get("time")))
+        t = replay_time_ns(line)
         readings.append(
             (Reading(dev_id, dev.feed, dev.city, dev.district, t, fields, dict(line.get("tags") or {})), dev)
         )
@@ -230,10 +257,19 @@ def test_rule(
         if not text.strip():
             continue
         try:
-            lines.append(json.loads(text))
+            line = json.loads(text)
         except ValueError as exc:
             typer.echo(f"{replay_file}:{n}: invalid JSON: {exc}", err=True)
             raise typer.Exit(2) from exc
+        if not isinstance(line, dict) or "device_id" not in line:
+            typer.echo(f"{replay_file}:{n}: a line is a JSON object with device_id, ts and fields", err=True)
+            raise typer.Exit(2)
+        try:
+            replay_time_ns(line)
+        except ReplayTimeError as exc:  # the collectors would quarantine it as bad_time: so does the replay
+            typer.echo(f"{replay_file}:{n}: bad_time: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        lines.append(line)
     try:
         points = asyncio.run(replay(rule, lines, rules_dir, _load_devices(devices_file), parse_duration(step)))
     except KeyError as exc:

@@ -23,13 +23,14 @@ from typing import Any
 
 from collectors.model import DeviceInfo, Reading
 from rules.conditions import Context, DeviceMemory, Result, evaluate, heartbeat_s, history_windows, remember
+from rules.evidence import summary_context
 from rules.lifecycle import AlertLifecycle, EmitPoint
 from rules.metrics import RULES_QUEUE_DROPPED
 from rules.model import Absent, Rule, RuleSet
 from rules.notify.pipeline import NotificationPipeline
 from rules.notify.render import Renderer
 from rules.store import Alert, AlertStore
-from rules.timeutil import NS, Clock, SystemClock, format_duration
+from rules.timeutil import NS, Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class _RuleState:
     clear_since_ns: int | None = None
     value: float | None = None
     threshold: float | None = None
+    opened: Reading | None = None  # the reading that opened the alert (its evidence)
+    latest: Reading | None = None  # the latest reading evaluated: what a `for:` firing on a tick shows
 
 
 def offer(queue: asyncio.Queue[tuple[Reading, DeviceInfo]], reading: Reading, device: DeviceInfo) -> bool:
@@ -87,6 +90,10 @@ class RulesEngine:
         self._started_ns: int | None = None
         if notifier_pipeline is not None and notifier_pipeline.device_lookup is None:
             notifier_pipeline.device_lookup = self._known.get
+        if self.renderer.device_lookup is None:
+            self.renderer.device_lookup = self._known.get
+        # When the engine first listed each device (heartbeat silence counts from the later of this and start).
+        self._first_listed: dict[str, int] = {}
 
     # ---- start / restart ----------------------------------------------------------------------------------
 
@@ -129,7 +136,7 @@ class RulesEngine:
                 clear_ok = evaluate(rule.clear, ctx).ok is True if rule.clear is not None else result.ok is False
                 if result.ok:
                     clear_ok = False
-                st.last_ok, st.value, st.threshold = result.ok, result.value, result.threshold
+                st.last_ok, st.value, st.threshold, st.latest = result.ok, result.value, result.threshold, reading
                 await self._step(rule, st, device, reading, result, clear_ok, reading.time_ns)
 
     def _messages(
@@ -140,28 +147,21 @@ class RulesEngine:
         value: float | None,
         threshold: float | None,
         extra: dict[str, Any] | None = None,
+        opened: Reading | None = None,
     ) -> tuple[str, str]:
-        ctx: dict[str, Any] = {
-            "rule": rule.name,
-            "severity": rule.severity.value,
-            "value": value,
-            "threshold": threshold,
-            "device": {
-                "id": device.device_id,
-                "device_id": device.device_id,
-                "name": device.name or device.device_id,
-                "city": device.city,
-                "district": device.district,
-                "site": device.site,
-            },
-            "fields": dict(reading.fields) if reading else {},
-            "tags": dict(reading.tags) if reading else {},
-            "for": format_duration(rule.for_),
-        }
-        ctx.update(extra or {})
+        ctx = summary_context(
+            rule=rule.name,
+            severity=rule.severity.value,
+            for_s=rule.for_,
+            device=device,
+            opened=opened or reading,
+            latest=reading,
+            value=value,
+            threshold=threshold,
+            extra=extra,
+        )
         try:
-            th = self.renderer.render_summary(rule.summary_th, ctx)
-            en = self.renderer.render_summary(rule.summary_en, ctx)
+            th, en = self.renderer.render_summaries(rule.summary_th, rule.summary_en, ctx)
         except Exception as exc:  # a template mistake must not stop alerting
             log.warning("summary template of rule %s failed: %s", rule.name, exc)
             th = en = f"{rule.name}: {device.device_id} = {value}"
@@ -192,7 +192,7 @@ class RulesEngine:
             message_en=en,
             labels=dict(rule.labels),
         )
-        st.alert, st.clear_since_ns = alert, None
+        st.alert, st.clear_since_ns, st.opened = alert, None, reading
 
     async def _fire(
         self,
@@ -207,7 +207,7 @@ class RulesEngine:
         dev = device or self._known.get(st.alert.device_id)
         th = en = None
         if dev is not None:
-            th, en = self._messages(rule, dev, reading, st.value, st.threshold, extra)
+            th, en = self._messages(rule, dev, reading or st.latest, st.value, st.threshold, extra, st.opened)
         st.alert = await self.lifecycle.fire(st.alert, dev, t_ns, st.value, st.threshold, th, en)
         if st.alert is not None and not st.alert.is_open:
             st.alert = None
@@ -280,12 +280,16 @@ class RulesEngine:
         absence_rules = [r for r in self.ruleset.rules if r.is_absence]
         if not absence_rules:
             return
+        since_start = self._started_ns or now
+        first_pass = not self._first_listed  # devices of the first listing were there when the engine started
         for device in list(self.devices()):
             self._known.setdefault(device.device_id, device)
             if device.status not in ("active", ""):
                 continue
+            # A device registered while the engine runs is first listed now: its silence starts here, not at start.
+            listed = self._first_listed.setdefault(device.device_id, since_start if first_pass else now)
             mem = self._memory.get(device.device_id)
-            last = mem.last_seen_ns if mem and mem.last_seen_ns is not None else self._started_ns or now
+            last = mem.last_seen_ns if mem and mem.last_seen_ns is not None else max(self._started_ns or now, listed)
             for rule in absence_rules:
                 if rule.feed != device.feed or not rule.applies_to(
                     device.device_id, device.city, device.district, device.profile
@@ -298,7 +302,7 @@ class RulesEngine:
                 if silent_s <= limit_s:
                     continue
                 st.value, st.threshold, st.last_ok = silent_s, limit_s, True
-                extra = {"silent_for": format_duration(silent_s), "heartbeat": format_duration(limit_s)}
+                extra = {"silent_for": silent_s, "heartbeat": limit_s}
                 if st.alert is None:
                     await self._open(rule, st, device, None, now, silent_s, limit_s, extra)
                 elif st.alert.state == "pending" and now - st.alert.started_ns >= int(rule.for_ * NS):

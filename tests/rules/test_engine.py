@@ -77,7 +77,7 @@ async def test_bus_speed_and_child_left(store, clock, sink) -> None:
     assert ("bus_over_speed", "van-7", "firing") in sink.states
     # derived over_speed_kmh from collectors/domain also fires (e.g. a 40 km/h school zone)
     van = device("van-8", "bus")
-    await eng.process(reading(van, T0, speed_kmh=45.0, over_speed_kmh=5.0), van)
+    await eng.process(reading(van, T0, speed_kmh=45.0, speed_limit_kmh=40.0, over_speed_kmh=5.0), van)
     assert ("bus_over_speed", "van-8", "pending") in sink.states
     # parked, engine off, 2 children still counted
     t = T0 + minutes(10)
@@ -172,7 +172,8 @@ async def test_heartbeat_absence_with_device_override(store, clock, sink) -> Non
     assert sink.points == []
     await eng.tick(T0 + minutes(31))
     assert sink.states == [("flood_device_silent", "g-1", "firing")]
-    assert "31m" in str(sink.points[0].fields["message_en"])
+    assert "for 31 min (expected every 30 min)" in str(sink.points[0].fields["message_en"])
+    assert "มา 31 นาที (ปกติส่งทุก 30 นาที)" in str(sink.points[0].fields["message_th"])
     await eng.tick(T0 + minutes(61))
     assert sink.states[-1] == ("flood_device_silent", "g-2", "firing")
     await eng.process(reading(eng_devices[0], T0 + minutes(62), level_m=1.1), eng_devices[0])

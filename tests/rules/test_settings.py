@@ -37,7 +37,7 @@ async def test_build_rules_service_wires_everything(tmp_path: Path, clock) -> No
     clock.set(T0 + minutes(61))
     await service.engine.tick()
     await service.pipeline.drain()
-    notified = {m.title.split(": ", 1)[1] for m in mem.sent}
-    assert {"flood_level_overbank · g-1", "flood_level_high · g-1", "flood_device_silent · g-1"} == notified
+    notified = {(a["rule"], a["device_id"]) for m in mem.sent for a in m.payload["alerts"]}
+    assert {("flood_level_overbank", "g-1"), ("flood_level_high", "g-1"), ("flood_device_silent", "g-1")} == notified
     assert service.router(lambda *roles: lambda: "x").routes
     await service.stop()
