@@ -279,7 +279,9 @@ def maintenance(
     except GatewayError as exc:
         _fail(exc)
     if device.maintenance_until and device.in_maintenance:
-        typer.echo(f"{device_id} in maintenance until {device.maintenance_until.isoformat()} (UTC)")
+        until_at = device.maintenance_until
+        until_at = until_at if until_at.tzinfo is not None else until_at.replace(tzinfo=UTC)  # stored UTC
+        typer.echo(f"{device_id} in maintenance until {until_at.astimezone(BANGKOK):%Y-%m-%d %H:%M} (Asia/Bangkok)")
     else:
         typer.echo(f"{device_id} is not in maintenance")
 

@@ -20,7 +20,7 @@ from rules.check import check_rules_dir, load_rules_dir
 from rules.engine import RulesEngine
 from rules.matchers import Matcher
 from rules.store import AlertStore
-from rules.timeutil import NS, FakeClock, format_en, parse_duration, parse_time_ns, to_bangkok
+from rules.timeutil import BANGKOK, NS, FakeClock, format_en, ns_from_datetime, parse_duration, to_bangkok
 
 alerts_app = typer.Typer(help="Alerts: list, acknowledge, silence. / การแจ้งเตือน", no_args_is_help=True)
 silence_app = typer.Typer(help="Silences: add, list, expire.", no_args_is_help=True)
@@ -36,6 +36,14 @@ def _store(ctx: typer.Context) -> AlertStore:
         raise typer.Exit(2)
     store: AlertStore = factory()
     return store
+
+
+def _person_time_ns(text: str) -> int:
+    """A time a person typed: read in Asia/Bangkok unless it names its offset (people here think in local time)."""
+    from datetime import datetime
+
+    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    return ns_from_datetime(value if value.tzinfo is not None else value.replace(tzinfo=BANGKOK))
 
 
 def _now_ns() -> int:
@@ -110,7 +118,9 @@ def silence_add(
     ctx: typer.Context,
     match: Annotated[list[str], typer.Option("--match", "-m", help="e.g. device_id=bus-7, severity!=critical")],
     duration: Annotated[str, typer.Option("--duration", "-d")] = "2h",
-    start: Annotated[str | None, typer.Option(help="ISO-8601 start (default now)")] = None,
+    start: Annotated[
+        str | None, typer.Option(help="ISO-8601 start, Asia/Bangkok unless it has an offset (default now)")
+    ] = None,
     by: Annotated[str | None, typer.Option("--by")] = None,
     comment: Annotated[str, typer.Option("--comment", "-c")] = "",
 ) -> None:
@@ -119,13 +129,13 @@ def silence_add(
     try:
         matchers = [Matcher.parse(m).model_dump() for m in match]
         now = _now_ns()
-        starts = parse_time_ns(start) if start else now
+        starts = _person_time_ns(start) if start else now
         ends = starts + int(parse_duration(duration) * NS)
     except ValueError as exc:
         typer.echo(f"invalid silence: {exc}", err=True)
         raise typer.Exit(2) from exc
     silence = store.add_silence(matchers, starts, ends, by or getpass.getuser(), comment, now)
-    typer.echo(f"silence {silence.id} until {format_en(silence.ends_ns)}")
+    typer.echo(f"silence {silence.id} from {format_en(silence.starts_ns)} until {format_en(silence.ends_ns)}")
 
 
 @silence_app.command("list")

@@ -222,3 +222,35 @@ async def test_rule_match_limits_devices(store, clock, sink) -> None:
     await eng.process(reading(a, T0, aqi_th=5), a)
     await eng.process(reading(b, T0, aqi_th=5), b)
     assert [d for _, d, _ in sink.states] == ["a"]
+
+
+async def test_child_left_firing_on_a_tick_keeps_the_child_count(store, clock, sink) -> None:
+    # readings every 3 minutes, `for: 5m` runs out on a tick between them: the count was lost ("ยังนับได้  คน")
+    eng = engine_for(["bus_child_left"], store, sink, clock)
+    bus = device("van-3", "bus", name="รถตู้ 12-3456")
+    for m in (0, 3):
+        await eng.process(reading(bus, T0 + minutes(m), ignition=False, occupancy=2), bus)
+    await eng.tick(T0 + minutes(5.5))  # no reading at this moment
+    assert sink.states[-1] == ("bus_child_left", "van-3", "firing")
+    th, en = str(sink.points[-1].fields["message_th"]), str(sink.points[-1].fields["message_en"])
+    assert "ยังนับได้ 2 คน" in th and "2 children still on board" in en, (th, en)
+    assert "ดับเครื่องตั้งแต่ 6 ม.ค. 2569 10:00 น." in th  # the reading that opened the alert
+    stored = store.get_open("bus_child_left", "van-3")
+    assert stored is not None and "ยังนับได้ 2 คน" in stored.message_th  # reminders and the ack page use it
+
+
+async def test_device_registered_while_running_is_silent_from_registration(store, clock, sink) -> None:
+    # a device registered while the engine runs was reported silent ~10 s later (silence counted from start)
+    listed: list[DeviceInfo] = [device("g-old", "flood", heartbeat_s=30)]
+    eng = engine_for(["flood_device_silent"], store, sink, clock, devices=lambda: list(listed))
+    await eng.start()
+    await eng.process(reading(listed[0], T0, level_m=1.0), listed[0])
+    await eng.tick(T0 + 20 * NS)
+    listed.append(device("g-new", "flood", heartbeat_s=30))  # registered now, 21 s after the engine started
+    await eng.tick(T0 + 21 * NS)
+    await eng.tick(T0 + 41 * NS)  # 41 s after start, 20 s after registration
+    assert [s for s in sink.states if s[1] == "g-new"] == []
+    await eng.tick(T0 + 52 * NS)  # 31 s after registration
+    assert ("flood_device_silent", "g-new", "firing") in sink.states
+    new = next(p for p in sink.points if p.tags["device_id"] == "g-new")
+    assert "31 s" in str(new.fields["message_en"]) and "31 วินาที" in str(new.fields["message_th"])
