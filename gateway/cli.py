@@ -286,6 +286,21 @@ def maintenance(
         typer.echo(f"{device_id} is not in maintenance")
 
 
+@devices_app.command("city-name")
+def city_name(
+    ctx: typer.Context,
+    city: str,
+    th: Annotated[str, typer.Option("--th", help="Thai name, e.g. แหลมฉบัง")] = "",
+    en: Annotated[str, typer.Option("--en", help="English name, e.g. Laem Chabang")] = "",
+) -> None:
+    """Name a city for the messages people read (alerts show "แหลมฉบัง", not the slug laem-chabang)."""
+    try:
+        _registry(ctx).set_city_name(city, th, en, actor=_actor())
+    except GatewayError as exc:
+        _fail(exc)
+    typer.echo(f"{city}: {th or '-'} / {en or '-'}")
+
+
 @devices_app.command("rotate-credentials")
 def rotate_credentials(ctx: typer.Context, device_id: str) -> None:
     """Issue a new MQTT password (the old one stops working at once). Printed once."""

@@ -217,6 +217,7 @@ async def run_demo(
     city = City(slug=settings.city) if settings.city != "laem-chabang" else City()
     sim_devices = city.devices(devices)
     summary = await asyncio.to_thread(import_devices_csv, demo_settings, city.registry_csv(sim_devices))
+    await asyncio.to_thread(name_city, demo_settings, city.slug, city.name, city.name_en)
     # One simulated clock for the city and the rules: a run of known length ends at the real now, an open-ended
     # one catches up with it after CATCH_UP_S and then goes on in real time.
     wall0_ms = time.time() * 1000
@@ -226,7 +227,6 @@ async def run_demo(
     extras = RulesExtras(
         clock=clock,
         notifiers={RECEIVER: inbox},
-        city_names=lambda slug: (city.name, city.name_en) if slug == city.slug else None,
         tick_interval_s=1.0,  # a simulated minute at ×60
     )
     running = await start_services(
@@ -291,6 +291,17 @@ async def run_demo(
         await stop_services(running)
         await broker.shutdown()
     print_summary(console, running, stats, time.monotonic() - started, alert_counts, inbox, officer)
+
+
+def name_city(settings: Settings, slug: str, name_th: str, name_en: str) -> None:
+    """The city's display names in the registry, as `nakhon devices city-name` sets them."""
+    from nakhon.services import open_registry
+
+    store = open_registry(settings)
+    try:
+        store.set_city_name(slug, name_th, name_en, actor="demo")
+    finally:
+        store.close()
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,27 @@ def active_devices_provider(registry: RegistryStore, directory: Any) -> Callable
         return [d for d in listing() if d.status == "active"]
 
     return devices
+
+
+class CityNamesCache:
+    """The registry's city display names, re-read at most every `ttl_s` (a message is rendered per notification,
+    not per reading; a renamed city shows within a minute)."""
+
+    def __init__(self, load: Callable[[], dict[str, tuple[str, str]]], ttl_s: float = 60.0) -> None:
+        self._load = load
+        self._ttl_s = ttl_s
+        self._names: dict[str, tuple[str, str]] = {}
+        self._at = float("-inf")
+
+    def __call__(self, slug: str) -> tuple[str, str] | None:
+        now = time.monotonic()
+        if now - self._at > self._ttl_s:
+            try:
+                self._names = self._load()
+            except Exception:  # a registry hiccup must not stop a message: the slug is shown meanwhile
+                log.warning("city names could not be read from the registry", exc_info=True)
+            self._at = now
+        return self._names.get(slug)
 
 
 @dataclass
@@ -121,8 +143,7 @@ async def build_rules_runtime(
             notifiers=extras.notifiers,
         )
     )  # fmt: skip
-    if extras.city_names is not None:
-        service.engine.renderer.city_names = extras.city_names
+    service.engine.renderer.city_names = extras.city_names or CityNamesCache(registry.city_names)
     by_id = getattr(directory, "by_id", None)
     if callable(by_id):
         service.pipeline.device_lookup = by_id  # current maintenance windows, not the ones of the last reading
@@ -156,6 +177,7 @@ def build_alerts_api(settings: Any) -> tuple[Any, Callable[[], None]]:
 
 
 __all__ = [
+    "CityNamesCache",
     "RulesEngineHandle",
     "RulesExtras",
     "active_devices_provider",

@@ -133,3 +133,12 @@ def test_tokens_create_list_revoke(run: Any) -> None:
     assert run("tokens", "revoke", "field-team").exit_code == 0
     assert run.store.authenticate(token) is None
     assert run("tokens", "revoke", "nobody").exit_code == 1
+
+
+def test_city_name_is_kept_in_the_registry_and_audited(run: Any) -> None:
+    out = run("devices", "city-name", "laem-chabang", "--th", "แหลมฉบัง", "--en", "Laem Chabang")
+    assert out.exit_code == 0, out.output
+    assert run.store.city_names() == {"laem-chabang": ("แหลมฉบัง", "Laem Chabang")}
+    run("devices", "city-name", "laem-chabang", "--th", "เทศบาลนครแหลมฉบัง", "--en", "Laem Chabang City")
+    assert run.store.city_names()["laem-chabang"] == ("เทศบาลนครแหลมฉบัง", "Laem Chabang City")
+    assert run("devices", "city-name", "x").exit_code != 0  # a name is required
