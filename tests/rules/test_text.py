@@ -59,3 +59,18 @@ def test_both_languages_have_the_same_filters_and_every_unit_in_both() -> None:
 
     assert set(filters("th")) == set(filters("en")) == FILTER_NAMES
     assert all(th and en for th, en in UNITS.values())
+
+
+def test_the_glossary_lists_every_thai_word_the_messages_use() -> None:
+    from pathlib import Path
+
+    from collectors.domain.aqi import THAI_BANDS
+    from rules.notify.render import FEED_TH, KIND_TH, SEVERITY_TH, STATE_TH
+    from rules.notify.text import _DURATION_PARTS, COLOUR_TH
+
+    glossary = (Path(__file__).parents[2] / "rules" / "templates" / "GLOSSARY.md").read_text(encoding="utf-8")
+    words = [*SEVERITY_TH.values(), *STATE_TH.values(), *KIND_TH.values(), *FEED_TH.values(), *COLOUR_TH.values()]
+    words += [th for th, _en in UNITS.values()] + [part[1] for part in _DURATION_PARTS]
+    words += [band.name_th for band in THAI_BANDS]
+    missing = [w for w in words if w not in glossary]
+    assert missing == []
