@@ -66,7 +66,7 @@ def parse_rule_file(path: Path) -> tuple[RuleFile | None, list[RuleError], dict[
     problems = [
         RuleError(name, line, message)
         for i, rule in enumerate(parsed.rules)
-        for line, message in rule_problems(rule, i, lines)
+        for line, message in rule_problems(rule, i, lines, parsed.thresholds)
     ]
     if problems:
         return None, problems, {}

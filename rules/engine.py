@@ -206,8 +206,10 @@ class RulesEngine:
         assert st.alert is not None
         dev = device or self._known.get(st.alert.device_id)
         th = en = None
-        if dev is not None:
-            th, en = self._messages(rule, dev, reading or st.latest, st.value, st.threshold, extra, st.opened)
+        evidence = reading or st.latest
+        # Without a reading since a restart the stored message (made from the opening reading) stays as it is.
+        if dev is not None and (evidence is not None or extra is not None):
+            th, en = self._messages(rule, dev, evidence, st.value, st.threshold, extra, st.opened)
         st.alert = await self.lifecycle.fire(st.alert, dev, t_ns, st.value, st.threshold, th, en)
         if st.alert is not None and not st.alert.is_open:
             st.alert = None

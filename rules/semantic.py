@@ -20,7 +20,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from rules.evidence import ABSENCE_NAMES, OBJECT_ATTRS, SUMMARY_NAMES
 from rules.fields import FieldInfo, feed_fields
-from rules.model import All, AnyOf, Compare, Geofence, Not, Range, Rate, Rule, ThresholdRef
+from rules.model import All, AnyOf, Compare, Geofence, Not, Range, Rate, Rule, ThresholdConfig, ThresholdRef
 from rules.notify.text import UNITS
 from rules.yamlload import Path, line_for
 
@@ -215,8 +215,36 @@ def _lookups(ast: nodes.Node) -> Iterator[tuple[str, str]]:
             yield target.attr, key
 
 
-def rule_problems(rule: Rule, index: int, lines: dict[Path, int]) -> list[tuple[int | None, str]]:
-    """(line, message) of every problem of rule number `index` of a file."""
+def threshold_problems(rule: Rule, thresholds: ThresholdConfig) -> Iterator[Problem]:
+    """A `thresholds:` value (city / district / profile) for a parameter this rule compares a field with must be
+    inside that field's range (`thresholds: {city: {x: {flood_high_pct: 7000}}}` would never fire)."""
+    fields = feed_fields(rule.feed)
+    params: dict[str, FieldInfo] = {}
+    for key in ("when", "clear"):
+        cond = getattr(rule, key)
+        for node, _where in _conditions(cond, ()) if cond is not None else ():
+            if isinstance(node, Compare) and isinstance(node.compare.value, ThresholdRef):
+                ref = node.compare.value
+                if ref.param is not None and node.compare.field in fields:
+                    params[ref.param] = fields[node.compare.field]
+    tables: list[tuple[Path, dict[str, float]]] = [(("thresholds", "city", c), t) for c, t in thresholds.city.items()]
+    tables += [(("thresholds", "profile", p), t) for p, t in thresholds.profile.items()]
+    tables += [
+        (("thresholds", "district", c, d), t) for c, ds in thresholds.district.items() for d, t in ds.items()
+    ]
+    for where, table in tables:
+        for param, value in table.items():
+            info = params.get(param)
+            if info is not None and info.kind in ("number", "int"):
+                yield from _check_range(info, float(value), (*where, param))
+
+
+def rule_problems(
+    rule: Rule, index: int, lines: dict[Path, int], thresholds: ThresholdConfig | None = None
+) -> list[tuple[int | None, str]]:
+    """(line, message) of every problem of rule number `index` of a file (and of the file's `thresholds:`)."""
     path: Path = ("rules", index)
     found = list(condition_problems(rule, path)) + list(template_problems(rule, path))
+    if thresholds is not None:
+        found += [(loc, f"thresholds for {message}") for loc, message in threshold_problems(rule, thresholds)]
     return [(line_for(lines, loc), f"rule {rule.name}: {message}") for loc, message in found]

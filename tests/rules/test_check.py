@@ -242,3 +242,12 @@ def test_cli_check_refuses_what_cannot_work(tmp_path: Path) -> None:
     write(tmp_path, "r.yaml", _rule("air", 'compare: {field: pm25, op: ">", value: 50}'))
     out = CliRunner().invoke(rules_app, ["check", str(tmp_path)])
     assert out.exit_code == 1 and "r.yaml:5:" in out.output and "did you mean pm25_ugm3?" in out.output
+
+
+def test_a_thresholds_value_outside_the_field_range_is_refused(tmp_path: Path) -> None:
+    text = (
+        "thresholds:\n  city: {laem-chabang: {pf_min: 85}}\n"
+        + _rule("energy", "compare: {field: power_factor, op: '<', value: {param: pf_min, default: 0.85}}")
+    )
+    errors = _errors(tmp_path, text)
+    assert len(errors) == 1 and ":2: " in errors[0] and "85 is outside the range of power_factor (0–1)" in errors[0]

@@ -254,3 +254,14 @@ async def test_device_registered_while_running_is_silent_from_registration(store
     assert ("flood_device_silent", "g-new", "firing") in sink.states
     new = next(p for p in sink.points if p.tags["device_id"] == "g-new")
     assert "31 s" in str(new.fields["message_en"]) and "31 วินาที" in str(new.fields["message_th"])
+
+
+async def test_pending_child_left_firing_after_a_restart_keeps_the_count(store, clock, sink) -> None:
+    bus = device("van-9", "bus", name="รถตู้ 99-9999")
+    first = engine_for(["bus_child_left"], store, sink, clock)
+    await first.process(reading(bus, T0, ignition=False, occupancy=3), bus)
+    again = engine_for(["bus_child_left"], store, sink, clock, devices=lambda: [bus])  # a restart: no reading yet
+    await again.start()
+    await again.tick(T0 + minutes(6))
+    assert sink.states[-1] == ("bus_child_left", "van-9", "firing")
+    assert "ยังนับได้ 3 คน" in str(sink.points[-1].fields["message_th"])
