@@ -283,9 +283,26 @@ def maintenance(
     except GatewayError as exc:
         _fail(exc)
     if device.maintenance_until and device.in_maintenance:
-        typer.echo(f"{device_id} in maintenance until {device.maintenance_until.isoformat()} (UTC)")
+        until_at = device.maintenance_until
+        until_at = until_at if until_at.tzinfo is not None else until_at.replace(tzinfo=UTC)  # stored UTC
+        typer.echo(f"{device_id} in maintenance until {until_at.astimezone(BANGKOK):%Y-%m-%d %H:%M} (Asia/Bangkok)")
     else:
         typer.echo(f"{device_id} is not in maintenance")
+
+
+@devices_app.command("city-name")
+def city_name(
+    ctx: typer.Context,
+    city: str,
+    th: Annotated[str, typer.Option("--th", help="Thai name, e.g. แหลมฉบัง")] = "",
+    en: Annotated[str, typer.Option("--en", help="English name, e.g. Laem Chabang")] = "",
+) -> None:
+    """Name a city for the messages people read (alerts show "แหลมฉบัง", not the slug laem-chabang)."""
+    try:
+        _registry(ctx).set_city_name(city, th, en, actor=_actor())
+    except GatewayError as exc:
+        _fail(exc)
+    typer.echo(f"{city}: {th or '-'} / {en or '-'}")
 
 
 @devices_app.command("rotate-credentials")

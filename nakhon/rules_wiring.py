@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,7 +29,9 @@ from collectors.model import DeviceInfo, Point, Reading
 from gateway.api.auth import require_role
 from gateway.registry.store import RegistryStore
 from rules.acklink import SECRET_FILE_NAME
+from rules.notify.base import Notifier
 from rules.settings import RulesService, RulesSettings, build_rules_service
+from rules.timeutil import Clock
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,38 @@ def active_devices_provider(registry: RegistryStore, directory: Any) -> Callable
     return devices
 
 
+class CityNamesCache:
+    """The registry's city display names, re-read at most every `ttl_s` (a message is rendered per notification,
+    not per reading; a renamed city shows within a minute)."""
+
+    def __init__(self, load: Callable[[], dict[str, tuple[str, str]]], ttl_s: float = 60.0) -> None:
+        self._load = load
+        self._ttl_s = ttl_s
+        self._names: dict[str, tuple[str, str]] = {}
+        self._at = float("-inf")
+
+    def __call__(self, slug: str) -> tuple[str, str] | None:
+        now = time.monotonic()
+        if now - self._at > self._ttl_s:
+            try:
+                self._names = self._load()
+            except Exception:  # a registry hiccup must not stop a message: the slug is shown meanwhile
+                log.warning("city names could not be read from the registry", exc_info=True)
+            self._at = now
+        return self._names.get(slug)
+
+
+@dataclass
+class RulesExtras:
+    """What an embedder (the demo) sets beyond the settings: the clock (the demo's simulated time), notifiers by
+    receiver name (instead of the routing's URLs), and city display names (slug -> (Thai, English))."""
+
+    clock: Clock | None = None
+    notifiers: Mapping[str, Notifier] | None = None
+    city_names: Callable[[str], tuple[str, str] | None] | None = None
+    tick_interval_s: float | None = None
+
+
 class RulesEngineHandle:
     """What the runtime drives: `run(queue)` is the engine's loop, `close()` stops notifications and the store."""
 
@@ -94,6 +130,7 @@ async def build_rules_runtime(
     directory: Any,
     emit_point: Callable[[Point], Awaitable[None]],
     runtime_cls: Callable[[Any, int, Any], R],
+    extras: RulesExtras | None = None,
 ) -> R | None:
     """The rules runtime for `nakhon run`: `runtime_cls(engine_handle, queue_size, router)`, not yet started.
 
@@ -101,9 +138,16 @@ async def build_rules_runtime(
     file or alert schema fails `nakhon run` at start instead of leaving it running without alerting.
     """
     config = rules_settings(settings)
+    extras = extras or RulesExtras()
+    if extras.tick_interval_s is not None:
+        config = config.model_copy(update={"tick_interval_s": extras.tick_interval_s})
     service = await asyncio.to_thread(
-        build_rules_service, config, emit_point, active_devices_provider(registry, directory)
-    )
+        lambda: build_rules_service(
+            config, emit_point, active_devices_provider(registry, directory), clock=extras.clock,
+            notifiers=extras.notifiers,
+        )
+    )  # fmt: skip
+    service.engine.renderer.city_names = extras.city_names or CityNamesCache(registry.city_names)
     by_id = getattr(directory, "by_id", None)
     if callable(by_id):
         service.pipeline.device_lookup = by_id  # current maintenance windows, not the ones of the last reading
@@ -145,7 +189,9 @@ def build_alerts_api(settings: Any) -> tuple[Any, Callable[[], None]]:
 
 
 __all__ = [
+    "CityNamesCache",
     "RulesEngineHandle",
+    "RulesExtras",
     "active_devices_provider",
     "build_alerts_api",
     "build_rules_runtime",

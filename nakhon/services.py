@@ -158,6 +158,7 @@ async def start_services(
     mqtt_protocol: int = 5,
     sink: Sink | None = None,
     gateway_port: int | None = None,
+    rules_extras: Any = None,
 ) -> Running:
     registry = await asyncio.to_thread(open_registry, settings)
     directory = RegistryDirectory(registry)
@@ -175,7 +176,7 @@ async def start_services(
             # engine does not wait for the write.
             await writer_ref[0].add_wait(point)
 
-        rules_runtime = await start_rules(settings, registry, directory, emit_point)
+        rules_runtime = await start_rules(settings, registry, directory, emit_point, rules_extras)
         running.rules = rules_runtime
         collector = build_collector(
             settings,
@@ -335,13 +336,17 @@ async def start_rules(
     registry: RegistryStore,
     directory: DeviceDirectory,
     emit_point: Callable[[Point], Awaitable[None]],
+    extras: Any = None,
 ) -> RulesRuntime | None:
-    """Build and start the rules engine, or None while the rules component is unavailable."""
+    """Build and start the rules engine, or None while the rules component is unavailable.
+    `extras`: a `nakhon.rules_wiring.RulesExtras` (clock, notifiers, city names) — the demo's simulated time."""
     try:
         from nakhon.rules_wiring import build_rules_runtime
     except ImportError:
         return None
-    runtime: RulesRuntime | None = await build_rules_runtime(settings, registry, directory, emit_point, RulesRuntime)
+    runtime: RulesRuntime | None = await build_rules_runtime(
+        settings, registry, directory, emit_point, RulesRuntime, extras
+    )
     if runtime is not None:
         await runtime.start()
     return runtime

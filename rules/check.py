@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from rules.model import Rule, RuleFile, RuleSet, ThresholdConfig
+from rules.semantic import rule_problems
 from rules.yamlload import YamlError, line_for, load_yaml_with_lines
 
 DEFAULTS_DIR = Path(__file__).parent / "defaults"
@@ -61,6 +62,14 @@ def parse_rule_file(path: Path) -> tuple[RuleFile | None, list[RuleError], dict[
             errors.append(RuleError(name, line_for(lines, loc), f"{_loc_text(loc)}: {err['msg']}"))
         return None, errors, {}
     rule_lines = {r.name: lines.get(("rules", i), 0) for i, r in enumerate(parsed.rules)}
+    # The schema is fine; now what cannot work: unknown fields, wrong types or ranges, template typos.
+    problems = [
+        RuleError(name, line, message)
+        for i, rule in enumerate(parsed.rules)
+        for line, message in rule_problems(rule, i, lines, parsed.thresholds)
+    ]
+    if problems:
+        return None, problems, {}
     return parsed, [], rule_lines
 
 

@@ -20,7 +20,7 @@ from rules.check import check_rules_dir, load_rules_dir
 from rules.engine import RulesEngine
 from rules.matchers import Matcher
 from rules.store import AlertStore
-from rules.timeutil import NS, FakeClock, format_en, parse_duration, parse_time_ns, to_bangkok
+from rules.timeutil import BANGKOK, NS, FakeClock, format_en, ns_from_datetime, parse_duration, to_bangkok
 
 alerts_app = typer.Typer(help="Alerts: list, acknowledge, silence. / การแจ้งเตือน", no_args_is_help=True)
 silence_app = typer.Typer(help="Silences: add, list, expire.", no_args_is_help=True)
@@ -36,6 +36,14 @@ def _store(ctx: typer.Context) -> AlertStore:
         raise typer.Exit(2)
     store: AlertStore = factory()
     return store
+
+
+def _person_time_ns(text: str) -> int:
+    """A time a person typed: read in Asia/Bangkok unless it names its offset (people here think in local time)."""
+    from datetime import datetime
+
+    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    return ns_from_datetime(value if value.tzinfo is not None else value.replace(tzinfo=BANGKOK))
 
 
 def _now_ns() -> int:
@@ -90,11 +98,19 @@ def ack(
 ) -> None:
     """Acknowledge an alert: stops reminders and escalation."""
     store = _store(ctx)
-    alert = store.ack(alert_id, by or getpass.getuser(), comment, _now_ns())
+    who, now = by or getpass.getuser(), _now_ns()
+    alert = store.ack(alert_id, who, comment, now)
     if alert is None:
         typer.echo(f"no such alert {alert_id}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"acknowledged {alert.id} ({alert.rule} {alert.device_id}) by {alert.ack_by}")
+    when = format_en(alert.ack_ns) if alert.ack_ns is not None else "?"
+    if alert.ack_ns != now or alert.ack_by != who[:120]:  # the first acknowledgement stands
+        typer.echo(
+            f"{alert.id} ({alert.rule} {alert.device_id}) was already acknowledged by {alert.ack_by} at {when}; "
+            "your acknowledgement was added as a comment"
+        )
+        return
+    typer.echo(f"acknowledged {alert.id} ({alert.rule} {alert.device_id}) by {alert.ack_by} at {when}")
 
 
 @silence_app.command("add")
@@ -102,7 +118,9 @@ def silence_add(
     ctx: typer.Context,
     match: Annotated[list[str], typer.Option("--match", "-m", help="e.g. device_id=bus-7, severity!=critical")],
     duration: Annotated[str, typer.Option("--duration", "-d")] = "2h",
-    start: Annotated[str | None, typer.Option(help="ISO-8601 start (default now)")] = None,
+    start: Annotated[
+        str | None, typer.Option(help="ISO-8601 start, Asia/Bangkok unless it has an offset (default now)")
+    ] = None,
     by: Annotated[str | None, typer.Option("--by")] = None,
     comment: Annotated[str, typer.Option("--comment", "-c")] = "",
 ) -> None:
@@ -111,13 +129,13 @@ def silence_add(
     try:
         matchers = [Matcher.parse(m).model_dump() for m in match]
         now = _now_ns()
-        starts = parse_time_ns(start) if start else now
+        starts = _person_time_ns(start) if start else now
         ends = starts + int(parse_duration(duration) * NS)
     except ValueError as exc:
         typer.echo(f"invalid silence: {exc}", err=True)
         raise typer.Exit(2) from exc
     silence = store.add_silence(matchers, starts, ends, by or getpass.getuser(), comment, now)
-    typer.echo(f"silence {silence.id} until {format_en(silence.ends_ns)}")
+    typer.echo(f"silence {silence.id} from {format_en(silence.starts_ns)} until {format_en(silence.ends_ns)}")
 
 
 @silence_app.command("list")
@@ -164,6 +182,25 @@ def _load_devices(path: Path | None) -> dict[str, DeviceInfo]:
     return {d["device_id"]: DeviceInfo(**d) for d in data}
 
 
+class ReplayTimeError(ValueError):
+    """A replayed line's time that the collectors would reject (`bad_time`)."""
+
+
+def replay_time_ns(line: dict[str, Any]) -> int:
+    """The line's `ts` (or `time`) read exactly as the collectors read a device's `ts` (RFC 3339 with an offset,
+    or epoch s / ms / µs / ns by magnitude): an offset-less time is rejected, not taken as UTC."""
+    from collectors.errors import RejectedMessage
+    from collectors.formats._common import time_to_ns
+
+    value = line.get("ts", line.get("time"))
+    if value is None:
+        raise ReplayTimeError("no ts: a replayed reading needs its time")
+    try:
+        return time_to_ns(value, "ts")
+    except RejectedMessage as exc:
+        raise ReplayTimeError(exc.detail) from None
+
+
 async def replay(
     rule_name: str,
     lines: list[dict[str, Any]],
@@ -186,7 +223,7 @@ async def replay(
         )
         devices.setdefault(dev_id, dev)
         fields = {k: v for k, v in line.items() if k not in _RESERVED}
-        t = parse_time_ns(line.get("ts", line.get("time")))
+        t = replay_time_ns(line)
         readings.append(
             (Reading(dev_id, dev.feed, dev.city, dev.district, t, fields, dict(line.get("tags") or {})), dev)
         )
@@ -230,10 +267,19 @@ def test_rule(
         if not text.strip():
             continue
         try:
-            lines.append(json.loads(text))
+            line = json.loads(text)
         except ValueError as exc:
             typer.echo(f"{replay_file}:{n}: invalid JSON: {exc}", err=True)
             raise typer.Exit(2) from exc
+        if not isinstance(line, dict) or "device_id" not in line:
+            typer.echo(f"{replay_file}:{n}: a line is a JSON object with device_id, ts and fields", err=True)
+            raise typer.Exit(2)
+        try:
+            replay_time_ns(line)
+        except ReplayTimeError as exc:  # the collectors would quarantine it as bad_time: so does the replay
+            typer.echo(f"{replay_file}:{n}: bad_time: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        lines.append(line)
     try:
         points = asyncio.run(replay(rule, lines, rules_dir, _load_devices(devices_file), parse_duration(step)))
     except KeyError as exc:

@@ -30,13 +30,14 @@ from typing import Any
 
 from collectors.model import DeviceInfo, Reading
 from rules.conditions import Context, DeviceMemory, Result, evaluate, heartbeat_s, history_windows, remember
+from rules.evidence import summary_context
 from rules.lifecycle import AlertLifecycle, CommitPolicy, EmitPoint
 from rules.metrics import RULES_QUEUE_DROPPED, RULES_READINGS_EVALUATED
 from rules.model import Absent, Rule, RuleSet
 from rules.notify.pipeline import NotificationPipeline
 from rules.notify.render import Renderer
 from rules.store import Alert, AlertStore
-from rules.timeutil import NS, Clock, SystemClock, format_duration
+from rules.timeutil import NS, Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ class _RuleState:
     clear_since_ns: int | None = None
     value: float | None = None
     threshold: float | None = None
+    opened: Reading | None = None  # the reading that opened the alert (its evidence)
+    latest: Reading | None = None  # the latest reading evaluated: what a `for:` firing on a tick shows
 
 
 def offer(queue: asyncio.Queue[tuple[Reading, DeviceInfo]], reading: Reading, device: DeviceInfo) -> bool:
@@ -103,6 +106,10 @@ class RulesEngine:
         self._listed: dict[str, DeviceInfo] = {}
         if notifier_pipeline is not None and notifier_pipeline.device_lookup is None:
             notifier_pipeline.device_lookup = self._known.get
+        if self.renderer.device_lookup is None:
+            self.renderer.device_lookup = self._known.get
+        # When the engine first listed each device (heartbeat silence counts from the later of this and start).
+        self._first_listed: dict[str, int] = {}
 
     # ---- start / restart ----------------------------------------------------------------------------------
 
@@ -178,7 +185,7 @@ class RulesEngine:
             clear_ok = evaluate(rule.clear, ctx).ok is True if rule.clear is not None else result.ok is False
             if result.ok:
                 clear_ok = False
-            st.last_ok, st.value, st.threshold = result.ok, result.value, result.threshold
+            st.last_ok, st.value, st.threshold, st.latest = result.ok, result.value, result.threshold, reading
             await self._step(rule, st, device, reading, result, clear_ok, reading.time_ns)
 
     def _messages(
@@ -189,28 +196,21 @@ class RulesEngine:
         value: float | None,
         threshold: float | None,
         extra: dict[str, Any] | None = None,
+        opened: Reading | None = None,
     ) -> tuple[str, str]:
-        ctx: dict[str, Any] = {
-            "rule": rule.name,
-            "severity": rule.severity.value,
-            "value": value,
-            "threshold": threshold,
-            "device": {
-                "id": device.device_id,
-                "device_id": device.device_id,
-                "name": device.name or device.device_id,
-                "city": device.city,
-                "district": device.district,
-                "site": device.site,
-            },
-            "fields": dict(reading.fields) if reading else {},
-            "tags": dict(reading.tags) if reading else {},
-            "for": format_duration(rule.for_),
-        }
-        ctx.update(extra or {})
+        ctx = summary_context(
+            rule=rule.name,
+            severity=rule.severity.value,
+            for_s=rule.for_,
+            device=device,
+            opened=opened or reading,
+            latest=reading,
+            value=value,
+            threshold=threshold,
+            extra=extra,
+        )
         try:
-            th = self.renderer.render_summary(rule.summary_th, ctx)
-            en = self.renderer.render_summary(rule.summary_en, ctx)
+            th, en = self.renderer.render_summaries(rule.summary_th, rule.summary_en, ctx)
         except Exception as exc:  # a template mistake must not stop alerting
             log.warning("summary template of rule %s failed: %s", rule.name, exc)
             th = en = f"{rule.name}: {device.device_id} = {value}"
@@ -241,7 +241,7 @@ class RulesEngine:
             message_en=en,
             labels=dict(rule.labels),
         )
-        st.alert, st.clear_since_ns = alert, None
+        st.alert, st.clear_since_ns, st.opened = alert, None, reading
 
     async def _fire(
         self,
@@ -255,8 +255,10 @@ class RulesEngine:
         assert st.alert is not None
         dev = device or self._known.get(st.alert.device_id)
         th = en = None
-        if dev is not None:
-            th, en = self._messages(rule, dev, reading, st.value, st.threshold, extra)
+        evidence = reading or st.latest
+        # Without a reading since a restart the stored message (made from the opening reading) stays as it is.
+        if dev is not None and (evidence is not None or extra is not None):
+            th, en = self._messages(rule, dev, evidence, st.value, st.threshold, extra, st.opened)
         st.alert = await self.lifecycle.fire(st.alert, dev, t_ns, st.value, st.threshold, th, en)
         if st.alert is not None and not st.alert.is_open:
             st.alert = None
@@ -333,9 +335,12 @@ class RulesEngine:
     # ---- heartbeat (absence) index ------------------------------------------------------------------------
 
     def _silence_start(self, device: DeviceInfo, now: int) -> int:
-        """Since when the device counts as silent: its last reading, else since the engine started."""
+        """Since when the device counts as silent: its last reading, else the later of engine start and the
+        device's first listing (a device registered while the engine runs is not silent since start)."""
         mem = self._memory.get(device.device_id)
-        return mem.last_seen_ns if mem and mem.last_seen_ns is not None else self._started_ns or now
+        if mem and mem.last_seen_ns is not None:
+            return mem.last_seen_ns
+        return max(self._started_ns or now, self._first_listed.get(device.device_id, now))
 
     def _absence_limit_s(self, rule: Rule, device: DeviceInfo) -> float:
         assert isinstance(rule.when, Absent)
@@ -362,8 +367,11 @@ class RulesEngine:
         Dictionary work per listed device, no rule evaluation: the checks themselves only run when due."""
         assert self.devices is not None
         listed: dict[str, DeviceInfo] = {}
+        since_start = self._started_ns or now
+        first_pass = not self._first_listed  # devices of the first listing were there when the engine started
         for device in self.devices():
             listed[device.device_id] = device
+            self._first_listed.setdefault(device.device_id, since_start if first_pass else now)
             self._known.setdefault(device.device_id, device)
             if self._listed.get(device.device_id) != device:
                 for rule in self._absence_rules:
@@ -395,7 +403,7 @@ class RulesEngine:
             return
         st = self._state.setdefault((rule.name, device.device_id), _RuleState())
         st.value, st.threshold, st.last_ok = silent_s, limit_s, True
-        extra = {"silent_for": format_duration(silent_s), "heartbeat": format_duration(limit_s)}
+        extra = {"silent_for": silent_s, "heartbeat": limit_s}
         if st.alert is None:
             await self._open(rule, st, device, None, now, silent_s, limit_s, extra)
         elif st.alert.state == "pending" and now - st.alert.started_ns >= int(rule.for_ * NS):

@@ -42,7 +42,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from gateway.db import Base
-from rules.timeutil import NS, to_utc
+from rules.timeutil import NS, format_en, to_utc
 
 ALEMBIC_VERSION_TABLE = "alembic_version"
 
@@ -498,8 +498,25 @@ class AlertStore:
         return self._update(alert_id, OPEN_STATES, **values)
 
     def ack(self, alert_id: str, by: str, comment: str, t_ns: int) -> Alert | None:
-        """Acknowledge at any point (pending, firing or resolved). None when the alert does not exist."""
-        return self._update(alert_id, None, ack_by=by, ack_comment=comment, ack_ns=t_ns, updated_ns=t_ns)
+        """Acknowledge at any point (pending, firing or resolved). None when the alert does not exist.
+
+        The first acknowledgement stands (who and when); a later one is kept as a comment line under it."""
+        alert, first = self.ack_once(alert_id, by, comment, t_ns)
+        if alert is None or first:
+            return alert
+        return self.add_ack_comment(alert_id, by, comment, t_ns)
+
+    def add_ack_comment(self, alert_id: str, by: str, comment: str, t_ns: int) -> Alert | None:
+        """Append "by (time, Asia/Bangkok): comment" to the acknowledgement's comment (who and when stay)."""
+        note = f"{by[:120]} ({format_en(t_ns)})" + (f": {comment}" if comment else "")
+        with self._tx() as s:
+            row = s.get(AlertRow, alert_id, with_for_update=True)
+            if row is None:
+                return None
+            row.ack_comment = f"{row.ack_comment}\n{note}" if row.ack_comment else note
+            row.updated_ns = t_ns
+            s.flush()
+            return _alert(row)
 
     def ack_once(self, alert_id: str, by: str, comment: str, t_ns: int) -> tuple[Alert | None, bool]:
         """Acknowledge unless someone already did: (the alert, whether this call acknowledged it).

@@ -117,3 +117,14 @@ class DeviceRecentMessage(Base):
 
 
 __all__ = ["ApiToken", "AuditEntry", "Device", "DeviceOverride", "DeviceProfile", "DeviceRecentMessage"]
+
+
+class CityName(Base):
+    """How people call a city: its Thai and English display names (alerts say "แหลมฉบัง", not `laem-chabang`)."""
+
+    __tablename__ = "city_names"
+
+    slug: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name_th: Mapped[str] = mapped_column(String(TEXT_LENGTH), default="")
+    name_en: Mapped[str] = mapped_column(String(TEXT_LENGTH), default="")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

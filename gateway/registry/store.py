@@ -34,7 +34,15 @@ from gateway.errors import (
     TokenNotFoundError,
 )
 from gateway.registry.csv_import import ParsedCsv
-from gateway.registry.models import ApiToken, AuditEntry, Device, DeviceOverride, DeviceProfile, DeviceRecentMessage
+from gateway.registry.models import (
+    ApiToken,
+    AuditEntry,
+    CityName,
+    Device,
+    DeviceOverride,
+    DeviceProfile,
+    DeviceRecentMessage,
+)
 from gateway.registry.schemas import (
     ROLES,
     AuditOut,
@@ -486,6 +494,29 @@ class RegistryStore:
             actor=actor,
             action="device.maintenance" if until else "device.maintenance_end",
         )
+
+    # ------------------------------------------------------------------ city names
+
+    def set_city_name(self, slug: str, name_th: str, name_en: str, *, actor: str) -> None:
+        """The city's display names (Thai, English) for messages people read; audited."""
+        if not slug or not (name_th.strip() or name_en.strip()):
+            raise InvalidInputError([FieldProblem("name_th", "give the city's Thai and/or English name")])
+        with self._sessions() as session, session.begin():
+            row = session.get(CityName, slug)
+            before = {"name_th": row.name_th, "name_en": row.name_en} if row is not None else None
+            if row is None:
+                row = CityName(slug=slug)
+                session.add(row)
+            row.name_th, row.name_en, row.updated_at = name_th.strip(), name_en.strip(), utcnow()
+            after = {"name_th": row.name_th, "name_en": row.name_en}
+            self._audit(
+                session, actor=actor, action="city.name", entity_type="city", entity_id=slug, before=before, after=after
+            )
+
+    def city_names(self) -> dict[str, tuple[str, str]]:
+        """slug -> (Thai name, English name) of every named city."""
+        with self._sessions() as session:
+            return {r.slug: (r.name_th, r.name_en) for r in session.scalars(select(CityName))}
 
     # ------------------------------------------------------------------ CSV import
 

@@ -183,6 +183,7 @@ class City:
         *,
         slug: str = "laem-chabang",
         name: str = "แหลมฉบัง",
+        name_en: str = "Laem Chabang",
         districts: tuple[District, ...] = LAEM_CHABANG_DISTRICTS,
         schools: tuple[School, ...] = LAEM_CHABANG_SCHOOLS,
         mix: dict[str, int] | None = None,
@@ -191,6 +192,7 @@ class City:
         self.seed = seed
         self.slug = slug
         self.name = name
+        self.name_en = name_en
         self.districts = districts
         self.schools = schools
         self.mix = dict(mix or DEFAULT_MIX)

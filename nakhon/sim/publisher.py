@@ -324,7 +324,9 @@ def _run_job(
                     conn.service((1.0 - tokens) / rate)
                     continue
                 tokens -= 1.0
-            sim_ms = int(job.start_ms + speed * (time.time() * 1000 - job.wall0_ms))
+            wall_ms = time.time() * 1000
+            # never into the future: a fast run that catches up with the real clock goes on in real time
+            sim_ms = int(min(wall_ms, job.start_ms + speed * (wall_ms - job.wall0_ms)))
             message = sim.next_message(sim_ms)
             info = publish(message.topic, message.encode(), qos=qos)
             state.published += 1
@@ -497,6 +499,7 @@ async def publish_city(
     progress_interval_s: float = 1.0,
     stop_event: threading.Event | None = None,
     mqtt_version: int = 5,
+    wall0_ms: float | None = None,
 ) -> PublishStats:
     """Publish the devices' messages at `rate` msg/s in total until `count` messages or `duration_s` seconds
     (whichever comes first; neither: until `stop_event` is set or the task is cancelled).
@@ -505,6 +508,8 @@ async def publish_city(
     together once all are connected; the stats are summed and `seconds` spans all of them.
     `incidents=True` schedules every incident kind over the simulated span of the run; a list uses those.
     `on_progress` is called from the caller's event loop about every `progress_interval_s`.
+    Simulated time is `start_ms + speed × (wall − wall0_ms)`, capped at the wall clock (never the future);
+    pass `wall0_ms` to share it with a `nakhon.sim.clock.SimClock` (the demo's rules engine).
     """
     if qos not in (0, 1, 2):
         raise ValueError("qos must be 0, 1 or 2")
@@ -515,7 +520,7 @@ async def publish_city(
     if processes < 1:
         raise ValueError("processes must be ≥ 1")
     parse_mqtt_url(url)  # fail early on a bad URL
-    wall0_ms = time.time() * 1000
+    wall0_ms = time.time() * 1000 if wall0_ms is None else wall0_ms
     expected_s = duration_s if duration_s is not None else (count / rate if count and rate > 0 else None)
     start = default_start_ms(speed, expected_s, wall0_ms) if start_ms is None else start_ms
     if incidents is True:

@@ -345,6 +345,7 @@ class Simulation:
             self.add_incident(incident)
         self._order = self._interleave(self.devices)
         self._next = 0
+        self._round = 0
         self._sent = 0
         self._malformed = 0
         self._rng_malformed = random.Random(f"malformed:{seed}")
@@ -421,8 +422,15 @@ class Simulation:
 
     def next_message(self, ts_ms: int) -> SimMessage:
         """The next device in round-robin order (feeds interleaved) reports at `ts_ms`."""
-        device = self._order[self._next]
-        self._next = (self._next + 1) % len(self._order)
+        n = len(self._order)
+        # Each round starts one device later than the one before: every device still reports once per round,
+        # but the every-k-th malformed message falls on a different device each round (with 200 devices and
+        # 1 % malformed, messages 100 and 200 of every round were always the same two devices — which then
+        # never sent one good reading and were, truly, silent).
+        device = self._order[(self._next + self._round) % n]
+        self._next += 1
+        if self._next == n:
+            self._next, self._round = 0, self._round + 1
         return self.message(device, ts_ms)
 
     def messages(self, count: int, start_ms: int, interval_ms: float) -> Iterator[SimMessage]:
@@ -557,9 +565,11 @@ class Simulation:
         dayf = self._day_factor(d.district, day.day)
         raining = self._rain_intensity(d.district, ts_ms / 1000) > 0
         washout = 0.6 if raining else 1.0
-        raw = 30.0 * _PM_SEASON[day.month] * _profile(_PM_DIURNAL, hour) * _AIR_KIND_PM.get(d.kind, 1.0)
+        raw = 21.0 * _PM_SEASON[day.month] * _profile(_PM_DIURNAL, hour) * _AIR_KIND_PM.get(d.kind, 1.0)
         raw *= dayf * p["pm"] * washout * (1 + 0.06 * rng.gauss(0, 1))
-        pm25 = raw if raw < 50 else 50 + 22 * math.tanh((raw - 50) / 22)  # normal days stay below ~72
+        # A coastal town with a sea breeze: outside haze episodes PM2.5 stays in the PCD yellow band at most
+        # (≤ 37.5 µg/m³, AQI ≤ 100), so an orange or red AQI in the simulation is an incident, never the weather.
+        pm25 = raw if raw < 30 else 30 + 7.4 * math.tanh((raw - 30) / 7.4)
         traffic = _profile(_TRAFFIC, hour) * _AIR_KIND_TRAFFIC.get(d.kind, 1.0)
         ozone_peak = 38.0 + (18.0 if day.dry else 0.0)
         o3 = 6.0 + ozone_peak * math.exp(-(((hour - 14.5) / 3.2) ** 2)) - 4.0 * traffic + 2.0 * rng.gauss(0, 1)

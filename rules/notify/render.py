@@ -8,14 +8,18 @@ receiver, `{public_url}/api/v1/alerts/{id}/ack-link?r=&exp=&sig=` (rules/acklink
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import FileSystemLoader, StrictUndefined, Template, Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
+from collectors.model import DeviceInfo
+from rules.evidence import CityNames, city_name
+from rules.notify import text
 from rules.store import Alert
-from rules.timeutil import format_duration, format_en, format_th
+from rules.timeutil import format_en, format_th
 
 if TYPE_CHECKING:
     from rules.acklink import AckLinkSigner
@@ -38,12 +42,32 @@ KIND_EN = {
     "escalation": "Escalation (not acknowledged)",
 }
 FEED_TH = {"air": "คุณภาพอากาศ", "flood": "ระดับน้ำ", "energy": "พลังงานไฟฟ้า", "bus": "รถรับส่งนักเรียน"}
+FEED_EN = {"air": "air quality", "flood": "water level", "energy": "energy", "bus": "school bus"}
+SEVERITY_EN = {"info": "Info", "warning": "Warning", "critical": "Critical"}
 
 
-def _num(v: float | None) -> str:
-    if v is None:
-        return "-"
-    return f"{v:,.2f}".rstrip("0").rstrip(".") if abs(v) < 1e6 else f"{v:,.0f}"
+SUBJECT_MAX = 140  # characters of a subject line (mail clients and LINE previews cut longer ones)
+
+
+def _environment(loader: FileSystemLoader, language: str) -> SandboxedEnvironment:
+    env = SandboxedEnvironment(
+        loader=loader,
+        undefined=StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+    env.filters.update(th_time=format_th, en_time=format_en, **text.filters(language))
+    env.globals.update(
+        SEVERITY_TH=SEVERITY_TH, STATE_TH=STATE_TH, KIND_TH=KIND_TH, KIND_EN=KIND_EN, FEED_TH=FEED_TH, FEED_EN=FEED_EN
+    )
+    return env
+
+
+def _shorten(line: str, limit: int = SUBJECT_MAX) -> str:
+    line = " ".join(line.split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
 class Renderer:
@@ -53,24 +77,21 @@ class Renderer:
         templates_dir: Path | None = None,
         *,
         ack_links: AckLinkSigner | None = None,
+        city_names: CityNames | None = None,
+        device_lookup: Callable[[str], DeviceInfo | None] | None = None,
     ) -> None:
         self.public_url = public_url.rstrip("/")
         self.ack_links = ack_links
-        self.env = SandboxedEnvironment(
-            loader=FileSystemLoader(str(templates_dir or TEMPLATES_DIR)),
-            undefined=StrictUndefined,
-            autoescape=False,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=False,
-        )
-        self.env.filters.update(th_time=format_th, en_time=format_en, duration=format_duration, num=_num)
-        self.env.globals.update(
-            SEVERITY_TH=SEVERITY_TH, STATE_TH=STATE_TH, KIND_TH=KIND_TH, KIND_EN=KIND_EN, FEED_TH=FEED_TH
-        )
-        # Summaries are compiled once per source text: compiling costs ~2 ms, rendering ~20 µs (alert storms).
-        self._summary_env = self.env.overlay(undefined=_Lenient)
-        self._summaries: dict[str, Template] = {}
+        # City slug -> (Thai, English) display names (the registry's); the engine fills `device_lookup` when unset.
+        self.city_names = city_names
+        self.device_lookup = device_lookup
+        loader = FileSystemLoader(str(templates_dir or TEMPLATES_DIR))
+        # One environment per language: the same filter names (`duration`, `qty`, …) read Thai or English.
+        self.envs = {language: _environment(loader, language) for language in text.LANGUAGES}
+        self.env = self.envs["en"]
+        self._summary_envs = {lang: env.overlay(undefined=_Lenient) for lang, env in self.envs.items()}
+        # Summaries are compiled once per (language, source text): compiling costs ~2 ms, rendering ~20 µs (storms).
+        self._summaries: dict[tuple[str, str], Template] = {}
 
     def api_ack_url(self, alert_id: str) -> str:
         """The API's acknowledge endpoint (needs an operator's bearer token)."""
@@ -93,6 +114,10 @@ class Renderer:
             d["ack_url"] = self.ack_url(a.id, receiver, now_ns)
             d["severity_th"] = SEVERITY_TH.get(a.severity, a.severity)
             d["state_th"] = STATE_TH.get(a.state, a.state)
+            device = self.device_lookup(a.device_id) if self.device_lookup is not None else None
+            d["device_name"] = (device.name if device is not None else "") or a.device_id
+            d["city_th"] = city_name(a.city, self.city_names, "th")
+            d["city_en"] = city_name(a.city, self.city_names, "en")
             items.append(d)
         return {
             "alerts": items,
@@ -100,6 +125,7 @@ class Renderer:
             "receiver": receiver,
             "severity": severity,
             "severity_th": SEVERITY_TH.get(severity, severity),
+            "severity_en": SEVERITY_EN.get(severity, severity),
             "now_ns": now_ns,
             "public_url": self.public_url,
             # a storm message lists only the worst `alerts`; these count all of them
@@ -110,27 +136,38 @@ class Renderer:
     def render(
         self, alerts: list[Alert], kind: str, receiver: str, language: str, now_ns: int, total: int | None = None
     ) -> tuple[str, str]:
-        """(title, body) in `th`, `en` or `both` (Thai first). `total`: how many alerts the message is about when
-        `alerts` lists only the worst of them (a storm)."""
+        """(title, body) in `th`, `en` or `both` (Thai first); the title is in the receiver's language only.
+        `total`: how many alerts the message is about when `alerts` lists only the worst of them (a storm)."""
         ctx = self.context(alerts, kind, receiver, now_ns, total)
-        title = " ".join(self.env.get_template("title.j2").render(ctx).split())
+        ctx["language"] = language
+        title = _shorten(self.envs["th" if language == "th" else "en"].get_template("title.j2").render(ctx))
         parts = []
         if language in ("th", "both"):
-            parts.append(self.env.get_template("message.th.j2").render(ctx).strip())
+            parts.append(self.envs["th"].get_template("message.th.j2").render(ctx).strip())
         if language in ("en", "both"):
-            parts.append(self.env.get_template("message.en.j2").render(ctx).strip())
+            parts.append(self.envs["en"].get_template("message.en.j2").render(ctx).strip())
         return title, "\n\n———\n\n".join(parts) + "\n"
 
-    def render_summary(self, template: str, context: dict[str, Any]) -> str:
-        """A rule's one-line summary_th / summary_en (sandboxed; unknown names render empty)."""
-        compiled = self._summaries.get(template)
+    def render_summary(self, template: str, context: dict[str, Any], language: str = "en") -> str:
+        """A rule's one-line summary in `language` (sandboxed; a name the context lacks renders as "-")."""
+        ctx = dict(context)
+        device = ctx.get("device")
+        if isinstance(device, dict) and device.get("city"):
+            ctx["device"] = dict(device, city_name=city_name(str(device["city"]), self.city_names, language))
+        compiled = self._summaries.get((language, template))
         if compiled is None:
             if len(self._summaries) >= SUMMARY_CACHE_SIZE:  # bounded: rules are few, but reloads add texts
                 self._summaries.clear()
-            compiled = self._summaries[template] = self._summary_env.from_string(template)
-        return compiled.render(context).strip()
+            compiled = self._summaries[(language, template)] = self._summary_envs[language].from_string(template)
+        return " ".join(compiled.render(ctx).split())
+
+    def render_summaries(self, summary_th: str, summary_en: str, context: dict[str, Any]) -> tuple[str, str]:
+        """(Thai, English) summaries of one alert from the same evidence (rules/evidence.py)."""
+        return self.render_summary(summary_th, context, "th"), self.render_summary(summary_en, context, "en")
 
 
 class _Lenient(Undefined):
+    """A name missing at run time (a field the reading lacks) shows as "-", never as an empty gap."""
+
     def __str__(self) -> str:
-        return ""
+        return "-"

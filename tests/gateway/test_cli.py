@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import typer
@@ -104,11 +106,16 @@ def test_maintenance(run: Any) -> None:
     run("devices", "add", "m-1", "--feed", "energy", "--city", "khonkaen", "--district", "Mueang")
     on = run("devices", "maintenance", "m-1", "--hours", "2")
     assert on.exit_code == 0 and "in maintenance until" in on.output
+    # times shown to people are Asia/Bangkok (the echo said "(UTC)" with a UTC time)
+    until = run.store.get_device("m-1").maintenance_until
+    until = until if until.tzinfo else until.replace(tzinfo=UTC)
+    assert f"until {until.astimezone(ZoneInfo('Asia/Bangkok')):%Y-%m-%d %H:%M} (Asia/Bangkok)" in on.output
+    assert "UTC" not in on.output
     assert run.store.get_device("m-1").in_maintenance
     naive = run("devices", "maintenance", "m-1", "--until", "2030-01-01T00:00:00")
     assert naive.exit_code == 2 and "until" in naive.output
     aware = run("devices", "maintenance", "m-1", "--until", "2030-01-01T07:00:00+07:00")
-    assert aware.exit_code == 0 and "2030-01-01T00:00:00+00:00" in aware.output
+    assert aware.exit_code == 0 and "until 2030-01-01 07:00 (Asia/Bangkok)" in aware.output
     off = run("devices", "maintenance", "m-1", "--end")
     assert off.exit_code == 0 and not run.store.get_device("m-1").in_maintenance
     assert run("devices", "maintenance", "m-1").exit_code == 2
@@ -139,3 +146,12 @@ def test_tokens_create_with_expiry_and_cities(run: Any) -> None:
     assert run("tokens", "create", "--role", "viewer", "--name", "bad", "--city", "no/slash").exit_code == 2
     gone = run("tokens", "create", "--role", "viewer", "--name", "gone", "--expires-in-days", "-1")
     assert run.store.authenticate(gone.stdout.strip().splitlines()[0]) is None  # already expired
+
+
+def test_city_name_is_kept_in_the_registry_and_audited(run: Any) -> None:
+    out = run("devices", "city-name", "laem-chabang", "--th", "แหลมฉบัง", "--en", "Laem Chabang")
+    assert out.exit_code == 0, out.output
+    assert run.store.city_names() == {"laem-chabang": ("แหลมฉบัง", "Laem Chabang")}
+    run("devices", "city-name", "laem-chabang", "--th", "เทศบาลนครแหลมฉบัง", "--en", "Laem Chabang City")
+    assert run.store.city_names()["laem-chabang"] == ("เทศบาลนครแหลมฉบัง", "Laem Chabang City")
+    assert run("devices", "city-name", "x").exit_code != 0  # a name is required

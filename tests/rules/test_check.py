@@ -150,3 +150,104 @@ def test_durations(text: object, seconds: float) -> None:
 def test_bad_duration() -> None:
     with pytest.raises(ValueError):
         parse_duration("5 minutes")
+
+
+def _rule(feed: str, when: str, summary_th: str = "x", summary_en: str = "x", extra: str = "") -> str:
+    return (
+        f"rules:\n  - name: r1\n    feed: {feed}\n    when:\n      {when}\n"
+        f"    summary_th: {summary_th!r}\n    summary_en: {summary_en!r}\n{extra}"
+    )
+
+
+def _errors(tmp_path: Path, text: str) -> list[str]:
+    write(tmp_path, "r.yaml", text)
+    return [str(e) for e in check_rules_dir(tmp_path)]
+
+
+def test_a_field_no_feed_has_is_refused_with_a_suggestion(tmp_path: Path) -> None:
+    # `field: pm25` on an air rule was "ok" and could never fire
+    errors = _errors(tmp_path, _rule("air", 'compare: {field: pm25, op: ">", value: 50}'))
+    assert len(errors) == 1 and errors[0].startswith(f"{tmp_path / 'r.yaml'}:5: ")
+    assert "'pm25' is not a field of the air feed (did you mean pm25_ugm3?)" in errors[0]
+    # a derived field is known; a field of another feed is not; a tag of its own feed is
+    assert _errors(tmp_path, _rule("air", 'compare: {field: aqi_th_band, op: ">=", value: 4}')) == []
+    assert (
+        "not a field of the air feed"
+        in _errors(tmp_path, _rule("air", 'compare: {field: level_m, op: ">", value: 1}'))[0]
+    )
+    assert _errors(tmp_path, _rule("energy", "compare: {field: tou, op: '==', value: on_peak}")) == []
+    nested = _rule(
+        "bus",
+        "all: [{compare: {field: ignition, op: '==', value: false}},"
+        " {rate: {field: speedkmh, window: 5m, op: '>', value: 1}}]",
+    )
+    assert any("'speedkmh'" in e and "did you mean speed_kmh?" in e for e in _errors(tmp_path, nested))
+    ref = _rule("bus", "compare: {field: speed_kmh, op: '>', value: {field: speed_limit, default: 60}}")
+    assert any("'speed_limit'" in e and "speed_limit_kmh" in e for e in _errors(tmp_path, ref))
+
+
+def test_thresholds_outside_the_field_range_and_wrong_types_are_refused(tmp_path: Path) -> None:
+    assert (
+        "outside the range of humidity_pct (0–100)"
+        in _errors(tmp_path, _rule("air", "compare: {field: humidity_pct, op: '>', value: 120}"))[0]
+    )
+    assert (
+        "outside the range of power_factor"
+        in _errors(
+            tmp_path, _rule("energy", "compare: {field: power_factor, op: '<', value: {param: pf_min, default: 85}}")
+        )[0]
+    )
+    assert (
+        "outside the range of occupancy"
+        in _errors(tmp_path, _rule("bus", "range: {field: occupancy, min: -1, max: 10}"))[0]
+    )
+    assert "ignition is bool" in _errors(tmp_path, _rule("bus", "compare: {field: ignition, op: '>', value: 0}"))[0]
+    assert (
+        "did you mean on_peak?"
+        in _errors(tmp_path, _rule("energy", "compare: {field: tou, op: '==', value: on_peek}"))[0]
+    )
+
+
+def test_template_typos_unknown_filters_and_units_are_refused(tmp_path: Path) -> None:
+    cases = {
+        "{{ valeu | num }}": "unknown variable 'valeu' (did you mean value?)",
+        "{{ device.nmae }}": "device has no 'nmae' (did you mean name?)",
+        "{{ value | nmu }}": "unknown filter 'nmu' (did you mean num?)",
+        "{{ fields.pm25 }}": "fields.pm25 is not a field of the air feed (did you mean pm25_ugm3?)",
+        "{{ opened.fields.pm25_ugm }}": "fields.pm25_ugm is not a field of the air feed (did you mean pm25_ugm3?)",
+        "{{ value | qty('ugm') }}": "unknown unit 'ugm' in qty (did you mean ugm3?)",
+        "{{ silent_for | duration }}": "unknown variable 'silent_for' (only heartbeat rules have it)",
+        "{{ value is numbr }}": "unknown test 'numbr' (did you mean number?)",
+    }
+    for template, expected in cases.items():
+        errors = _errors(tmp_path, _rule("air", "compare: {field: aqi_th, op: '>', value: 100}", summary_en=template))
+        assert len(errors) == 1 and expected in errors[0] and ":7: " in errors[0], (template, errors)
+    ok = (
+        "{{ device.name }} {{ value | qty('ugm3') }} {{ fields.pm25_ugm3 | num }}"
+        " {{ opened.time | en_time }} {{ for | duration }}"
+    )
+    assert _errors(tmp_path, _rule("air", "compare: {field: aqi_th, op: '>', value: 100}", summary_en=ok)) == []
+    absent = (
+        "rules:\n  - name: r1\n    feed: air\n    when: {absent: {default: 1h}}\n"
+        "    summary_th: '{{ silent_for | duration }} {{ heartbeat | duration }}'\n    summary_en: x\n"
+    )
+    assert _errors(tmp_path, absent) == []
+
+
+def test_cli_check_refuses_what_cannot_work(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rules.cli import rules_app
+
+    write(tmp_path, "r.yaml", _rule("air", 'compare: {field: pm25, op: ">", value: 50}'))
+    out = CliRunner().invoke(rules_app, ["check", str(tmp_path)])
+    assert out.exit_code == 1 and "r.yaml:5:" in out.output and "did you mean pm25_ugm3?" in out.output
+
+
+def test_a_thresholds_value_outside_the_field_range_is_refused(tmp_path: Path) -> None:
+    text = (
+        "thresholds:\n  city: {laem-chabang: {pf_min: 85}}\n"
+        + _rule("energy", "compare: {field: power_factor, op: '<', value: {param: pf_min, default: 0.85}}")
+    )
+    errors = _errors(tmp_path, text)
+    assert len(errors) == 1 and ":2: " in errors[0] and "85 is outside the range of power_factor (0–1)" in errors[0]

@@ -109,3 +109,60 @@ def test_rules_test_replay_heartbeat_with_devices_file(tmp_path: Path, store: Al
     assert out.exit_code == 0, out.output
     states = [ln.split()[2] for ln in out.output.strip().splitlines()]
     assert states == ["FIRING", "RESOLVED"]
+
+
+def test_a_second_acknowledgement_does_not_overwrite_the_first(store: AlertStore) -> None:
+    a, _ = store.open_alert(
+        rule="bus_child_left", device_id="van-1", city="c", district="d", feed="bus",
+        severity="critical", state="firing", t_ns=T0,
+    )  # fmt: skip
+    first = runner.invoke(shell(store), ["alerts", "ack", a.id, "--by", "somchai", "-c", "ไปตรวจแล้ว"])
+    assert first.exit_code == 0 and "acknowledged" in first.output and "(Asia/Bangkok)" in first.output
+    second = runner.invoke(shell(store), ["alerts", "ack", a.id, "--by", "malee", "-c", "เด็กปลอดภัย"])
+    assert second.exit_code == 0 and "already acknowledged by somchai" in second.output
+    got = store.get(a.id)
+    assert got is not None and got.ack_by == "somchai"
+    assert got.ack_comment is not None and got.ack_comment.startswith("ไปตรวจแล้ว\nmalee (")
+    assert got.ack_comment.endswith("): เด็กปลอดภัย")
+
+
+def test_rules_test_rejects_an_offset_less_ts_as_the_collectors_do(tmp_path: Path, store: AlertStore) -> None:
+    rows = [{"device_id": "van-7", "feed": "bus", "ts": "2026-01-06T08:00:00", "ignition": False, "occupancy": 2}]
+    out = runner.invoke(
+        shell(store), ["rules", "test", "bus_child_left", "--replay", str(_lines(tmp_path / "a.jsonl", rows))]
+    )
+    assert out.exit_code == 2 and "a.jsonl:1: bad_time" in out.output and "no UTC offset" in out.output
+    rows[0]["ts"] = "2026-01-06T08:00:00+07:00"
+    ok = runner.invoke(
+        shell(store), ["rules", "test", "bus_child_left", "--replay", str(_lines(tmp_path / "b.jsonl", rows))]
+    )
+    assert ok.exit_code == 0 and "PENDING" in ok.output and ok.output.startswith("2026-01-06 08:00:00+0700")
+
+
+def test_rules_test_replay_wider_than_the_step_keeps_the_child_count(tmp_path: Path, store: AlertStore) -> None:
+    rows = [
+        {
+            "device_id": "van-7",
+            "feed": "bus",
+            "ts": f"2026-01-06T08:{m:02d}:00+07:00",
+            "ignition": False,
+            "occupancy": 3,
+        }
+        for m in (0, 4, 8)
+    ]
+    out = runner.invoke(
+        shell(store),
+        ["rules", "test", "bus_child_left", "--replay", str(_lines(tmp_path / "c.jsonl", rows)), "--step", "30s"],
+    )
+    firing = next(line for line in out.output.splitlines() if "FIRING" in line)
+    assert "3 children still on board" in firing, out.output
+
+
+def test_silence_start_typed_without_offset_is_bangkok_time(store: AlertStore) -> None:
+    out = runner.invoke(
+        shell(store), ["alerts", "silence", "add", "-m", "device_id=x", "--start", "2026-01-06T08:00", "-d", "1h"]
+    )
+    assert (
+        out.exit_code == 0
+        and "from 2026-01-06 08:00 (Asia/Bangkok) until 2026-01-06 09:00 (Asia/Bangkok)" in out.output
+    )

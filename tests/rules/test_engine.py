@@ -77,7 +77,7 @@ async def test_bus_speed_and_child_left(store, clock, sink) -> None:
     assert ("bus_over_speed", "van-7", "firing") in sink.states
     # derived over_speed_kmh from collectors/domain also fires (e.g. a 40 km/h school zone)
     van = device("van-8", "bus")
-    await eng.process(reading(van, T0, speed_kmh=45.0, over_speed_kmh=5.0), van)
+    await eng.process(reading(van, T0, speed_kmh=45.0, speed_limit_kmh=40.0, over_speed_kmh=5.0), van)
     assert ("bus_over_speed", "van-8", "pending") in sink.states
     # parked, engine off, 2 children still counted
     t = T0 + minutes(10)
@@ -172,7 +172,8 @@ async def test_heartbeat_absence_with_device_override(store, clock, sink) -> Non
     assert sink.points == []
     await eng.tick(T0 + minutes(31))
     assert sink.states == [("flood_device_silent", "g-1", "firing")]
-    assert "31m" in str(sink.points[0].fields["message_en"])
+    assert "for 31 min (expected every 30 min)" in str(sink.points[0].fields["message_en"])
+    assert "มา 31 นาที (ปกติส่งทุก 30 นาที)" in str(sink.points[0].fields["message_th"])
     await eng.tick(T0 + minutes(61))
     assert sink.states[-1] == ("flood_device_silent", "g-2", "firing")
     await eng.process(reading(eng_devices[0], T0 + minutes(62), level_m=1.1), eng_devices[0])
@@ -221,3 +222,46 @@ async def test_rule_match_limits_devices(store, clock, sink) -> None:
     await eng.process(reading(a, T0, aqi_th=5), a)
     await eng.process(reading(b, T0, aqi_th=5), b)
     assert [d for _, d, _ in sink.states] == ["a"]
+
+
+async def test_child_left_firing_on_a_tick_keeps_the_child_count(store, clock, sink) -> None:
+    # readings every 3 minutes, `for: 5m` runs out on a tick between them: the count was lost ("ยังนับได้  คน")
+    eng = engine_for(["bus_child_left"], store, sink, clock)
+    bus = device("van-3", "bus", name="รถตู้ 12-3456")
+    for m in (0, 3):
+        await eng.process(reading(bus, T0 + minutes(m), ignition=False, occupancy=2), bus)
+    await eng.tick(T0 + minutes(5.5))  # no reading at this moment
+    assert sink.states[-1] == ("bus_child_left", "van-3", "firing")
+    th, en = str(sink.points[-1].fields["message_th"]), str(sink.points[-1].fields["message_en"])
+    assert "ยังนับได้ 2 คน" in th and "2 children still on board" in en, (th, en)
+    assert "ดับเครื่องตั้งแต่ 6 ม.ค. 2569 10:00 น." in th  # the reading that opened the alert
+    stored = store.get_open("bus_child_left", "van-3")
+    assert stored is not None and "ยังนับได้ 2 คน" in stored.message_th  # reminders and the ack page use it
+
+
+async def test_device_registered_while_running_is_silent_from_registration(store, clock, sink) -> None:
+    # a device registered while the engine runs was reported silent ~10 s later (silence counted from start)
+    listed: list[DeviceInfo] = [device("g-old", "flood", heartbeat_s=30)]
+    eng = engine_for(["flood_device_silent"], store, sink, clock, devices=lambda: list(listed))
+    await eng.start()
+    await eng.process(reading(listed[0], T0, level_m=1.0), listed[0])
+    await eng.tick(T0 + 20 * NS)
+    listed.append(device("g-new", "flood", heartbeat_s=30))  # registered now, 21 s after the engine started
+    await eng.tick(T0 + 21 * NS)
+    await eng.tick(T0 + 41 * NS)  # 41 s after start, 20 s after registration
+    assert [s for s in sink.states if s[1] == "g-new"] == []
+    await eng.tick(T0 + 52 * NS)  # 31 s after registration
+    assert ("flood_device_silent", "g-new", "firing") in sink.states
+    new = next(p for p in sink.points if p.tags["device_id"] == "g-new")
+    assert "31 s" in str(new.fields["message_en"]) and "31 วินาที" in str(new.fields["message_th"])
+
+
+async def test_pending_child_left_firing_after_a_restart_keeps_the_count(store, clock, sink) -> None:
+    bus = device("van-9", "bus", name="รถตู้ 99-9999")
+    first = engine_for(["bus_child_left"], store, sink, clock)
+    await first.process(reading(bus, T0, ignition=False, occupancy=3), bus)
+    again = engine_for(["bus_child_left"], store, sink, clock, devices=lambda: [bus])  # a restart: no reading yet
+    await again.start()
+    await again.tick(T0 + minutes(6))
+    assert sink.states[-1] == ("bus_child_left", "van-9", "firing")
+    assert "ยังนับได้ 3 คน" in str(sink.points[-1].fields["message_th"])

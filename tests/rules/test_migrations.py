@@ -40,6 +40,20 @@ def migrated_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
 
 
+def _head() -> str:
+    """The newest revision of the registry's history (one head: revisions form a line)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from gateway.registry.store import MIGRATIONS_DIR
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    heads = ScriptDirectory.from_config(config).get_heads()
+    assert len(heads) == 1, heads
+    return str(heads[0])
+
+
 def test_migrations_match_the_models(migrated_url: str) -> None:
     """`alembic revision --autogenerate` would find nothing to do: registry and rules tables alike."""
     engine = create_engine(migrated_url)

@@ -79,7 +79,8 @@ route: {{receiver: flood-team, group_by: [rule, city], group_wait: 0s, group_int
     assert (firing["status"], firing["kind"], firing["receiver"]) == ("firing", "firing", "flood-team")
     assert firing["groupLabels"] == {"rule": "flood_level_overbank", "city": "chiangmai"}
     assert firing["commonLabels"]["severity"] == "critical" and "alert_id" not in firing["commonLabels"]
-    assert firing["title"].startswith("[วิกฤต / CRITICAL]") and "Overbank" not in firing["title"]
+    # an English receiver's subject: English only, the alert's own summary
+    assert firing["title"] == "[Critical] Alert: test flood_level_overbank · P.1"
     assert "test flood_level_overbank" in firing["message"]  # the human text too
     [fa] = firing["alerts"]
     assert {k: fa[k] for k in ("alert_id", "rule", "device_id", "device_name", "city", "district", "feed")} == {
@@ -96,7 +97,8 @@ route: {{receiver: flood-team, group_by: [rule, city], group_wait: 0s, group_int
     started_bkk = datetime.fromisoformat(fa["started_bangkok"])
     assert started_utc == started_bkk and started_utc.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
     assert started_bkk.utcoffset().total_seconds() == 7 * 3600  # type: ignore[union-attr]
-    assert fa["message_th"] == "ทดสอบ flood_level_overbank" and fa["message_en"] == "test flood_level_overbank"
+    assert fa["message_th"] == "ทดสอบ flood_level_overbank · P.1"
+    assert fa["message_en"] == "test flood_level_overbank · P.1"
     assert f"/api/v1/alerts/{a.id}/ack-link?r=flood-team&" in fa["ack_url"] and "sig=" in fa["ack_url"]
     assert fa["silence_url"] == "https://nakhon.cm.go.th/api/v1/silences"
     assert fa["silence_matchers"] == ["rule=flood_level_overbank", "device_id=P.1"]

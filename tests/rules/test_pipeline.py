@@ -57,8 +57,8 @@ def fire(
         state="firing",
         t_ns=t,
         value=1.0,
-        message_th=f"ทดสอบ {rule}",
-        message_en=f"test {rule}",
+        message_th=f"ทดสอบ {rule} · {device_id}",
+        message_en=f"test {rule} · {device_id}",
     )
     return alert
 

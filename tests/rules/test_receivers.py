@@ -136,7 +136,7 @@ route:
         assert "Overbank" in payload["message"] and "/api/v1/alerts/" in payload["message"]
         assert "สะพานนวรัฐ" in SmtpServer.text(smtp.messages[0])
         assert "2569" in SmtpServer.text(smtp.messages[0])  # Buddhist-era year in the Thai part
-        assert SmtpServer.subject(smtp.messages[0]).startswith("[วิกฤต / CRITICAL]")
+        assert SmtpServer.subject(smtp.messages[0]).startswith("[วิกฤต / Critical] แจ้งเตือน / Alert: ")
 
         app = FastAPI()
         app.include_router(build_router(store, stub_require_role, clock=clock))

@@ -45,9 +45,9 @@ def test_bangkok_time_and_buddhist_era_year() -> None:
 def test_thai_and_english_message_with_ack_link() -> None:
     r = Renderer("https://nakhon.cm.go.th/")
     title, body = r.render([alert()], "firing", "ops", "both", 0)
-    assert title == "[วิกฤต / CRITICAL] แจ้งเตือน / Alert: flood_level_overbank · P.1"
+    assert title == "[วิกฤต / Critical] แจ้งเตือน / Alert: น้ำล้นตลิ่ง 104.25%"
     th, en = body.split("———")
-    assert "น้ำล้นตลิ่ง 104.25%" in th and "14 ก.ย. 2569 23:30 น." in th and "เกณฑ์ 100" in th
+    assert "น้ำล้นตลิ่ง 104.25%" in th and "14 ก.ย. 2569 23:30 น." in th
     assert "Overbank 104.25 %" in en and "2026-09-14 23:30 (Asia/Bangkok)" in en
     assert body.count("https://nakhon.cm.go.th/api/v1/alerts/a1b2/ack") == 2
 
@@ -56,7 +56,7 @@ def test_resolved_and_acknowledged_rendering() -> None:
     r = Renderer()
     a = alert(state="resolved", resolved_ns=bkk(2026, 9, 15, 1, 0), ack_by="somchai", ack_ns=bkk(2026, 9, 15, 0, 5))
     title, body = r.render([a], "resolved", "ops", "th", 0)
-    assert "คลี่คลายแล้ว" in title and "Resolved" in title
+    assert title == "[วิกฤต] คลี่คลายแล้ว: น้ำล้นตลิ่ง 104.25%"  # a Thai receiver: Thai only
     assert "คลี่คลายเมื่อ: 15 ก.ย. 2569 01:00 น." in body
     assert "รับทราบโดย somchai" in body and "/ack" not in body
     assert "Acknowledge" not in body  # Thai only
@@ -64,7 +64,7 @@ def test_resolved_and_acknowledged_rendering() -> None:
 
 def test_rule_summary_templates_are_sandboxed() -> None:
     r = Renderer()
-    assert r.render_summary("{{ value | num }} / {{ missing }}", {"value": 12.5}) == "12.5 /"
+    assert r.render_summary("{{ value | num }} / {{ missing }}", {"value": 12.5}) == "12.5 / -"
     with pytest.raises(SecurityError):
         r.render_summary("{{ ''.__class__.__mro__ }}", {})
 

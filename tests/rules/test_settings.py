@@ -4,7 +4,9 @@ from pathlib import Path
 
 from rules.engine import offer
 from rules.notify.memory import MemoryNotifier
+from rules.notify.render import Renderer
 from rules.settings import RulesSettings, build_rules_service
+from rules.store import Alert
 from tests.rules.conftest import T0, PointSink, device, minutes, reading
 
 
@@ -37,7 +39,27 @@ async def test_build_rules_service_wires_everything(tmp_path: Path, clock) -> No
     clock.set(T0 + minutes(61))
     await service.engine.tick()
     await service.pipeline.drain()
-    notified = {m.title.split(": ", 1)[1] for m in mem.sent}
-    assert {"flood_level_overbank · g-1", "flood_level_high · g-1", "flood_device_silent · g-1"} == notified
+    notified = {(a["rule"], a["device_id"]) for m in mem.sent for a in m.payload["alerts"]}
+    assert {("flood_level_overbank", "g-1"), ("flood_level_high", "g-1"), ("flood_device_silent", "g-1")} == notified
     assert service.router(lambda *roles: lambda: "x").routes
     await service.stop()
+
+
+async def test_messages_in_nakhon_run_name_the_city_from_the_registry(tmp_path: Path) -> None:
+    """`nakhon run` renders the registry's city names (the slug `laem-chabang` was shown before)."""
+    from gateway.registry.store import RegistryStore
+    from nakhon.rules_wiring import CityNamesCache
+
+    registry = RegistryStore.for_data_dir(tmp_path / "data")
+    registry.migrate()
+    registry.set_city_name("laem-chabang", "แหลมฉบัง", "Laem Chabang", actor="test")
+    names = CityNamesCache(registry.city_names)
+    renderer = Renderer(city_names=names)
+    alert = Alert(
+        "a1", "flood_level_high", "g-1", "laem-chabang", "บางละมุง", "flood", "warning", "firing", 80.0, 70.0,
+        "ระดับน้ำสูง", "High water", {}, T0, T0, None, T0,
+    )  # fmt: skip
+    _title, body = renderer.render([alert], "firing", "ops", "both", T0)
+    assert "บางละมุง · แหลมฉบัง" in body and "บางละมุง · Laem Chabang" in body and "laem-chabang" not in body
+    assert names("chiangmai") is None  # an unnamed city shows its slug
+    registry.close()

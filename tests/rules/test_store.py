@@ -37,7 +37,11 @@ def test_lifecycle_transitions_and_ack_any_time(store: AlertStore) -> None:
     assert store.fire(a.id, T0 + 11) is None  # not pending any more
     resolved = store.resolve(a.id, T0 + 20)
     assert resolved is not None and resolved.state == "resolved" and resolved.ack_by == "somchai"
-    assert store.ack(a.id, "malee", "closed", T0 + 30).ack_by == "malee"  # type: ignore[union-attr]
+    # the first acknowledgement stands; a later one is kept as a comment under it
+    again = store.ack(a.id, "malee", "closed", T0 + 30)
+    assert again is not None and again.ack_by == "somchai" and again.ack_ns == T0 + 5
+    assert again.ack_comment is not None and again.ack_comment.startswith("กำลังตรวจสอบ\nmalee (")
+    assert again.ack_comment.endswith("): closed")
     assert store.ack("nope", "x", "", T0) is None
 
 

@@ -184,12 +184,12 @@ class CheckingNotifier:
 
     async def send(self, message: NotifyMessage) -> None:
         for item in message.payload["alerts"]:
-            stored = self.reader.get(item["id"])
+            stored = self.reader.get(item["alert_id"])
             committed = stored is not None and (
                 stored.state == "resolved" if item["state"] == "resolved" else stored.fired_ns is not None
             )
             if not committed:
-                self.mismatches.append((item["id"], item["state"], stored.state if stored else None))
+                self.mismatches.append((item["alert_id"], item["state"], stored.state if stored else None))
         self.sent.append(message)
 
 
@@ -302,20 +302,22 @@ async def test_a_device_added_or_changed_in_the_registry_is_watched_from_the_nex
     await eng.tick(T0 + minutes(2))
     await eng.tick(T0 + minutes(3))
     assert [d for _, d, s in sink.states if s == "firing"] == ["g-1"]
-    await eng.tick(T0 + minutes(11))
+    await eng.tick(T0 + minutes(11))  # g-2's silence counts from its first listing (minute 2), not engine start
+    assert [d for _, d, s in sink.states if s == "firing"] == ["g-1"]
+    await eng.tick(T0 + minutes(13))
     assert sorted(d for _, d, s in sink.states if s == "firing") == ["g-1", "g-2"]
 
 
 def test_a_summary_template_is_compiled_once() -> None:
     renderer = Renderer()
     compiled: list[str] = []
-    original = renderer._summary_env.from_string
+    original = renderer._summary_envs["en"].from_string
 
     def counting(source: str) -> Any:
         compiled.append(source)
         return original(source)
 
-    renderer._summary_env.from_string = counting  # type: ignore[method-assign]
+    renderer._summary_envs["en"].from_string = counting  # type: ignore[method-assign]
     texts = [renderer.render_summary("{{ value | num }} at {{ device.name }}", {"value": v, "device": {"name": "x"}})
              for v in (1.5, 2.0, 3.25)]
     assert texts == ["1.5 at x", "2 at x", "3.25 at x"]

@@ -214,7 +214,8 @@ def test_air_daily_and_seasonal_patterns(devices: list[SimDevice]) -> None:
     for date in (DRY_WEDNESDAY, WET_WEDNESDAY):
         temps = [float(r["temperature_c"]) for h in range(24) for r in at(date, h)]
         assert min(temps) > 24.5 and max(temps) < 36.5
-        assert max(float(r["pm25_ugm3"]) for h in range(24) for r in at(date, h)) < 75
+        # outside haze episodes at most the PCD yellow band: an orange AQI in the demo is an incident, not weather
+        assert max(float(r["pm25_ugm3"]) for h in range(24) for r in at(date, h)) <= 37.5
 
 
 def test_rain_falls_in_wet_season_afternoons_and_raises_canals(devices: list[SimDevice]) -> None:
@@ -348,3 +349,14 @@ def test_incidents_can_be_triggered(devices: list[SimDevice]) -> None:
         sim.trigger("earthquake", now)
     with pytest.raises(ValueError):
         sim.trigger("speeding", now, device_id="lcb-air-001")
+
+
+def test_malformed_messages_do_not_always_hit_the_same_devices(devices: list[SimDevice]) -> None:
+    # 200 devices, 1 % malformed: messages 100 and 200 of each round were always the same two devices, which then
+    # never sent one valid reading (and were reported silent by the demo)
+    sim = Simulation(devices, seed=1, malformed_rate=0.01)
+    rounds = [list(sim.messages(len(devices), bangkok_ms(*DRY_WEDNESDAY, 8.0) + r * 120_000, 1)) for r in range(3)]
+    for r in range(2):
+        valid = {m.device_id for m in rounds[r] + rounds[r + 1] if not m.malformed}
+        assert valid >= {d.device_id for d in devices}  # every device sends a good reading every two rounds
+    assert len({m.device_id for rnd in rounds for m in rnd if m.malformed}) > 2
