@@ -222,3 +222,28 @@ async def test_close_under_load_sends_disconnect_and_leaves_nothing_to_redeliver
     assert set(first.deliveries) & set(second.deliveries) == set()  # nothing handled twice
     assert first.duplicates == {} and second.duplicates == {}
     assert len(first.deliveries) < len(acked)  # it really was closed mid-stream
+
+
+def _shipped_autosave() -> str:
+    conf = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "mosquitto.conf"
+    lines = [line for line in conf.read_text().splitlines() if line.startswith("autosave")]
+    assert lines, "deploy/mosquitto/mosquitto.conf sets no autosave: a broker crash loses up to 30 minutes"
+    return "\n".join(lines)
+
+
+async def test_broker_sigkill_with_the_shipped_autosave_keeps_our_session_and_its_queue(broker_workdir: Path) -> None:
+    recorder = Recorder()
+    with durable_broker(broker_workdir, extra_conf=_shipped_autosave()) as broker:
+        sub = subscriber(broker.port, recorder, "faults-crash")
+        await sub.start()
+        await sub.close()  # offline: what is published now waits in the broker's session
+        acked = await publish(broker.port, messages("queued", 300))
+        await asyncio.sleep(2.5)
+        broker.kill()  # a crash 2.5 s after the messages were accepted: no clean save
+        broker.start()
+        again = subscriber(broker.port, recorder, "faults-crash")
+        await again.start()
+        assert again.session_present and again.sessions_lost == 0
+        assert await wait_until(lambda: set(recorder.deliveries) >= set(acked))
+        await again.close()
+    assert recorder.duplicates == {}
