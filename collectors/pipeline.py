@@ -184,6 +184,8 @@ class Pipeline:
                 self._count_received(rejected.feed or raw.topic_feed)
             if rejected.device_id is None and device is not None:
                 rejected.device_id = device.device_id
+            if rejected.feed is None and device is not None:  # e.g. the mapping's unit rejection
+                rejected.feed = device.feed
             return [self._reject(topic, payload, received_ns, rejected)]
         enricher = self.enrichers.get(device.feed)
         if enricher is not None:
@@ -343,7 +345,7 @@ def _done() -> asyncio.Future[None]:
 
 
 def _drop_sentinels(values: dict[str, Any], sentinels: dict[str, frozenset[float]] | None) -> dict[str, Any]:
-    """`values` without the feed's sentinel values (copied only when one is found: the common case is free)."""
+    """`values` without the feed's sentinel values (a new dict only when one is found)."""
     if not sentinels:
         return values
     hits = [

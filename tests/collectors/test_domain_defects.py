@@ -145,8 +145,9 @@ async def test_unit_that_cannot_convert_is_invalid_field_naming_both_units(harne
     pack = [{"bn": "meter-wh:", "bt": RECEIVED_NS / NS - 60, "n": "energy", "u": "Cel", "v": 12.5}]
     await harness.send("senml/meter-wh", pack)
     assert harness.stored() == []
-    [(reason, detail)] = harness.reasons()
-    assert reason == "invalid_field" and "Cel" in detail and "kWh" in detail
+    [row] = harness.quarantine.list()
+    assert row.reason == "invalid_field" and "Cel" in row.detail and "kWh" in row.detail
+    assert (row.device_id, row.feed) == ("meter-wh", "energy")
 
 
 # -- 3. meters ------------------------------------------------------------------------------------------------
