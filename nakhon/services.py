@@ -241,6 +241,23 @@ async def run_services(settings: Settings, component: str, stop: asyncio.Event) 
 # -- gateway --------------------------------------------------------------------------------------------------
 
 
+async def check_broker_at_start(registry: RegistryStore, provisioner: Any) -> None:
+    """Pin the admin account and report (not repair) every registry/broker difference, as
+    `nakhon devices reconcile` would; a broker that is down is a warning, not a reason not to serve."""
+    from gateway.errors import ProvisioningError
+    from gateway.service import DeviceService
+
+    try:
+        if await provisioner.pin_admin_account():
+            log.info("pinned the broker admin account to its client id")
+        report = await DeviceService(registry, provisioner).reconcile(fix=False, actor="nakhon run gateway")
+    except ProvisioningError as exc:
+        log.warning("could not compare the registry with the broker at start: %s", exc)
+        return
+    for difference in report.differences:
+        log.warning("registry and broker disagree: %s (run `nakhon devices reconcile --fix`)", difference)
+
+
 async def start_gateway(settings: Settings, registry: RegistryStore, running: Running, *, port: int | None) -> Any:
     import uvicorn
 
@@ -256,6 +273,8 @@ async def start_gateway(settings: Settings, registry: RegistryStore, running: Ru
         router, close_alerts = await asyncio.to_thread(build_alerts_api, settings)
         routers.append(router)
     provisioner = make_provisioner(settings)
+    if provisioner is not None:
+        await check_broker_at_start(registry, provisioner)
     app = create_app(registry, provisioner, extra_routers=routers, reserved_ids=service_account_names(settings))
     from nakhon.web_wiring import mount_console
 

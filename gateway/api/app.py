@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.api.routes import build_router
 from gateway.broker.dynsec import Provisioner
@@ -55,6 +56,17 @@ class UnexpectedErrorMiddleware:
             await response(scope, receive, send)
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _child = route.matches(request.scope)
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def _problem_field(loc: tuple[Any, ...]) -> tuple[str, str]:
     """('body', 'site', 'bank_level_m') -> ('body', 'site.bank_level_m')"""
     where = str(loc[0]) if loc else "request"
@@ -86,6 +98,23 @@ def create_app(
             log.error("gateway error: %s", exc)
         headers = getattr(exc, "headers", None)
         return JSONResponse(exc.as_dict(), status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Routing errors (unknown path, wrong method) and routers' HTTPException in the same shape as ours."""
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # Starlette names only the first route's method; every method of the path is
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 403: "forbidden",
+                 422: "validation_failed"}
+        body: dict[str, Any] = {
+            "error": codes.get(exc.status_code, "http_error"),
+            "message": str(exc.detail),
+            "message_th": "ไม่พบข้อมูล" if exc.status_code == 404 else "คำขอไม่ถูกต้อง",
+        }
+        if exc.status_code == 422:
+            body["errors"] = [{"in": "body", "field": "body", "message": str(exc.detail), "row": None}]
+        return JSONResponse(body, status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from gateway.api.auth import Principal, require_role
+from gateway.api.problems import COMMON_ERRORS, IMPORT_ERRORS, WRITE_ERRORS, ValidationErrorOut
 from gateway.errors import DeviceNotFoundError, FieldProblem, GatewayError, InvalidInputError
 from gateway.registry.schemas import (
     DEVICE_ID_PATTERN,
@@ -57,6 +58,14 @@ class MqttCredentialsOut(BaseModel):
     client_id: str = Field(description="The only MQTT client id this account may connect with (= username)")
     note: str = NOTE_EN
     note_th: str = NOTE_TH
+
+
+class ImportErrorOut(ImportReport):
+    """422 of an import: the report (nothing applied) with the error code and messages."""
+
+    error: str
+    message: str
+    message_th: str
 
 
 class DeviceCreatedOut(BaseModel):
@@ -142,7 +151,7 @@ IMPORT_BODY = {
 
 
 def build_router() -> APIRouter:
-    router = APIRouter(prefix="/api/v1")
+    router = APIRouter(prefix="/api/v1", responses={**COMMON_ERRORS, **WRITE_ERRORS})
 
     # ------------------------------------------------------------------ devices
 
@@ -187,7 +196,13 @@ def build_router() -> APIRouter:
     @router.post(
         "/devices/import",
         response_model=ImportReport,
-        responses={422: {"description": "bad rows: nothing was changed"}},
+        responses={
+            **IMPORT_ERRORS,
+            422: {
+                "model": ImportErrorOut | ValidationErrorOut,  # type: ignore[dict-item]
+                "description": "bad rows (nothing was changed), or a bad query parameter",
+            },
+        },
         openapi_extra=IMPORT_BODY,
         tags=["devices"],
     )

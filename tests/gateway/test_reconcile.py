@@ -125,3 +125,41 @@ def test_reconcile_needs_a_broker(sqlite_store: Any) -> None:
 
     with pytest.raises(BrokerNotConfiguredError):
         asyncio.run(DeviceService(sqlite_store, None).reconcile(fix=False, actor="t"))
+
+
+def test_gateway_start_reports_differences_and_pins_its_admin_account(gateway: Gateway, caplog: Any) -> None:
+    import logging
+
+    from nakhon.services import check_broker_at_start
+
+    gateway.add("vanished")
+    broker_commands(gateway, [{"command": "deleteClient", "username": "device.vanished"}])
+
+    async def main() -> None:
+        provisioner = MosquittoProvisioner("127.0.0.1", gateway.port, *ADMIN, client_id="nakhon-gateway")
+        try:
+            await check_broker_at_start(gateway.store, provisioner)
+        finally:
+            await provisioner.close()
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(main())
+    assert "vanished\tmissing_on_broker" in caplog.text and "reconcile --fix" in caplog.text
+    assert gateway.store.get_device("vanished").has_mqtt_credentials  # reported, not repaired
+    assert connect_code(gateway.port, *ADMIN, "someone-else") == NOT_AUTHORIZED
+
+
+def test_gateway_start_with_the_broker_down_only_warns(sqlite_store: Any, caplog: Any) -> None:
+    from nakhon.services import check_broker_at_start
+    from tests.servers import free_port
+
+    async def main() -> None:
+        provisioner = MosquittoProvisioner("127.0.0.1", free_port(), *ADMIN, timeout_s=2)
+        try:
+            await check_broker_at_start(sqlite_store, provisioner)
+        finally:
+            await provisioner.close()
+
+    asyncio.run(main())
+    assert "could not compare the registry with the broker" in caplog.text
+    assert ADMIN[1] not in caplog.text
