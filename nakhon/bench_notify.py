@@ -62,6 +62,7 @@ from nakhon.bench import (
     _version,
     _wait_healthy,
 )
+from nakhon.bench_storm import StormBackground
 
 if TYPE_CHECKING:
     import httpx
@@ -369,7 +370,7 @@ def _notifications_total(metrics_text: str, receiver: str) -> dict[str, float]:
     return out
 
 
-def _wait_steady(http: httpx.Client, metrics_port: int, rate: float, background: Background,
+def _wait_steady(http: httpx.Client, metrics_port: int, rate: float, background: Background | StormBackground,
                  say: Callable[[str], None], min_s: float = 3.0, max_s: float = 60.0) -> dict[str, Any]:
     """Until the collector has received the background at ≥ 90 % of its rate over two consecutive seconds."""
     started = time.monotonic()
@@ -495,6 +496,7 @@ def run_bench_notify(
     keep: bool = False,
     wait_s: float = 15.0,
     log: Callable[[str], None] | None = None,
+    storm_background: str = "",
 ) -> dict[str, Any]:
     """Run the benchmark once; returns the result (see `REQUIRED_KEYS`). Raises on a harness failure."""
     import httpx
@@ -517,7 +519,7 @@ def run_bench_notify(
     probe_device = dataclasses.replace(flood, device_id=PROBE_DEVICE, name="bench-notify probe")
 
     collector: subprocess.Popen[bytes] | None = None
-    background: Background | None = None
+    background: Background | StormBackground | None = None
     probe: ProbePublisher | None = None
     broker: MosquittoServer = servers.MosquittoServer(root)
     influx: InfluxServer = servers.InfluxServer(root)
@@ -544,7 +546,9 @@ def run_bench_notify(
         sampler = ProcessSampler({"mosquitto": [broker.proc.pid], "influxd": [influx.proc.pid]}, collector.pid)
         warmup: dict[str, Any] = {"warmup_s": 0.0, "received_msgs_per_s_at_start": 0.0}
         if sim_devices and background_rate > 0:
-            background = Background(broker.url, sim_devices, background_rate)
+            # storm_background: an alert storm (nakhon.bench_storm scenario) as the load instead of the city
+            background = (StormBackground(broker.port, sim_devices, background_rate, storm_background)
+                          if storm_background else Background(broker.url, sim_devices, background_rate))
             background.start()
             warmup = _wait_steady(http, metrics_port, background_rate, background, say)
 
@@ -621,6 +625,7 @@ def run_bench_notify(
             "stages_ms": stages,
             "background": {
                 "rate_requested_msgs_per_s": background_rate,
+                "storm": storm_background or None,
                 "published": stats.published if stats else 0,
                 "acknowledged": stats.acknowledged if stats else 0,
                 "failed": stats.failed if stats else 0,
@@ -684,6 +689,9 @@ def bench_notify(
     outage_s: Annotated[
         float, typer.Option(help="Instead: the receiver-outage scenario, webhook answering 500 for this long.")
     ] = 0.0,
+    storm_background: Annotated[str, typer.Option(
+        help="Background = an alert storm instead of the city: haze, flapping or flood (nakhon bench scenarios)."
+    )] = "",
 ) -> None:
     """Benchmark publish → notification latency of an immediate rule under background load; prints JSON.
 
@@ -692,7 +700,8 @@ def bench_notify(
     if outage_s > 0:
         _emit(run_bench_notify_outage(outage_s=outage_s, probes=probes, devices=devices, keep=keep), json_out)
         return
-    result = run_bench_notify(probes=probes, background_rate=background_rate, devices=devices, keep=keep)
+    result = run_bench_notify(probes=probes, background_rate=background_rate, devices=devices, keep=keep,
+                              storm_background=storm_background)
     _emit(result, json_out)
 
 

@@ -120,6 +120,15 @@ class Backlog:
     failed: int = 0
     seconds: float = 0.0
 
+    @property
+    def acknowledged(self) -> int:
+        return len(self.acked)
+
+    @property
+    def rate(self) -> float:
+        """Acknowledged messages per second."""
+        return len(self.acked) / self.seconds if self.seconds > 0 else 0.0
+
 
 def _messages(devices: list[SimDevice], per_device: int, span_s: float,
               fields: Callable[[SimDevice, int, int], dict[str, Any]]) -> Iterator[tuple[str, bytes, tuple[str, int]]]:
@@ -196,6 +205,62 @@ def publish_backlog(port: int, messages: Iterator[tuple[str, bytes, tuple[str, i
         client.disconnect()
     out.seconds = time.monotonic() - t0
     return out
+
+
+def _live(devices: list[SimDevice], fields: Callable[[SimDevice, int, int], dict[str, Any]], ramp: int,
+          stop: threading.Event) -> Iterator[tuple[str, bytes, tuple[str, int]]]:
+    """A live storm until `stop`: reading k of every device, `ts` = now (strictly increasing per device);
+    the scenario sees `ramp` as its readings per device (haze and flood reach their peak after ramp/2)."""
+    import orjson
+
+    last: dict[str, int] = {}
+    k = 0
+    while not stop.is_set():
+        for device in devices:
+            ts = max(int(time.time() * 1000), last.get(device.device_id, 0) + 1)
+            last[device.device_id] = ts
+            yield device.topic, orjson.dumps({"ts": ts, **fields(device, k, ramp)}), (device.device_id, ts)
+        k += 1
+
+
+class StormBackground:
+    """A storm as the background load of `nakhon bench-notify`: the scenario's readings published live at `rate`
+    msg/s (QoS 1, paced) on the given devices of its feeds, until `stop()`. Same interface as its `Background`."""
+
+    def __init__(self, broker_port: int, devices: list[SimDevice], rate: float, scenario: str = "flapping") -> None:
+        spec = SCENARIO_SPECS[scenario]
+        self.scenario = spec
+        self.devices = [d for d in devices if d.feed in spec.feeds]
+        if not self.devices:
+            raise ValueError(f"no device of the feeds {spec.feeds} for the {scenario} storm")
+        self.broker_port = broker_port
+        self.rate = rate
+        self.stats: Backlog | None = None
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-storm-background", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.stats = publish_backlog(self.broker_port, _live(self.devices, self.scenario.storm, 10, self._stop),
+                                         self.rate, timeout_s=30)
+        except BaseException as exc:  # reported by stop()
+            self.error = exc
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> Backlog:
+        self._stop.set()
+        self._thread.join(60)
+        if self.error is not None:
+            raise RuntimeError(f"storm background failed: {self.error!r}") from self.error
+        if self.stats is None:
+            raise RuntimeError("storm background did not finish")
+        return self.stats
 
 
 # --------------------------------------------------------------------------------------------------- drain
@@ -511,4 +576,4 @@ def _storm_devices_of(plan: list[tuple[Scenario, list[SimDevice], list[SimDevice
     return next(s for spec, s, _ in plan if spec.name == name)
 
 
-__all__ = ["SCENARIOS", "alert_consistency", "publish_backlog", "run_storm_bench"]
+__all__ = ["SCENARIOS", "StormBackground", "alert_consistency", "publish_backlog", "run_storm_bench"]

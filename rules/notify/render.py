@@ -92,6 +92,7 @@ class Renderer:
         self._summary_envs = {lang: env.overlay(undefined=_Lenient) for lang, env in self.envs.items()}
         # Summaries are compiled once per (language, source text): compiling costs ~2 ms, rendering ~20 µs (storms).
         self._summaries: dict[tuple[str, str], Template] = {}
+        self._summary_globals = {lang: dict(env.globals) for lang, env in self._summary_envs.items()}
 
     def api_ack_url(self, alert_id: str) -> str:
         """The API's acknowledge endpoint (needs an operator's bearer token)."""
@@ -159,7 +160,10 @@ class Renderer:
             if len(self._summaries) >= SUMMARY_CACHE_SIZE:  # bounded: rules are few, but reloads add texts
                 self._summaries.clear()
             compiled = self._summaries[(language, template)] = self._summary_envs[language].from_string(template)
-        return " ".join(compiled.render(ctx).split())
+        # The render loop of `Template.render` without its per-call merge of the globals ChainMap (3× faster):
+        # the globals are a plain dict copied with the context into a fresh dict per call.
+        fresh = compiled.new_context({**self._summary_globals[language], **ctx}, shared=True)
+        return " ".join("".join(compiled.root_render_func(fresh)).split())
 
     def render_summaries(self, summary_th: str, summary_en: str, context: dict[str, Any]) -> tuple[str, str]:
         """(Thai, English) summaries of one alert from the same evidence (rules/evidence.py)."""
