@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from gateway.api.routes import MAX_IMPORT_BYTES
@@ -48,6 +49,7 @@ STATIC = {  # the only files served from static/: nothing else on disk is reacha
     "console.css": "text/css; charset=utf-8",
     "console.js": "text/javascript; charset=utf-8",
 }
+LOGINS = Counter("nakhon_console_logins_total", "Console login attempts by outcome (ok, wrong, locked)", ["outcome"])
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
@@ -238,6 +240,7 @@ def build_console_router(console: Console) -> APIRouter:
             return page(request, "login.html", None, expected, status=403, next=next_path, error=("bad_form", {}))
         username = form.get("username", "").strip().lower()[:64]
         outcome = await asyncio.to_thread(console.users.login, username, form.get("password", "")[:1024])
+        LOGINS.labels("ok" if outcome.principal else "locked" if outcome.locked_for_s else "wrong").inc()
         if outcome.principal is None:
             error = ("login_locked", {"s": int(outcome.locked_for_s + 0.999)}) if outcome.locked_for_s else (
                 "login_failed", {})

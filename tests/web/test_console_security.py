@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import typer
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from gateway.api.app import create_app
@@ -82,11 +83,18 @@ def test_wrong_password_and_unknown_user_get_the_same_answer(app: Any) -> None:
 
 
 def test_repeated_failures_lock_the_login_page(app: Any) -> None:
+    def count(outcome: str) -> float:
+        return REGISTRY.get_sample_value("nakhon_console_logins_total", {"outcome": outcome}) or 0.0
+
+    before = {outcome: count(outcome) for outcome in ("wrong", "locked", "ok")}
     c = client(app)
     for _ in range(5):
         login(c, "malee", "guess-guess-guess")
     locked = login(c, "malee")  # the right password, refused while locked
     assert locked.status_code == 429 and "โปรดลองใหม่ในอีก" in locked.text
+    # the fifth wrong one already answers "locked": it is the one that locked the account
+    assert count("wrong") - before["wrong"] == 4 and count("locked") - before["locked"] == 2
+    assert count("ok") == before["ok"]
 
 
 def test_login_without_its_form_token_is_refused(app: Any) -> None:
