@@ -40,7 +40,8 @@ class Harness:
     def __init__(self, tmp_path: Path) -> None:
         self.sink = MemorySink()
         self.writer = BatchWriter(self.sink, None, flush_interval_s=0.01)
-        self.quarantine = QuarantineStore(tmp_path / "q.db", flush_interval_s=0.01)
+        # public samples keep their original receive times (2022-2023): no age retention drops them here
+        self.quarantine = QuarantineStore(tmp_path / "q.db", flush_interval_s=0.01, max_age_s=100 * 365 * 86400)
         self.pipeline = Pipeline(
             inputs=[
                 Input(["city/+/+/+"], make_format("native", prefix="city")),
