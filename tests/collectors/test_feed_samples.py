@@ -3,6 +3,7 @@ stored with their canonical fields, the invalid ones are quarantined as `invalid
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import orjson
@@ -39,9 +40,10 @@ async def test_feed_samples(feed: str, tmp_path: Path) -> None:
     for i, payload in enumerate(valid):
         body = orjson.loads(payload)
         body.setdefault("ts", 1_795_741_200 + i)  # distinct times: each sample is its own point
-        await pipeline.handle(topic, orjson.dumps(body), 1)
+        await pipeline.handle(topic, orjson.dumps(body), time.time_ns())
     for payload in invalid:
-        await pipeline.handle(topic, payload, 1)
+        # received now: the quarantine drops rows received longer ago than its max age
+        await pipeline.handle(topic, payload, time.time_ns())
     await writer.close()
     stored = sink.query(FEED_SPECS[feed].measurement)
     assert len(stored) == len(valid)
