@@ -348,13 +348,13 @@ def _drop_sentinels(values: dict[str, Any], sentinels: dict[str, frozenset[float
     """`values` without the feed's sentinel values (a new dict only when one is found)."""
     if not sentinels:
         return values
-    hits = [
-        k for k, v in values.items()
-        if k in sentinels and not isinstance(v, bool) and isinstance(v, int | float) and v in sentinels[k]
-    ]
-    if not hits:
-        return values
-    return {k: v for k, v in values.items() if k not in hits}
+    for k, v in values.items():
+        bad = sentinels.get(k)
+        # True == 1 in a set: booleans are never sentinels; unhashable values (lists) are not numbers
+        if bad is not None and type(v) in (int, float) and v in bad:
+            return {k2: v2 for k2, v2 in values.items() if not (k2 in sentinels and type(v2) in (int, float)
+                                                                 and v2 in sentinels[k2])}
+    return values
 
 
 def _calibrate(fields: dict[str, Any], calibration: dict[str, dict[str, float]]) -> None:

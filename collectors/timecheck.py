@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
-
 from collectors.errors import RejectedMessage
 
 NS_PER_S = 1_000_000_000
@@ -36,24 +34,21 @@ def _iso(time_ns: int) -> str:
         return f"{time_ns} ns"
 
 
-class TimePolicy(BaseModel):
-    """How far ahead of the receive clock, and how far back, a reading's own time may be."""
+class TimePolicy:
+    """How far ahead of the receive clock, and how far back, a reading's own time may be.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    A plain slotted object (not pydantic): `check` runs for every message, and reads two precomputed ints.
+    `[domain] time_max_future_s` / `time_floor` in nakhon.toml are validated by `DomainConfig`."""
 
-    max_future_s: float | None = Field(
-        default=600.0, ge=0, description="Readings more than this ahead of the receive time are bad_time; "
-        "None disables the check"
-    )
-    floor: datetime = Field(default=DEFAULT_FLOOR, description="Readings before this instant are bad_time")
-    _floor_ns: int = PrivateAttr(0)
-    _future_ns: int | None = PrivateAttr(None)
+    __slots__ = ("_floor_ns", "_future_ns", "floor", "max_future_s")
 
-    def model_post_init(self, _context: object) -> None:
-        # integers once, so the per-message check is two comparisons
-        floor = self.floor if self.floor.tzinfo is not None else self.floor.replace(tzinfo=UTC)
-        self._floor_ns = int(floor.timestamp()) * NS_PER_S
-        self._future_ns = None if self.max_future_s is None else int(self.max_future_s * NS_PER_S)
+    def __init__(self, max_future_s: float | None = 600.0, floor: datetime = DEFAULT_FLOOR) -> None:
+        if max_future_s is not None and max_future_s < 0:
+            raise ValueError("max_future_s must be >= 0 (or None to disable the check)")
+        self.max_future_s = max_future_s
+        self.floor = floor if floor.tzinfo is not None else floor.replace(tzinfo=UTC)
+        self._floor_ns = int(self.floor.timestamp()) * NS_PER_S
+        self._future_ns = None if max_future_s is None else int(max_future_s * NS_PER_S)
 
     def check(self, time_ns: int, received_ns: int, field: str = "time") -> None:
         """Raise `RejectedMessage("bad_time")` naming the time and the limit it breaks."""
