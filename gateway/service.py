@@ -214,7 +214,16 @@ class DeviceService:
         if report.topic_changes:
             broker = self._broker("move provisioned devices' MQTT permissions to their new topics")
             for device_id, old_topic, new_topic in report.topic_changes:
-                await broker.update_device_topic(device_id, old_topic=old_topic, new_topic=new_topic)
+                try:
+                    await broker.update_device_topic(device_id, old_topic=old_topic, new_topic=new_topic)
+                except ProvisioningError as exc:
+                    # Per row: this device goes back to where the broker still lets it publish; the others moved.
+                    _prefix, city, feed, _id = old_topic.split("/", 3)
+                    undo = DevicePatch.model_validate({"city": city, "feed": feed})
+                    await asyncio.to_thread(self.store.update_device, device_id, undo, actor=f"{actor} (undo)")
+                    report.broker_errors.append(
+                        {"device_id": device_id, "error": exc.code, "message": exc.message, "kept_topic": old_topic}
+                    )
         return report
 
     async def ensure_collector_account(

@@ -332,6 +332,10 @@ class ImportReport(BaseModel):
     updated_ids: list[str] = Field(default_factory=list, exclude=True)
     # (device_id, old topic, new topic) for provisioned devices whose city or feed changed: the broker's ACL follows.
     topic_changes: list[tuple[str, str, str]] = Field(default_factory=list, exclude=True)
+    broker_errors: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Rows whose move the broker refused: the registry was put back to the old city/feed for them",
+    )
 
 
 def topic_for(city: str, feed: str, device_id: str) -> str:

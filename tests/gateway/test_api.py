@@ -271,3 +271,18 @@ def test_audit_log_records_actor_and_filters(api: Api) -> None:
     assert api.call("GET", "/audit", params={"since": since}).json()["total"] == 0
     assert api.call("GET", "/audit", params={"since": "2026-01-01T00:00:00"}).status_code == 422
     assert api.call("GET", "/audit", params={"action": "device.create", "limit": 1}).json()["total"] == 1
+
+
+def test_import_moving_devices_while_the_broker_refuses_reports_per_row_and_keeps_them_consistent(api: Api) -> None:
+    from gateway.broker import DynsecTimeoutError
+
+    assert api.call("POST", "/devices", "engineer", json=DEVICE).status_code == 201
+    api.broker.fail_with = DynsecTimeoutError("the broker did not answer")
+    moved = "device_id,feed,city,district,lat,lon,name\ncm-flood-1,flood,lamphun,Mueang,18.5,99.0,P.1\n"
+    response = api.call("POST", "/devices/import", "engineer", content=moved, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 200, response.text
+    [row] = response.json()["broker_errors"]
+    assert row["device_id"] == "cm-flood-1" and row["kept_topic"] == "city/chiangmai/flood/cm-flood-1"
+    # the registry still says where the broker lets the device publish
+    assert api.store.get_device("cm-flood-1").city == "chiangmai"
+    assert api.broker.clients["device.cm-flood-1"]["topic"] == "city/chiangmai/flood/cm-flood-1"
