@@ -46,6 +46,14 @@ class AlertChange:
         return self.alert.state
 
 
+def after_last_change(alert: Alert, t_ns: int) -> int:
+    """The time of a new state change: never before the alert's last change. A backlog's readings carry older
+    times than a change the tick made at wall time (a `for` that ran out while readings were still queued); a
+    resolution at such a reading's time would come *before* the firing in the `alerts` measurement, whose last
+    point must be the alert's state."""
+    return t_ns if t_ns > alert.updated_ns else alert.updated_ns + 1
+
+
 def notifiable(change: AlertChange) -> bool:
     """Whether the notification pipeline has anything to do with the change: it notifies firing alerts and the
     resolution of alerts that fired. An alert opened pending, or resolved before it fired (the flapping of a
@@ -237,6 +245,7 @@ class AlertLifecycle:
         message_en: str | None = None,
     ) -> Alert | None:
         """pending -> firing (None / the stored alert when someone else moved it meanwhile)."""
+        t_ns = after_last_change(alert, t_ns)
         changes: dict[str, Any] = {"state": "firing", "fired_ns": t_ns, "updated_ns": t_ns}
         for key, given in (("value", value), ("threshold", threshold), ("message_th", message_th),
                            ("message_en", message_en)):
@@ -250,6 +259,7 @@ class AlertLifecycle:
     async def resolve(
         self, alert: Alert, device: DeviceInfo | None, t_ns: int, value: float | None = None
     ) -> Alert | None:
+        t_ns = after_last_change(alert, t_ns)
         changes: dict[str, Any] = {"state": "resolved", "resolved_ns": t_ns, "updated_ns": t_ns}
         if value is not None:
             changes["value"] = value

@@ -322,3 +322,18 @@ def test_a_summary_template_is_compiled_once() -> None:
              for v in (1.5, 2.0, 3.25)]
     assert texts == ["1.5 at x", "2 at x", "3.25 at x"]
     assert len(compiled) == 1
+
+
+async def test_a_backlog_reading_older_than_a_tick_change_does_not_reorder_the_measurement(store, clock, sink) -> None:
+    eng = engine_for(["flood_level_overbank"], store, sink, clock)
+    dev = device("gauge-8", "flood")
+    await eng.process(reading(dev, T0, level_pct_bank=104.0), dev)  # pending since T0 (`for: 2m`)
+    await eng.tick(T0 + minutes(30))  # the wall clock is far ahead of the backlog: `for` ran out, firing
+    # a queued reading from T0 + 1 min clears it; held by keep_firing_for (10 min), released by the next one
+    await eng.process(reading(dev, T0 + minutes(1), level_pct_bank=90.0), dev)
+    await eng.process(reading(dev, T0 + minutes(12), level_pct_bank=90.0), dev)
+    (alert,) = store.list_alerts(limit=None)
+    assert alert.state == "resolved" and alert.resolved_ns is not None and alert.fired_ns is not None
+    assert alert.resolved_ns > alert.fired_ns  # never resolved before it fired
+    assert [s for _, _, s in sink.states] == ["pending", "firing", "resolved"]
+    assert last_state_per_alert(sink) == store_states(store)  # last point by time = the stored state
