@@ -111,7 +111,9 @@ class DiagnosticsBuffer:
     def get(self, device_id: str) -> DeviceDiagnostics | None:
         return self._devices.get(device_id) or self._unknown.get(device_id)
 
-    def __len__(self) -> int:
+    @property
+    def size(self) -> int:
+        """Devices and unknown ids kept (not __len__: an empty buffer must stay truthy for `x or default`)."""
         return len(self._devices) + len(self._unknown)
 
     def take_new(self) -> dict[str, list[RecentMessage]]:

@@ -166,6 +166,9 @@ def quarantine_list(
             )
     if not rows:
         typer.echo("no quarantined messages match")
+    dropped = store.dropped()
+    if dropped and not as_json:
+        typer.echo(f"({dropped} older messages were dropped to keep the quarantine within its limits)")
 
 
 @quarantine_app.command("replay")

@@ -138,7 +138,7 @@ async def junk(work: Path) -> None:
             print(orjson.dumps({
                 "scenario": "junk", "limit": label, "rss_before_mb": round(before), "rss_after_1mb_payloads_mb":
                 round(after_big), "rss_peak_mb": round(peak), "data_dir_mb": round(dir_mb(data), 1),
-                "diagnostics_devices": len(collector.diagnostics),
+                "diagnostics_devices": collector.diagnostics.size,
                 "quarantined": quarantined,
             }).decode())
 

@@ -358,7 +358,9 @@ class MqttSubscriber:
         # Subscribing on every (re)connect is harmless with a persistent session and repairs a lost one.
         # Retained messages are sent only for a new subscription, so a reconnect or restart does not ingest
         # them again; after a lost session they come once more (at-least-once, see the README).
-        client.subscribe([Subscription(topic, qos=1, retain_handling_options=RETAIN_ONLY_FOR_NEW_SUBSCRIPTION)
+        # (MQTT 3.1.1, the demo broker, has no subscription options: there the byte is the QoS alone.)
+        retain_handling = RETAIN_ONLY_FOR_NEW_SUBSCRIPTION if self.protocol_version >= MQTTv50 else 0
+        client.subscribe([Subscription(topic, qos=1, retain_handling_options=retain_handling)
                           for topic in self.topics])
         if self._session_marker is not None and not self._session_marker.exists():
             with contextlib.suppress(OSError):
