@@ -111,6 +111,19 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def machine_info(servers: Any, load_before: tuple[float, ...], **extra: Any) -> dict[str, Any]:
+    """The `machine` part of a result: cores, CPU, load average before, versions (plus `extra` keys)."""
+    return {
+        "cores": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        **extra,
+        "python": platform.python_version(),
+        "mosquitto": _version([servers.require_binary("mosquitto"), "-h"]),
+        "influxd": _version([servers.require_binary("influxd"), "version"]),
+    }
+
+
 @dataclasses.dataclass(slots=True)
 class RawDevice(SimDevice):
     """A simulated device publishing under `bench/raw/<feed>/<id>` (the collector does not subscribe there)."""
@@ -709,15 +722,7 @@ def run_bench(
             "collector_peak_rss_mb": round(sampler.peak_rss / 2**20, 1),
             "broker_raw_qos1_msgs_per_s": raw["msgs_per_s"],
             "ratio_to_broker_raw": round(sustained / raw["msgs_per_s"], 3) if raw["msgs_per_s"] else None,
-            "machine": {
-                "cores": os.cpu_count(),
-                "cpu": _cpu_model(),
-                "load_average_before": [round(x, 2) for x in load_before],
-                "load_average_after_load": [round(x, 2) for x in load_during],
-                "python": platform.python_version(),
-                "mosquitto": _version([servers.require_binary("mosquitto"), "-h"]),
-                "influxd": _version([servers.require_binary("influxd"), "version"]),
-            },
+            "machine": machine_info(servers, load_before, load_average_after_load=[round(x, 2) for x in load_during]),
             "details": {
                 "date": datetime.now(UTC).isoformat(timespec="seconds"),
                 "messages": messages,

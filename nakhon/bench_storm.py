@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import platform
 import tempfile
 import threading
 import time
@@ -39,16 +38,15 @@ from typing import TYPE_CHECKING, Any
 
 from nakhon.bench import (
     ProcessSampler,
-    _cpu_model,
     _import_devices,
     _servers,
     _start_collector,
     _stop_collector,
     _stored_keys,
     _teardown,
-    _version,
     _wait_healthy,
     _write_config,
+    machine_info,
 )
 from nakhon.sim.city import City, SimDevice
 
@@ -541,16 +539,11 @@ def run_storm_bench(
             "duplicates": len(keys) - len(stored_set),
             "alerts_consistency": consistency,
             "alerts_consistent": all(v == 0 for k, v in consistency.items() if not k.startswith("alerts_in")),
-            "machine": {
-                "cores": os.cpu_count(),
-                "cpu": _cpu_model(),
-                "shared": "other developers' processes ran on the same 2 cores: compare ratios within one run",
-                "load_average_before": [round(x, 2) for x in load_before],
-                "load_average_after": [round(x, 2) for x in os.getloadavg()],
-                "python": platform.python_version(),
-                "mosquitto": _version([servers.require_binary("mosquitto"), "-h"]),
-                "influxd": _version([servers.require_binary("influxd"), "version"]),
-            },
+            "machine": machine_info(
+                servers, load_before,
+                shared="other developers' processes ran on the same 2 cores: compare ratios within one run",
+                load_average_after=[round(x, 2) for x in os.getloadavg()],
+            ),
             "details": {
                 "date": datetime.now(UTC).isoformat(timespec="seconds"),
                 "messages_per_phase": messages,
