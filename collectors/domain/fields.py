@@ -39,7 +39,10 @@ DERIVED_FIELDS: dict[str, tuple[DerivedField, ...]] = {
     "energy": (
         DerivedField("interval_kwh", "number", 0, None, "energy since the previous reading, kWh"),
         DerivedField("co2e_kg", "number", 0, None, "CO2e of the interval, kg (TGO factor)"),
-        DerivedField("demand_15min_kw", "number", None, None, "15-minute block demand so far, kW"),
+        DerivedField("interval_on_peak_kwh", "number", 0, None, "the interval's energy in on-peak time, kWh"),
+        DerivedField("interval_off_peak_kwh", "number", 0, None, "the interval's energy in off-peak time, kWh"),
+        DerivedField("demand_15min_kw", "number", None, None,
+                     "average demand of the aligned 15-minute block the reading completes, kW"),
     ),
     "bus": (
         DerivedField("speed_limit_kmh", "number", 0, 300, "speed limit where the bus is, km/h"),
