@@ -98,8 +98,10 @@ def test_engineer_registers_a_device_publishes_with_its_credentials_and_watches_
     password = page.inner_text("[data-testid=mqtt-password]")
     topic = page.inner_text("[data-testid=mqtt-topic]")
     example = page.inner_text("[data-testid=mqtt-example]")
-    assert (username, topic) == ("flood-lc-07", "city/laem-chabang/flood/flood-lc-07")
-    assert f"-u {username}" in example and f"-P '{password}'" in example and f"-t '{topic}'" in example
+    # the broker account is the device's own namespace, pinned to the same client id (deploy/SECURITY.md)
+    assert (username, topic) == ("device.flood-lc-07", "city/laem-chabang/flood/flood-lc-07")
+    assert f"-i {username}" in example and f"-u {username}" in example
+    assert f"-P '{password}'" in example and f"-t '{topic}'" in example
     assert f"-p {stack.broker.port}" in example and '"level_m"' in example
     shot(page, "credentials")
     # switching the language re-renders the page as a GET: the password is not shown a second time
@@ -194,7 +196,7 @@ def test_imported_device_overbank_alert_is_acknowledged_by_the_duty_officer(
         officer = login(duty, stack, "malee")
         officer.goto(f"{stack.url}/alerts")
         # 2.5 m on a 2 m bank is 125 %: the overbank rule opens an alert, which the open page shows live
-        publish(stack, "flood-lc-30", password, "city/laem-chabang/flood/flood-lc-30",
+        publish(stack, "device.flood-lc-30", password, "city/laem-chabang/flood/flood-lc-30",
                 {"level_m": 2.5, "ts": int(time.time() * 1000)})
         group = "section.group[data-group*='rule=flood_level_overbank,city=laem-chabang']"
         alert = officer.locator(f"{group} article.alert[data-device=flood-lc-30]")
@@ -280,7 +282,7 @@ def test_every_page_reads_in_both_languages_with_bangkok_times(stack: Stack, con
     assert str(bangkok_year()) in page.locator("article.alert small").first.inner_text()
     page.goto(f"{stack.url}/devices/air-lc-01")
     page.click("[data-testid=rotate]")  # credentials shown once, in English this time
-    assert page.inner_text("[data-testid=mqtt-username]") == "air-lc-01"
+    assert page.inner_text("[data-testid=mqtt-username]") == "device.air-lc-01"
     shot(page, "credentials")
     # the switch is remembered for the person, not the browser: a new session opens in English
     other = context.browser.new_context()
