@@ -526,10 +526,57 @@ class MqttSubscriber:
             with contextlib.suppress(Exception):
                 # DISCONNECT after the last PUBACK (same socket, written in order): the broker keeps the
                 # session and redelivers only what we did not acknowledge.
-                await self._client.disconnect()
+                if not await self._disconnect_lingering():
+                    await self._client.disconnect()
         self._connected.clear()
         MQTT_CONNECTED.set(0)
         self._closed.set()
 
+    async def _disconnect_lingering(self, linger_s: float = 5.0) -> bool:
+        """Send DISCONNECT, half-close, and read (discarding) until the broker closes its side.
+
+        Closing a socket whose receive buffer still holds unread data (reading is paused, the broker kept
+        sending) makes the kernel reset the connection and drop what we wrote but the broker had not read yet:
+        the last PUBACKs, then redelivered as duplicates. What is discarded here was never processed nor
+        acknowledged, so the broker keeps it in our session. False when gmqtt's internals are not as expected."""
+        client = self._client
+        connection = getattr(client, "_connection", None)
+        transport = self._transport()
+        if client is None or connection is None or transport is None or transport.is_closing():
+            return False
+        closed = asyncio.get_running_loop().create_future()
+        client._is_active = False  # gmqtt: no reconnect of its own
+        client._connack_received.clear()
+        client._connection_lost.set()
+        keepalive = getattr(connection, "_keep_connection_callback", None)
+        if keepalive is not None:
+            keepalive.cancel()  # no PINGREQ after DISCONNECT
+        connection.send_disconnect(reason_code=0)
+        transport.set_protocol(_DiscardUntilClosed(closed))
+        if transport.can_write_eof():
+            transport.write_eof()  # FIN after everything written so far
+        transport.resume_reading()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(closed), linger_s)
+        transport.close()
+        return True
+
     async def wait_closed(self) -> None:
         await self._closed.wait()
+
+
+class _DiscardUntilClosed(asyncio.Protocol):
+    """The protocol of a closing connection: drops what arrives (never acknowledged), notes when it ends."""
+
+    def __init__(self, closed: asyncio.Future[None]) -> None:
+        self._closed = closed
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return False  # let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closed.done():
+            self._closed.set_result(None)

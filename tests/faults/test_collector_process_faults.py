@@ -64,12 +64,6 @@ def process_stack(tmp_path: Path, broker_workdir: Path) -> Iterator[tuple[Mosqui
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="open (issue 16 item 5): on a loaded machine 2 of 6 runs stored 41-90 consecutive readings twice "
-    "around the SIGTERM; the transport-level test of the same close (test_mqtt_faults::"
-    "test_close_under_load_sends_disconnect_and_leaves_nothing_to_redeliver) never does. Cause not found yet.",
-)
 def test_sigterm_under_load_then_restart_stores_every_acknowledged_reading_once(process_stack) -> None:
     broker, influx, collector = process_stack
     publisher = AckingPublisher(broker.port, client_id="faults-term-pub")
