@@ -14,9 +14,9 @@ from rules.notify.base import NotifyMessage, PermanentNotifyError
 from rules.notify.delivery import ReceiverWorker
 from rules.notify.line import LineNotifier, line_text, parse_line_url, retry_after_s
 from rules.notify.outbox import Candidate, Outbox, new_message_id
-from rules.notify.pipeline import build_notifier
+from rules.notify.pipeline import build_notifier, build_notifiers
 from rules.notify.retry import RetryPolicy
-from rules.notify.routing import ReceiverConfig
+from rules.notify.routing import ReceiverConfig, parse_routing
 from rules.store import AlertStore
 from rules.timeutil import FakeClock
 from tests.rules.conftest import T0
@@ -193,3 +193,35 @@ def test_retry_after_as_seconds_or_http_date() -> None:
     assert retry_after_s("30") == 30.0
     assert retry_after_s("Wed, 02 Dec 2026 01:00:10 GMT", now=1796173200.0) == 10.0
     assert retry_after_s(None) is None and retry_after_s("soon") is None
+
+
+async def test_a_storm_through_the_pipeline_reaches_line_once_each_in_batched_pushes(
+    store, clock, pipeline_factory
+) -> None:
+    """The shipped wiring: routing file -> build_notifiers (token and API base from the environment) -> worker. The
+    first push answers 503 and the retry waits until the whole storm is owed, so batching is certain, not luck."""
+    submitted = asyncio.Event()
+
+    async def sleep(_: float) -> None:
+        await submitted.wait()
+
+    with LineServer(TOKEN, script=[(503, {}, False)]) as line:
+        routing_yaml = f"""
+receivers:
+  - {{name: line, urls: ["line://${{LINE_TOKEN}}/{TARGET}"]}}
+route: {{receiver: line, group_by: [rule, device_id], group_wait: 0s, group_interval: 1m}}
+"""
+        env = {"LINE_TOKEN": TOKEN, "NAKHON_LINE_API_URL": line.url}
+        notifiers = build_notifiers(parse_routing(routing_yaml), env=env)
+        pipe, _ = pipeline_factory(routing_yaml, notifiers=notifiers, sleep=sleep)
+        for i in range(12):
+            await pipe.submit(fire(store, "flood", f"d-{i:02d}", "water", T0))
+        submitted.set()
+        await pipe.drain()
+        await pipe.stop()
+    texts = [t for _, t in line.delivered]
+    assert len(texts) == 12 and len(set(texts)) == 12  # every alert's message, none twice
+    assert all(any(f"d-{i:02d}" in t for t in texts) for i in range(12))
+    # the failed push and its retry, then the other 7..11 in pushes of 5: at most 5 requests for 12 messages
+    assert len(line.requests) <= 5 and all(len(p) <= 5 for p in line.accepted_pushes)
+    assert sorted(n.outcome for n in store.list_notifications()) == ["sent"] * 12
