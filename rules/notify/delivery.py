@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from rules.metrics import NOTIFICATIONS, NOTIFICATIONS_FAILING, RECEIVER_QUEUE_DEPTH
-from rules.notify.base import Notifier, PermanentNotifyError, RetryableNotifyError
+from rules.notify.base import BatchNotifier, Notifier, PermanentNotifyError, RetryableNotifyError
 from rules.notify.outbox import Outbox, OwedMessage
 from rules.notify.retry import RetryPolicy
 from rules.timeutil import NS, Clock
@@ -26,6 +27,7 @@ T = TypeVar("T")
 
 LEASE_MARGIN_S = 5.0  # a lease outlives the attempt's timeout by this much
 POLL_S = 5.0  # an idle worker looks at the outbox this often (leases of processes that died)
+RETRY_AFTER_CAP_S = 3600.0  # a receiver's Retry-After is honoured up to this long
 
 Escalate = Callable[[OwedMessage], Awaitable[None]]
 
@@ -130,15 +132,21 @@ class ReceiverWorker:
                     await asyncio.wait_for(self._wake.wait(), POLL_S)
                 self._idle.clear()
                 continue
-            for i, message in enumerate(owed):
+            size = self.notifier.max_batch if isinstance(self.notifier, BatchNotifier) else 1
+            for i in range(0, len(owed), size):
+                chunk = owed[i : i + size]
                 self.in_hand = len(owed) - i
                 RECEIVER_QUEUE_DEPTH.labels(self.name).set(self.in_hand)
                 try:
-                    await self.deliver(message)
+                    if size > 1:
+                        await self.deliver_batch(chunk)
+                    else:
+                        await self.deliver(chunk[0])
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # never let one message kill the receiver's worker
-                    log.exception("notification %s to %s: delivery failed unexpectedly", message.id, self.name)
+                    ids = ", ".join(m.id for m in chunk)
+                    log.exception("notification %s to %s: delivery failed unexpectedly", ids, self.name)
                     await self._sleep(1.0)
 
     async def _matters(self, message: OwedMessage) -> str | None:
@@ -152,70 +160,119 @@ class ReceiverWorker:
 
     async def deliver(self, message: OwedMessage) -> str:
         """Send one owed message until accepted, permanently refused, or no longer worth it. Returns the outcome."""
-        attempts = message.attempts
-        wait_ns = message.next_attempt_ns - self.clock.now_ns()
-        if attempts and wait_ns > 0:  # resumed after a restart in the middle of a backoff
+
+        async def send(live: list[OwedMessage]) -> None:
+            if self.notifier is None:
+                raise PermanentNotifyError(f"no notifier for receiver {self.name!r}")
+            await self.notifier.send(live[0].message())
+
+        return (await self._deliver([message], send))[message.id]
+
+    async def deliver_batch(self, messages: list[OwedMessage]) -> dict[str, str]:
+        """Send owed messages together in one request of a batching notifier (LINE: one push of up to 5), retried as
+        one until accepted; each is recorded sent only once the request that carried it was accepted. The batch id
+        (from the messages it started with) stays the same across retries, so the channel can drop a repeat."""
+        notifier = self.notifier
+        assert isinstance(notifier, BatchNotifier)
+        batch_id = hashlib.sha256(",".join(m.id for m in messages).encode()).hexdigest()[:32]
+
+        async def send(live: list[OwedMessage]) -> None:
+            await notifier.send_batch([m.message() for m in live], batch_id)
+
+        return await self._deliver(messages, send)
+
+    async def _deliver(
+        self, messages: list[OwedMessage], send: Callable[[list[OwedMessage]], Awaitable[None]]
+    ) -> dict[str, str]:
+        """The retry loop for messages that travel together (one, unless the notifier batches). Outcome per id."""
+        outcomes: dict[str, str] = {}
+        attempts = {m.id: m.attempts for m in messages}
+        now = self.clock.now_ns()
+        wait_ns = max((m.next_attempt_ns - now for m in messages if m.attempts), default=0)
+        if wait_ns > 0:  # resumed after a restart in the middle of a backoff
             await self._sleep(min(wait_ns / NS, self.policy.max_backoff_s))
+        live = list(messages)
         while True:
-            reason = await self._matters(message)
-            if reason is not None:
-                await self._db(self.outbox.mark_expired, message.id, attempts, reason, self.clock.now_ns())
-                NOTIFICATIONS.labels(self.name, "expired").inc()
-                log.info("notification %s to %s not sent: %s", message.id, self.name, reason)
-                return "expired"
-            if not await self._db(self.outbox.lease, message.id, self.policy.timeout_s + LEASE_MARGIN_S):
-                return "taken"  # another process is sending it (or it was finished meanwhile)
-            attempts += 1
+            for message in list(live):
+                reason = await self._matters(message)
+                n = attempts[message.id]
+                if reason is not None:
+                    await self._db(self.outbox.mark_expired, message.id, n, reason, self.clock.now_ns())
+                    NOTIFICATIONS.labels(self.name, "expired").inc()
+                    log.info("notification %s to %s not sent: %s", message.id, self.name, reason)
+                    outcomes[message.id] = "expired"
+                    live.remove(message)
+                elif not await self._db(self.outbox.lease, message.id, self.policy.timeout_s + LEASE_MARGIN_S):
+                    outcomes[message.id] = "taken"  # another process is sending it (or it was finished meanwhile)
+                    live.remove(message)
+            if not live:
+                return outcomes
+            for message in live:
+                attempts[message.id] += 1
+            retry_after: float | None = None
             try:
-                if self.notifier is None:
-                    raise PermanentNotifyError(f"no notifier for receiver {self.name!r}")
-                await asyncio.wait_for(self.notifier.send(message.message()), self.policy.timeout_s)
+                await asyncio.wait_for(send(live), self.policy.timeout_s)
             except PermanentNotifyError as exc:
                 error = self.redact(f"permanent: {exc}")
-                await self._db(self.outbox.mark_failed, message.id, attempts, error, self.clock.now_ns())
-                NOTIFICATIONS.labels(self.name, "failed").inc()
+                for message in live:
+                    n = attempts[message.id]
+                    await self._db(self.outbox.mark_failed, message.id, n, error, self.clock.now_ns())
+                    NOTIFICATIONS.labels(self.name, "failed").inc()
+                    log.error("notification %s to %s failed permanently: %s", message.id, self.name, error)
+                    outcomes[message.id] = "failed"
                 self._failing(error)
-                log.error("notification %s to %s failed permanently: %s", message.id, self.name, error)
-                return "failed"
+                return outcomes
             except (RetryableNotifyError, TimeoutError, OSError) as exc:
                 error = self.redact(f"retryable: {str(exc) or type(exc).__name__}")
+                retry_after = getattr(exc, "retry_after_s", None)
             except Exception as exc:  # an unexpected notifier bug: retry rather than lose the message
                 error = self.redact(f"retryable: {type(exc).__name__}: {exc}")
             else:
-                await self._db(self.outbox.mark_sent, message.id, attempts, self.clock.now_ns())
-                NOTIFICATIONS.labels(self.name, "sent").inc()
+                for message in live:
+                    await self._db(self.outbox.mark_sent, message.id, attempts[message.id], self.clock.now_ns())
+                    NOTIFICATIONS.labels(self.name, "sent").inc()
+                    outcomes[message.id] = "sent"
                 NOTIFICATIONS_FAILING.labels(self.name).set(0)
                 self.failing_since_ns, self.last_error = None, None
-                return "sent"
+                return outcomes
             now = self.clock.now_ns()
-            if message.first_failure_ns is None:
-                message.first_failure_ns = now
-            self._failing(error, message.first_failure_ns)
-            if self.policy.gave_up(attempts):
-                await self._db(self.outbox.mark_failed, message.id, attempts, error, now)
+            for message in live:
+                if message.first_failure_ns is None:
+                    message.first_failure_ns = now
+            self._failing(error, min(m.first_failure_ns or now for m in live))
+            for message in [m for m in live if self.policy.gave_up(attempts[m.id])]:
+                n = attempts[message.id]
+                await self._db(self.outbox.mark_failed, message.id, n, error, now)
                 NOTIFICATIONS.labels(self.name, "failed").inc()
-                log.error("notification %s to %s failed after %d attempts: %s", message.id, self.name, attempts, error)
-                return "failed"
-            delay = self.policy.backoff(attempts)
-            await self._db(
-                self.outbox.note_retry,
-                message.id,
-                attempts,
-                error,
-                message.first_failure_ns,
-                now + int(delay * NS),
-                now,
-            )
-            NOTIFICATIONS.labels(self.name, "retried").inc()
-            log.warning(
-                "notification %s to %s: attempt %d failed (%s); next in %.1fs",
-                message.id,
-                self.name,
-                attempts,
-                error,
-                delay,
-            )
-            await self._maybe_escalate(message, now)
+                log.error("notification %s to %s failed after %d attempts: %s", message.id, self.name, n, error)
+                outcomes[message.id] = "failed"
+                live.remove(message)
+            if not live:
+                return outcomes
+            delay = self.policy.backoff(max(attempts[m.id] for m in live))
+            if retry_after is not None:  # the receiver said when to come back: not sooner (but not for days)
+                delay = max(delay, min(retry_after, RETRY_AFTER_CAP_S))
+            for message in live:
+                await self._db(
+                    self.outbox.note_retry,
+                    message.id,
+                    attempts[message.id],
+                    error,
+                    message.first_failure_ns,
+                    now + int(delay * NS),
+                    now,
+                )
+                NOTIFICATIONS.labels(self.name, "retried").inc()
+                log.warning(
+                    "notification %s to %s: attempt %d failed (%s); next in %.1fs",
+                    message.id,
+                    self.name,
+                    attempts[message.id],
+                    error,
+                    delay,
+                )
+            for message in live:
+                await self._maybe_escalate(message, now)
             await self._sleep(delay)
 
     def _failing(self, error: str, since_ns: int | None = None) -> None:

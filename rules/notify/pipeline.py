@@ -25,6 +25,7 @@ from rules.notify.apprise_notifier import AppriseNotifier
 from rules.notify.base import Notifier, NotifyMessage
 from rules.notify.delivery import ReceiverWorker
 from rules.notify.grouping import SEVERITY_RANK, Group, Grouper, worst_first
+from rules.notify.line import LineNotifier, is_line_url
 from rules.notify.outbox import Candidate, Outbox, OwedMessage, new_message_id
 from rules.notify.payload import build_payload
 from rules.notify.redact import Redactor
@@ -55,14 +56,16 @@ class LogNotifier:
 
 
 def build_notifier(rc: ReceiverConfig, env: dict[str, str] | None = None) -> Notifier:
-    """A receiver's notifier: our own SMTP (one connection per burst) and webhook (structured payload) clients when
-    every URL is of their kind, apprise (LINE, Telegram, SMS gateways, …) otherwise."""
+    """A receiver's notifier: our own SMTP (one connection per burst), webhook (structured payload) and LINE (batched
+    pushes) clients when every URL is of their kind, apprise (Telegram, SMS gateways, mixed kinds, …) otherwise."""
     if not rc.urls:
         return LogNotifier(rc.name)
     if all(is_smtp_url(u) for u in rc.urls):
         return SmtpNotifier(rc.name, rc.urls, env=env)
     if all(is_webhook_url(u) for u in rc.urls):
         return WebhookNotifier(rc.name, rc.urls, env=env)
+    if all(is_line_url(u) for u in rc.urls):
+        return LineNotifier(rc.name, rc.urls, env=env)
     return AppriseNotifier(rc.name, rc.urls, env=env)
 
 

@@ -31,6 +31,7 @@ def url_secrets(url: str) -> set[str]:
     host = parts.hostname or ""
     if host and not re.fullmatch(r"[\w.-]+\.[a-z]{2,}|localhost|[\d.]+|\[[\da-f:]+\]", host, re.I):
         out.add(host)  # e.g. tgram://BOTTOKEN/... — the "host" is the token
+        out.add(hostport.split(":", 1)[0])  # as written: `hostname` is lower-cased, a token is not
     for seg in parts.path.split("/"):
         if len(seg) >= 6:
             out.add(seg)
@@ -67,6 +68,11 @@ class Redactor:
         self._secrets: set[str] = set()
         for url in urls:
             self._secrets |= url_secrets(url)
+
+    def add(self, secret: str) -> None:
+        """A secret known apart from a URL (e.g. a token parsed out of one)."""
+        if len(secret) >= 4:
+            self._secrets.add(secret)
 
     def __call__(self, text: str) -> str:
         for secret in sorted(self._secrets, key=len, reverse=True):

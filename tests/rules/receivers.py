@@ -111,3 +111,82 @@ class WebhookServer:
     ) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class LineServer:
+    """Stands in for the LINE Messaging API push endpoint (`POST /v2/bot/message/push`), as documented: Bearer
+    token checked (401), at most 5 messages (400), text of at most 5,000 characters (400), and `X-Line-Retry-Key`
+    honoured — a key accepted once answers 409 and delivers nothing again.
+
+    `script`: answers for the first requests, in order — `(status, headers, accept)`; `accept=True` delivers the push
+    and then answers `status` anyway (an answer lost on the way: the case the retry key exists for). Then 200.
+    `echo_auth`: hostile error bodies that repeat the Authorization header."""
+
+    def __init__(
+        self, token: str, script: list[tuple[int, dict[str, str], bool]] | None = None, echo_auth: bool = False
+    ) -> None:
+        self.token = token
+        self.script = list(script or [])
+        self.echo_auth = echo_auth
+        self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []  # every push: (lower-cased headers, body)
+        self.delivered: list[tuple[str, str]] = []  # (to, text) of every message LINE would have delivered
+        self.accepted_pushes: list[list[str]] = []  # texts of each accepted push
+        self._accepted_keys: set[str] = set()
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                status, headers, text = outer._answer(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                raw = text.encode()
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _answer(self, path: str, headers: dict[str, str], body: dict[str, Any]) -> tuple[int, dict[str, str], str]:
+        with self._lock:
+            self.requests.append((headers, body))
+            auth = headers.get("authorization", "")
+            if path != "/v2/bot/message/push":
+                return 404, {}, '{"message":"Not found"}'
+            if auth != f"Bearer {self.token}":
+                return 401, {}, json.dumps({"message": f"Authentication failed: {auth}"})
+            messages = body.get("messages", [])
+            if not 1 <= len(messages) <= 5 or any(len(m.get("text", "")) > 5000 for m in messages):
+                return 400, {}, '{"message":"The request body has 1 error(s)"}'
+            key = headers.get("x-line-retry-key", "")
+            if key and key in self._accepted_keys:
+                accepted = {"X-Line-Accepted-Request-Id": "req-" + key[:8]}
+                return 409, accepted, '{"message":"The retry key is already accepted"}'
+            status, extra, accept = self.script.pop(0) if self.script else (200, {}, True)
+            if accept:
+                self._accepted_keys.add(key)
+                self.delivered += [(body["to"], m["text"]) for m in messages]
+                self.accepted_pushes.append([m["text"] for m in messages])
+            if status == 200:
+                return 200, {}, json.dumps({"sentMessages": [{"id": str(i)} for i in range(len(messages))]})
+            detail = f"error, request had {auth}" if self.echo_auth else "error"
+            return status, extra, json.dumps({"message": detail})
+
+    def __enter__(self) -> LineServer:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -10,6 +10,7 @@ import pytest
 
 from rules.notify.apprise_notifier import AppriseNotifier
 from rules.notify.base import NotifyMessage, PermanentNotifyError, RetryableNotifyError
+from rules.notify.line import LineNotifier
 from rules.notify.pipeline import build_notifier
 from rules.notify.routing import ReceiverConfig
 from rules.notify.smtp import SmtpNotifier
@@ -137,7 +138,9 @@ def test_each_url_kind_gets_its_notifier() -> None:
     assert isinstance(build_notifier(ReceiverConfig(name="e", urls=[mailto(25)])), SmtpNotifier)
     assert isinstance(build_notifier(ReceiverConfig(name="w", urls=["json://127.0.0.1:1/h"])), WebhookNotifier)
     line = build_notifier(ReceiverConfig(name="l", urls=["line://Token1234567890/U1234567890abcdef"]))
-    assert isinstance(line, AppriseNotifier)
+    assert isinstance(line, LineNotifier)
+    mixed = ["line://Token1234567890/U1234567890abcdef", "tgram://123456789:ABCdefGHIjkl/12345"]
+    assert isinstance(build_notifier(ReceiverConfig(name="m", urls=mixed)), AppriseNotifier)
 
 
 def test_apprise_generic_throttle_is_off_but_a_plugins_own_rate_stays() -> None:
