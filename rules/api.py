@@ -253,9 +253,11 @@ def build_router(
         receiver: str | None = None,
         alert_id: str | None = None,
         limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-        _who: Any = viewer,
+        who: Any = viewer,
     ) -> list[dict[str, Any]]:
-        notes = store.list_notifications(failed=failed, receiver=receiver, alert_id=alert_id, limit=limit)
+        cities = principal_cities(who)
+        notes = store.list_notifications(failed=failed, receiver=receiver, alert_id=alert_id, limit=limit,
+                                         cities=sorted(cities) if cities is not None else None)
         return [n.to_dict() for n in notes]
 
     return router

@@ -140,6 +140,31 @@ def test_city_scoped_operator_touching_another_citys_alerts_and_silences_is_refu
     assert stack.call("POST", f"/alerts/{mine}/ack", ops, json={"comment": "ดูแล้ว"}).status_code == 200
 
 
+def _delivered(alerts: AlertStore, alert_id: str, receiver: str) -> None:
+    assert alerts.claim_notification(dedup_key=f"{receiver}:{alert_id}", message_id=alert_id[:16],
+                                     alert_id=alert_id, receiver=receiver, group_key="", kind="firing",
+                                     now_ns=time.time_ns())
+
+
+def test_city_scoped_operator_reading_another_citys_notifications_sees_only_its_own(stack: Stack) -> None:
+    mine, theirs = open_alert(stack.alerts, "home-1", HOME), open_alert(stack.alerts, "away-1", OTHER)
+    _delivered(stack.alerts, mine, "line-home")
+    _delivered(stack.alerts, theirs, "line-away")
+    _delivered(stack.alerts, "0" * 32, "orphan")  # about no known alert, so of no city
+
+    def seen(name: str, **params: str) -> set[str]:
+        response = stack.call("GET", "/notifications", name, params=params)
+        assert response.status_code == 200, response.text
+        return {n["alert_id"] for n in response.json()}
+
+    assert seen("admin") == {mine, theirs, "0" * 32}
+    assert seen("local-ops") == {mine}
+    # asking for the other city's alert or receiver by name finds nothing
+    assert seen("local-ops", alert_id=theirs) == set()
+    assert seen("local-ops", receiver="line-away") == set()
+    assert seen("local-ops", failed="false") == {mine}
+
+
 # ---------------------------------------------------------------- actor and audit
 
 
