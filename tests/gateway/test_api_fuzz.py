@@ -18,11 +18,13 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 from schemathesis.core.parameters import ParameterLocation
 
-from gateway.api import create_app
+from gateway.api import create_app, require_role
 from gateway.api.auth import AuthFailureLimiter
 from gateway.broker import FakeProvisioner
 from gateway.registry import RegistryStore
 from gateway.registry.schemas import DeviceSpec, ProfileSpec
+from rules.api import build_router
+from rules.store import AlertStore
 
 _DATA_DIR = tempfile.mkdtemp(prefix="nakhon-fuzz-")
 _STORE = RegistryStore.for_data_dir(_DATA_DIR)
@@ -33,7 +35,8 @@ AUTH = {"Authorization": f"Bearer {_TOKEN}"}
 _STORE.create_profile(ProfileSpec(name="p1", feed="air"), actor="test")
 _STORE.create_device(DeviceSpec(device_id="d1", feed="air", city="bangkok", district="Bang Rak"), actor="test")
 
-_APP = create_app(_STORE, FakeProvisioner())
+_ALERTS = AlertStore(_STORE.url)
+_APP = create_app(_STORE, FakeProvisioner(), extra_routers=[build_router(_ALERTS, require_role)])
 # The unauthenticated probes of the checks would otherwise trip the per-address limit of failed logins.
 _APP.state.auth_limiter = AuthFailureLimiter(max_failures=10**9)
 schema = schemathesis.openapi.from_asgi("/openapi.json", _APP)
@@ -42,13 +45,18 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", _APP)
 @pytest.fixture(scope="module", autouse=True)
 def _cleanup() -> Iterator[None]:
     yield
+    _ALERTS.close()
     _STORE.close()
     shutil.rmtree(_DATA_DIR, ignore_errors=True)
 
 
 # Rules that JSON Schema cannot state here (field: what its message says): a profile lists only its own feed's
-# fields; ids the broker's service accounts use are refused without regard to case.
-RULES_BEYOND_THE_SCHEMA = {"expected_fields": "not fields of feed", "device_id": "reserved for the broker"}
+# fields; ids the broker's service accounts use are refused without regard to case; a silence's regex compiles.
+RULES_BEYOND_THE_SCHEMA = {
+    "expected_fields": "not fields of feed",
+    "device_id": "reserved for the broker",
+    "matchers": "invalid regular expression",
+}
 
 
 def _refused_by_a_rule(response: Any) -> bool:
