@@ -242,7 +242,7 @@ def build_router(
             raise HTTPException(422, "give ends_at or duration")
         if ends <= starts:
             raise HTTPException(422, "a silence must end after it starts")
-        if not (-(2**63) < starts and ends < 2**63):  # stored as 64-bit nanoseconds (years 1678-2262)
+        if starts <= -(2**63) or ends >= 2**63:  # stored as 64-bit nanoseconds (years 1678-2262)
             raise HTTPException(422, "a silence must start and end between the years 1678 and 2262")
         matchers = [m.model_dump() for m in body.matchers if isinstance(m, Matcher)]
         cities = principal_cities(who)
