@@ -26,16 +26,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from rules.acklink import PAGE_HEADERS, AckLinkSigner, AckPages, acknowledge_once
-from rules.matchers import Matcher
+from rules.matchers import _TEXT as MATCHER_TEXT
+from rules.matchers import MATCHABLE, Matcher
 from rules.store import STATES, AlertStore
 from rules.timeutil import NS, Clock, ns_from_datetime, parse_duration
 
@@ -48,13 +49,31 @@ class AckBody(BaseModel):
     comment: str = Field("", max_length=2000)
 
 
+# The text form the schema states (`Matcher.parse` reads the same); whether a regex compiles is checked after.
+MatcherText = Annotated[
+    str, StringConstraints(pattern=MATCHER_TEXT.pattern.replace("([a-z_]+)", f"({'|'.join(MATCHABLE)})", 1))
+]
+
+
+def _text_only(value: Any) -> Any:
+    """pydantic would read 0 or "0" as seconds since 1970; a silence's times are ISO 8601 text, as documented."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+        raise ValueError("a time is ISO 8601 text, e.g. 2026-11-22T08:00:00+07:00")
+    return value
+
+
+TextTime = Annotated[datetime, BeforeValidator(_text_only)]
+
+
 class SilenceBody(BaseModel):
     # Unknown keys are refused: a caller sending `creator` learns that it cannot choose who made the silence.
     model_config = ConfigDict(extra="forbid")
 
-    matchers: list[str | Matcher] = Field(min_length=1)
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
+    matchers: list[MatcherText | Matcher] = Field(min_length=1)
+    starts_at: TextTime | None = None
+    ends_at: TextTime | None = None
     duration: str | None = None  # e.g. "2h" instead of ends_at
     comment: str = Field("", max_length=2000)
 
@@ -155,7 +174,7 @@ def build_router(
 
     @router.get("/alerts")
     def list_alerts(
-        state: str | None = None,
+        state: Literal["pending", "firing", "resolved", "open"] | None = None,
         severity: str | None = None,
         device_id: str | None = None,
         rule: str | None = None,
@@ -223,6 +242,8 @@ def build_router(
             raise HTTPException(422, "give ends_at or duration")
         if ends <= starts:
             raise HTTPException(422, "a silence must end after it starts")
+        if starts <= -(2**63) or ends >= 2**63:  # stored as 64-bit nanoseconds (years 1678-2262)
+            raise HTTPException(422, "a silence must start and end between the years 1678 and 2262")
         matchers = [m.model_dump() for m in body.matchers if isinstance(m, Matcher)]
         cities = principal_cities(who)
         named = silence_cities(matchers)
@@ -253,9 +274,11 @@ def build_router(
         receiver: str | None = None,
         alert_id: str | None = None,
         limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-        _who: Any = viewer,
+        who: Any = viewer,
     ) -> list[dict[str, Any]]:
-        notes = store.list_notifications(failed=failed, receiver=receiver, alert_id=alert_id, limit=limit)
+        cities = principal_cities(who)
+        notes = store.list_notifications(failed=failed, receiver=receiver, alert_id=alert_id, limit=limit,
+                                         cities=sorted(cities) if cities is not None else None)
         return [n.to_dict() for n in notes]
 
     return router

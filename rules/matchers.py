@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MATCHABLE = ("rule", "device_id", "city", "district", "feed", "severity")
 _TEXT = re.compile(r"^\s*([a-z_]+)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
@@ -14,7 +14,7 @@ _TEXT = re.compile(r"^\s*([a-z_]+)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
 class Matcher(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
+    name: str = Field(json_schema_extra={"enum": list(MATCHABLE)})  # the OpenAPI document names them too
     op: Literal["=", "!=", "=~", "!~"] = "="
     value: str
 

@@ -725,8 +725,12 @@ class AlertStore:
         receiver: str | None = None,
         alert_id: str | None = None,
         limit: int = 500,
+        cities: Sequence[str] | None = None,
     ) -> list[NotificationLog]:
+        """`cities`: only deliveries about alerts of those cities (a city-scoped caller); None: all."""
         stmt = select(NotificationRow)
+        if cities is not None:
+            stmt = stmt.where(NotificationRow.alert_id.in_(select(AlertRow.id).where(AlertRow.city.in_(list(cities)))))
         if failed is True:
             stmt = stmt.where(NotificationRow.outcome == "failed")
         elif failed is False:

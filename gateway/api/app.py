@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.api.problems import COMMON_ERRORS
 from gateway.api.routes import build_router
 from gateway.broker.dynsec import Provisioner
 from gateway.errors import GatewayError
@@ -112,8 +113,8 @@ def create_app(
             "message": str(exc.detail),
             "message_th": "ไม่พบข้อมูล" if exc.status_code == 404 else "คำขอไม่ถูกต้อง",
         }
-        if exc.status_code == 422:
-            body["errors"] = [{"in": "body", "field": "body", "message": str(exc.detail), "row": None}]
+        if exc.status_code == 422:  # a route's own rule, not the request against the schema: no `in`
+            body["errors"] = [{"field": "body", "message": str(exc.detail), "row": None}]
         return JSONResponse(body, status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
@@ -140,6 +141,6 @@ def create_app(
 
     app.add_middleware(UnexpectedErrorMiddleware)
     app.include_router(build_router())
-    for router in extra_routers:
-        app.include_router(router)
+    for router in extra_routers:  # the alerts API and others: their errors have the same shape as ours
+        app.include_router(router, responses=COMMON_ERRORS)
     return app

@@ -41,7 +41,12 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     401: _error("Missing, invalid, revoked or expired token (with `WWW-Authenticate: Bearer`)"),
     403: _error("The token's role or cities do not allow this"),
     404: _error("Not found (also: a device outside the token's cities)"),
-    422: {"model": ValidationErrorOut, "description": "Invalid input: every field at fault is named"},
+    422: {
+        "model": ValidationErrorOut,
+        "description": "Invalid input: every field at fault is named. With `in`: the request does not match this "
+        "document (or a rule between its fields); without: a rule about stored data or the route's own rule "
+        "(unknown profile, reserved id, CSV row, a silence ending before it starts)",
+    },
     429: _error("Too many failed authentications from this address (with `Retry-After`)"),
     500: _error("Unexpected error (logged without the request's data)"),
 }

@@ -11,7 +11,17 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
 
 from collectors.feeds import FEED_SPECS
 
@@ -31,6 +41,13 @@ RequiredText = Annotated[
     str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$")
 ]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# JSON-only numbers (never read from CSV text): strict, so `false` or "12" is refused as the schema says.
+StrictFiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+ThresholdName = Annotated[str, StringConstraints(pattern=THRESHOLD_NAME_PATTERN)]
+# additionalProperties false: a key outside the pattern is refused, and the OpenAPI document says so.
+Thresholds = Annotated[
+    dict[ThresholdName, StrictFiniteFloat], Field(max_length=200, json_schema_extra={"additionalProperties": False})
+]
 HeartbeatSeconds = Annotated[int, Field(ge=10, le=7 * 24 * 3600, description="Expected reporting interval, s")]
 
 # Per-site numbers the feeds' derived values use, with sane physical ranges.
@@ -66,8 +83,18 @@ def _to_utc(value: datetime) -> datetime:
         raise ValueError("out of the supported time range") from None
 
 
+_NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+
+
+def _time_as_text(value: Any) -> Any:
+    """pydantic would read 0 or "0.5" as seconds since 1970; the API's times are ISO 8601 text only."""
+    if isinstance(value, bool | int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("a time is ISO 8601 text with an offset, e.g. 2026-11-22T08:00:00+07:00")
+    return value
+
+
 # A time with an explicit offset, normalised to UTC (a naive time is refused: which zone was meant?).
-UtcTime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+UtcTime = Annotated[AwareDatetime, BeforeValidator(_time_as_text), AfterValidator(_to_utc)]
 
 
 def _check_dev_eui(value: str | None) -> str | None:
@@ -79,7 +106,7 @@ def _check_dev_eui(value: str | None) -> str | None:
     return normalised
 
 
-DevEui = Annotated[str, AfterValidator(_check_dev_eui)]
+DevEui = Annotated[str, StringConstraints(pattern=r"^\s*[0-9A-Fa-f]{16}\s*$"), AfterValidator(_check_dev_eui)]
 
 
 def check_site(site: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +128,24 @@ def check_site(site: dict[str, Any]) -> dict[str, Any]:
     return checked
 
 
-SiteValues = Annotated[dict[str, Any], AfterValidator(check_site)]
+def _site_json_schema() -> dict[str, Any]:
+    """What `check_site` accepts, so that the OpenAPI document says it (keys, ranges, no other keys)."""
+    properties: dict[str, Any] = {
+        key: {"type": "number", "minimum": lo, "maximum": hi, "description": text}
+        for key, (lo, hi, text) in SITE_FIELDS.items()
+    }
+    for key, text in SITE_TEXT_FIELDS.items():
+        properties[key] = {"type": "string", "pattern": _SITE_WORD.pattern, "description": text}
+    return {"type": "object", "properties": properties, "additionalProperties": False}
+
+
+SiteValues = Annotated[dict[str, Any], AfterValidator(check_site), WithJsonSchema(_site_json_schema())]
+# Every feed's field names (which of them a profile may list depends on its feed: checked by the model).
+_ALL_FIELDS = sorted({f for spec in FEED_SPECS.values() for f in spec.field_names})
+ExpectedFields = Annotated[
+    list[str],
+    Field(max_length=64, json_schema_extra={"uniqueItems": True, "items": {"type": "string", "enum": _ALL_FIELDS}}),
+]
 
 
 class StrictInput(BaseModel):
@@ -165,11 +209,9 @@ class ProfileSpec(StrictInput):
     name: Identifier
     feed: Feed
     description: PlainText = ""
-    expected_fields: list[str] = Field(default_factory=list, max_length=64)
+    expected_fields: ExpectedFields = Field(default_factory=list)
     field_mapping: Identifier | None = None
-    default_thresholds: dict[Annotated[str, StringConstraints(pattern=THRESHOLD_NAME_PATTERN)], FiniteFloat] = Field(
-        default_factory=dict, max_length=200
-    )
+    default_thresholds: Thresholds = Field(default_factory=dict)
     heartbeat_s: HeartbeatSeconds | None = None
 
     @field_validator("expected_fields")
@@ -183,25 +225,21 @@ class ProfileSpec(StrictInput):
 
 class ProfilePatch(StrictInput):
     description: PlainText | None = None
-    expected_fields: list[str] | None = Field(default=None, max_length=64)
+    expected_fields: ExpectedFields | None = None
     field_mapping: Identifier | None = None
-    default_thresholds: dict[Annotated[str, StringConstraints(pattern=THRESHOLD_NAME_PATTERN)], FiniteFloat] | None = (
-        Field(default=None, max_length=200)
-    )
+    default_thresholds: Thresholds | None = None
     heartbeat_s: HeartbeatSeconds | None = None
 
 
 class Calibration(StrictInput):
     """value' = value * scale + offset"""
 
-    offset: FiniteFloat = 0.0
-    scale: Annotated[float, Field(allow_inf_nan=False, gt=0, le=1e6)] = 1.0
+    offset: StrictFiniteFloat = 0.0
+    scale: Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=1e6)] = 1.0
 
 
 class OverridesSpec(StrictInput):
-    thresholds: dict[Annotated[str, StringConstraints(pattern=THRESHOLD_NAME_PATTERN)], FiniteFloat] = Field(
-        default_factory=dict, max_length=200
-    )
+    thresholds: Thresholds = Field(default_factory=dict)
     calibration: dict[str, Calibration] = Field(default_factory=dict, max_length=64)
 
 
@@ -214,7 +252,7 @@ class MaintenanceSpec(StrictInput):
 class TokenSpec(StrictInput):
     name: Identifier
     role: Role
-    expires_at: AwareDatetime | None = Field(default=None, description="Refused from this time on; none: no expiry")
+    expires_at: UtcTime | None = Field(default=None, description="Refused from this time on; none: no expiry")
     cities: list[Identifier] | None = Field(
         default=None,
         min_length=1,

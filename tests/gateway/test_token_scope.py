@@ -140,6 +140,31 @@ def test_city_scoped_operator_touching_another_citys_alerts_and_silences_is_refu
     assert stack.call("POST", f"/alerts/{mine}/ack", ops, json={"comment": "ดูแล้ว"}).status_code == 200
 
 
+def _delivered(alerts: AlertStore, alert_id: str, receiver: str) -> None:
+    assert alerts.claim_notification(dedup_key=f"{receiver}:{alert_id}", message_id=alert_id[:16],
+                                     alert_id=alert_id, receiver=receiver, group_key="", kind="firing",
+                                     now_ns=time.time_ns())
+
+
+def test_city_scoped_operator_reading_another_citys_notifications_sees_only_its_own(stack: Stack) -> None:
+    mine, theirs = open_alert(stack.alerts, "home-1", HOME), open_alert(stack.alerts, "away-1", OTHER)
+    _delivered(stack.alerts, mine, "line-home")
+    _delivered(stack.alerts, theirs, "line-away")
+    _delivered(stack.alerts, "0" * 32, "orphan")  # about no known alert, so of no city
+
+    def seen(name: str, **params: str) -> set[str]:
+        response = stack.call("GET", "/notifications", name, params=params)
+        assert response.status_code == 200, response.text
+        return {n["alert_id"] for n in response.json()}
+
+    assert seen("admin") == {mine, theirs, "0" * 32}
+    assert seen("local-ops") == {mine}
+    # asking for the other city's alert or receiver by name finds nothing
+    assert seen("local-ops", alert_id=theirs) == set()
+    assert seen("local-ops", receiver="line-away") == set()
+    assert seen("local-ops", failed="false") == {mine}
+
+
 # ---------------------------------------------------------------- actor and audit
 
 
@@ -221,3 +246,30 @@ def test_limiter_forgets_the_oldest_address_when_full() -> None:
         limiter.record_failure(address)
     assert limiter.retry_after("a") is None  # forgotten: memory stays bounded
     assert limiter.retry_after("b") == 60 and limiter.retry_after("c") == 60
+
+
+def test_silence_ending_beyond_what_the_store_can_hold_is_refused_not_a_server_error(stack: Stack) -> None:
+    for body in ({"ends_at": "7033-09-11T21:04:27-04:53"}, {"duration": "100000000d"}):
+        response = stack.call("POST", "/silences", "admin", json={"matchers": [f"city={HOME}"], **body})
+        assert response.status_code == 422, (body, response.text)
+    assert stack.call("GET", "/silences", "admin").json() == []
+
+
+def test_silence_time_given_as_a_number_is_refused(stack: Stack) -> None:
+    response = stack.call("POST", "/silences", "admin", json={
+        "matchers": [f"city={HOME}"], "starts_at": 0, "ends_at": "2000-01-01T00:00:00Z"})
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "starts_at"
+
+
+def test_inputs_the_schema_forbids_are_refused_a_number_as_a_time_false_as_a_number(stack: Stack) -> None:
+    for method, path, kw in (
+        ("POST", "/tokens", {"json": {"name": "t", "role": "viewer", "expires_at": 0}}),
+        ("GET", "/audit", {"params": {"until": "0.5"}}),
+        ("PUT", "/devices/home-1/overrides", {"json": {"thresholds": {"level_m": False}}}),
+        ("PUT", "/devices/home-1/overrides", {"json": {"calibration": {"level_m": {"scale": "2"}}}}),
+        ("PATCH", "/devices/home-1", {"json": {"dev_eui": ""}}),
+        ("PATCH", "/devices/home-1", {"json": {"site": {"bank_level_m": True}}}),
+    ):
+        response = stack.call(method, path, "admin", **kw)
+        assert response.status_code == 422, (method, path, kw, response.text)
+        assert response.json()["errors"][0]["in"] in ("body", "query")
