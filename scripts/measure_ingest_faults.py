@@ -124,7 +124,7 @@ async def junk(work: Path) -> None:
                     await asyncio.sleep(0)
                     peak = max(peak, rss_mb())
             await asyncio.to_thread(publisher.wait_all_acked, 300)
-            for _ in range(600):  # the broker acknowledged them all: wait until the collector handled them too
+            for _ in range(6000):  # the broker acknowledged them all: wait until the collector handled them too
                 if collector.subscriber.in_flight == 0 and sum(c for *_, c in collector.quarantine.counts()) >= (
                         100_000 + (2000 if max_payload else 0)):
                     break
