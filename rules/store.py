@@ -696,28 +696,6 @@ class AlertStore:
         except IntegrityError:
             return False
 
-    def claimed(self, dedup_key: str) -> bool:
-        with self._tx() as s:
-            return s.scalar(select(NotificationRow.id).where(NotificationRow.dedup_key == dedup_key)) is not None
-
-    def finish_message(self, message_id: str, outcome: str, attempts: int, error: str | None, now_ns: int) -> None:
-        with self._tx() as s:
-            s.execute(
-                update(NotificationRow)
-                .where(NotificationRow.message_id == message_id)
-                .values(outcome=outcome, attempts=attempts, error=error, updated_ns=now_ns)
-            )
-
-    def was_sent(self, receiver: str, alert_id: str, kind: str) -> bool:
-        with self._tx() as s:
-            stmt = select(NotificationRow.id).where(
-                NotificationRow.receiver == receiver,
-                NotificationRow.alert_id == alert_id,
-                NotificationRow.kind == kind,
-                NotificationRow.outcome.in_(["sent", "queued"]),
-            )
-            return s.scalar(stmt.limit(1)) is not None
-
     def list_notifications(
         self,
         *,
