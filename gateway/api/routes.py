@@ -106,7 +106,7 @@ def _service(request: Request) -> DeviceService:
 
 def _visible_device(request: Request, who: Principal, device_id: str) -> DeviceOut:
     """The device, if the caller's cities include its city; otherwise 404, as if it did not exist."""
-    device = _store(request).get_device(device_id)
+    device = _store(request).devices.get(device_id)
     if not who.sees_city(device.city):
         raise DeviceNotFoundError(device_id)
     return device
@@ -183,7 +183,7 @@ def build_router() -> APIRouter:
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> Page[DeviceOut]:
-        return _store(request).list_devices(
+        return _store(request).devices.find(
             city=city,
             district=district,
             feed=feed,
@@ -284,12 +284,12 @@ def build_router() -> APIRouter:
     ) -> DeviceOut:
         """Maintenance until a time (it ends by itself); `{"until": null}` ends it now."""
         _visible_device(request, who, device_id)
-        return _store(request).set_maintenance(device_id, spec.until, actor=who.actor)
+        return _store(request).devices.set_maintenance(device_id, spec.until, actor=who.actor)
 
     @router.get("/devices/{device_id}/overrides", response_model=OverridesOut, tags=["devices"])
     def get_overrides(device_id: DeviceId, request: Request, who: Annotated[Principal, Depends(READ)]) -> OverridesOut:
         _visible_device(request, who, device_id)
-        return _store(request).get_overrides(device_id)
+        return _store(request).overrides.get(device_id)
 
     @router.put("/devices/{device_id}/overrides", response_model=OverridesOut, tags=["devices"])
     def set_overrides(
@@ -300,40 +300,40 @@ def build_router() -> APIRouter:
     ) -> OverridesOut:
         """Replace the device's threshold overrides and calibration ({field: {offset, scale}})."""
         _visible_device(request, who, device_id)
-        return _store(request).set_overrides(device_id, spec, actor=who.actor)
+        return _store(request).overrides.set(device_id, spec, actor=who.actor)
 
     @router.get("/devices/{device_id}/diagnostics", response_model=DiagnosticsOut, tags=["devices"])
     def diagnostics(device_id: DeviceId, request: Request, who: Annotated[Principal, Depends(READ)]) -> DiagnosticsOut:
         """Last seen, last reading, and the last 20 raw messages with whether each was accepted and why not."""
         _visible_device(request, who, device_id)
-        return _store(request).diagnostics(device_id)
+        return _store(request).recent.diagnostics(device_id)
 
     # ------------------------------------------------------------------ profiles
 
     @router.get("/profiles", response_model=list[ProfileOut], tags=["profiles"])
     def list_profiles(request: Request, _who: Annotated[Principal, Depends(READ)]) -> list[ProfileOut]:
-        return _store(request).list_profiles()
+        return _store(request).profiles.all()
 
     @router.post("/profiles", status_code=201, response_model=ProfileOut, tags=["profiles"])
     def create_profile(spec: ProfileSpec, request: Request, who: Annotated[Principal, Depends(ENGINEER)]) -> ProfileOut:
         who.require_unscoped("a device profile")
-        return _store(request).create_profile(spec, actor=who.actor)
+        return _store(request).profiles.create(spec, actor=who.actor)
 
     @router.get("/profiles/{name}", response_model=ProfileOut, tags=["profiles"])
     def get_profile(name: NameParam, request: Request, _who: Annotated[Principal, Depends(READ)]) -> ProfileOut:
-        return _store(request).get_profile(name)
+        return _store(request).profiles.get(name)
 
     @router.patch("/profiles/{name}", response_model=ProfileOut, tags=["profiles"])
     def update_profile(
         name: NameParam, patch: ProfilePatch, request: Request, who: Annotated[Principal, Depends(ENGINEER)]
     ) -> ProfileOut:
         who.require_unscoped("a device profile")
-        return _store(request).update_profile(name, patch, actor=who.actor)
+        return _store(request).profiles.update(name, patch, actor=who.actor)
 
     @router.delete("/profiles/{name}", status_code=204, tags=["profiles"])
     def delete_profile(name: NameParam, request: Request, who: Annotated[Principal, Depends(ENGINEER)]) -> Response:
         who.require_unscoped("a device profile")
-        _store(request).delete_profile(name, actor=who.actor)
+        _store(request).profiles.delete(name, actor=who.actor)
         return Response(status_code=204)
 
     # ------------------------------------------------------------------ audit
@@ -352,7 +352,7 @@ def build_router() -> APIRouter:
         offset: Offset = 0,
     ) -> Page[AuditOut]:
         who.require_unscoped("the audit log")
-        return _store(request).list_audit(
+        return _store(request).audit.find(
             entity_type=entity_type,
             entity_id=entity_id,
             actor=actor,
@@ -368,12 +368,12 @@ def build_router() -> APIRouter:
     @router.get("/tokens", response_model=list[TokenOut], tags=["tokens"])
     def list_tokens(request: Request, who: Annotated[Principal, Depends(ADMIN)]) -> list[TokenOut]:
         who.require_unscoped("API tokens")
-        return _store(request).list_tokens()
+        return _store(request).tokens.all()
 
     @router.post("/tokens", status_code=201, response_model=TokenCreatedOut, tags=["tokens"])
     def create_token(spec: TokenSpec, request: Request, who: Annotated[Principal, Depends(ADMIN)]) -> TokenCreatedOut:
         who.require_unscoped("API tokens")
-        token, secret = _store(request).create_token(
+        token, secret = _store(request).tokens.create(
             spec.name, spec.role, actor=who.actor, expires_at=spec.expires_at, cities=spec.cities
         )
         return TokenCreatedOut(token=token, secret=secret)
@@ -381,7 +381,7 @@ def build_router() -> APIRouter:
     @router.delete("/tokens/{name}", response_model=TokenOut, tags=["tokens"])
     def revoke_token(name: NameParam, request: Request, who: Annotated[Principal, Depends(ADMIN)]) -> TokenOut:
         who.require_unscoped("API tokens")
-        return _store(request).revoke_token(name, actor=who.actor)
+        return _store(request).tokens.revoke(name, actor=who.actor)
 
     return router
 

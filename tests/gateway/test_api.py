@@ -46,7 +46,7 @@ class Api:
 @pytest.fixture
 def api(sqlite_store: RegistryStore, fake_provisioner: FakeProvisioner) -> Iterator[Api]:
     tokens = {
-        role: sqlite_store.create_token(f"{role}-token", role, actor="test")[1]
+        role: sqlite_store.tokens.create(f"{role}-token", role, actor="test")[1]
         for role in ("admin", "engineer", "operator", "viewer")
     }
     extra = APIRouter(prefix="/api/v1/alerts")
@@ -239,7 +239,7 @@ def test_profiles_overrides_maintenance_diagnostics(api: Api) -> None:
     off = api.call("POST", "/devices/air-1/maintenance", json={"until": None})
     assert not off.json()["in_maintenance"]
 
-    api.store.record_recent_messages(
+    api.store.recent.record(
         {
             "air-1": [
                 RecentMessage("city/chiangmai/air/air-1", b'{"pm25_ugm3": 41.0}', True),
@@ -284,5 +284,5 @@ def test_import_moving_devices_while_the_broker_refuses_reports_per_row_and_keep
     [row] = response.json()["broker_errors"]
     assert row["device_id"] == "cm-flood-1" and row["kept_topic"] == "city/chiangmai/flood/cm-flood-1"
     # the registry still says where the broker lets the device publish
-    assert api.store.get_device("cm-flood-1").city == "chiangmai"
+    assert api.store.devices.get("cm-flood-1").city == "chiangmai"
     assert api.broker.clients["device.cm-flood-1"]["topic"] == "city/chiangmai/flood/cm-flood-1"

@@ -47,28 +47,28 @@ def test_migrations_create_every_table_and_are_idempotent(store: RegistryStore) 
 
 
 def test_create_get_list_with_filters_and_paging(store: RegistryStore) -> None:
-    store.create_device(flood("a-1"), actor="t")
-    store.create_device(flood("a-2", district="Hang Dong"), actor="t")
-    store.create_device(flood("b-1", feed="air", city="bangkok", district="Bang Rak", site={}), actor="t")
-    device = store.get_device("a-1")
+    store.devices.create(flood("a-1"), actor="t")
+    store.devices.create(flood("a-2", district="Hang Dong"), actor="t")
+    store.devices.create(flood("b-1", feed="air", city="bangkok", district="Bang Rak", site={}), actor="t")
+    device = store.devices.get("a-1")
     assert device.topic == "city/chiangmai/flood/a-1"
     assert device.created_at.tzinfo is not None and device.created_at.utcoffset() == timedelta(0)
-    assert store.list_devices(city="chiangmai").total == 2
-    assert [d.device_id for d in store.list_devices(district="Hang Dong").items] == ["a-2"]
-    assert store.list_devices(feed="air").total == 1
-    page = store.list_devices(limit=2, offset=1)
+    assert store.devices.find(city="chiangmai").total == 2
+    assert [d.device_id for d in store.devices.find(district="Hang Dong").items] == ["a-2"]
+    assert store.devices.find(feed="air").total == 1
+    page = store.devices.find(limit=2, offset=1)
     assert page.total == 3 and [d.device_id for d in page.items] == ["a-2", "b-1"]
     with pytest.raises(DeviceNotFoundError):
-        store.get_device("nope")
+        store.devices.get("nope")
 
 
 def test_duplicates_and_dev_eui_uniqueness(store: RegistryStore) -> None:
-    store.create_device(flood("a-1", dev_eui="70B3D57ED0001234"), actor="t")
-    assert store.get_device("a-1").dev_eui == "70b3d57ed0001234"  # stored lower-case
+    store.devices.create(flood("a-1", dev_eui="70B3D57ED0001234"), actor="t")
+    assert store.devices.get("a-1").dev_eui == "70b3d57ed0001234"  # stored lower-case
     with pytest.raises(ConflictError):
-        store.create_device(flood("a-1"), actor="t")
+        store.devices.create(flood("a-1"), actor="t")
     with pytest.raises(ConflictError) as excinfo:
-        store.create_device(flood("a-2", dev_eui="70b3d57ed0001234"), actor="t")
+        store.devices.create(flood("a-2", dev_eui="70b3d57ed0001234"), actor="t")
     assert excinfo.value.context["field"] == "dev_eui"
 
 
@@ -84,24 +84,26 @@ def test_bad_input_names_the_field() -> None:
 
 
 def test_update_retire_maintenance_and_audit(store: RegistryStore) -> None:
-    store.create_device(flood(), actor="token:eng")
-    before, after = store.update_device(
+    store.devices.create(flood(), actor="token:eng")
+    before, after = store.devices.update(
         "cm-flood-1", DevicePatch(name="New name", site={"bank_level_m": 4.0}), actor="token:eng"
     )
     assert before.name == "P.1 Nawarat bridge" and after.name == "New name"
     assert after.site == {"bank_level_m": 4.0}
     with pytest.raises(InvalidInputError) as excinfo:
-        store.update_device("cm-flood-1", DevicePatch.model_validate({"city": None}), actor="t")
+        store.devices.update("cm-flood-1", DevicePatch.model_validate({"city": None}), actor="t")
     assert excinfo.value.problems[0].field == "city"
     until = datetime.now(UTC) + timedelta(hours=2)
-    device = store.set_maintenance("cm-flood-1", until, actor="t")
+    device = store.devices.set_maintenance("cm-flood-1", until, actor="t")
     assert device.in_maintenance
-    device = store.set_maintenance("cm-flood-1", datetime.now(UTC) - timedelta(seconds=1), actor="t")
+    device = store.devices.set_maintenance("cm-flood-1", datetime.now(UTC) - timedelta(seconds=1), actor="t")
     assert not device.in_maintenance  # maintenance ends by itself: active iff until > now
-    store.set_credentials("cm-flood-1", mqtt_username="cm-flood-1", mqtt_password_hash="scrypt$secret", actor="t")
-    retired = store.retire_device("cm-flood-1", actor="t")
+    store.devices.set_credentials(
+        "cm-flood-1", mqtt_username="cm-flood-1", mqtt_password_hash="scrypt$secret", actor="t"
+    )
+    retired = store.devices.retire("cm-flood-1", actor="t")
     assert retired.status == "retired" and not retired.has_mqtt_credentials
-    audit = store.list_audit(entity_id="cm-flood-1", limit=50)
+    audit = store.audit.find(entity_id="cm-flood-1", limit=50)
     actions = [entry.action for entry in audit.items]
     assert actions[0] == "device.retire" and actions[-1] == "device.create"
     assert "device.update" in actions and "device.rotate_credentials" in actions
@@ -113,22 +115,21 @@ def test_update_retire_maintenance_and_audit(store: RegistryStore) -> None:
 
 
 def test_profiles_overrides_and_directory_merge(store: RegistryStore) -> None:
-    store.create_profile(
+    store.profiles.create(
         ProfileSpec(
             name="ultrasonic-v1",
             feed="flood",
             expected_fields=["level_m", "battery_pct"],
-            field_mapping="ultrasonic",
             default_thresholds={"level_warning_m": 3.0, "level_critical_m": 3.7},
             heartbeat_s=300,
         ),
         actor="t",
     )
     with pytest.raises(InvalidInputError) as excinfo:
-        store.create_device(flood(feed="air", profile="ultrasonic-v1", site={}), actor="t")
+        store.devices.create(flood(feed="air", profile="ultrasonic-v1", site={}), actor="t")
     assert excinfo.value.problems[0].field == "profile"
-    store.create_device(flood(profile="ultrasonic-v1", dev_eui="0011223344556677"), actor="t")
-    store.set_overrides(
+    store.devices.create(flood(profile="ultrasonic-v1", dev_eui="0011223344556677"), actor="t")
+    store.overrides.set(
         "cm-flood-1",
         OverridesSpec.model_validate(
             {"thresholds": {"level_critical_m": 3.9}, "calibration": {"level_m": {"offset": -0.12, "scale": 1.0}}}
@@ -136,16 +137,16 @@ def test_profiles_overrides_and_directory_merge(store: RegistryStore) -> None:
         actor="t",
     )
     with pytest.raises(InvalidInputError) as excinfo:
-        store.set_overrides("cm-flood-1", OverridesSpec.model_validate({"calibration": {"pm25_ugm3": {}}}), actor="t")
+        store.overrides.set("cm-flood-1", OverridesSpec.model_validate({"calibration": {"pm25_ugm3": {}}}), actor="t")
     assert excinfo.value.problems[0].field == "calibration.pm25_ugm3"
     with pytest.raises(ConflictError):
-        store.delete_profile("ultrasonic-v1", actor="t")
-    store.update_profile("ultrasonic-v1", ProfilePatch(heartbeat_s=600), actor="t")
+        store.profiles.delete("ultrasonic-v1", actor="t")
+    store.profiles.update("ultrasonic-v1", ProfilePatch(heartbeat_s=600), actor="t")
     with pytest.raises(InvalidInputError):
-        store.update_profile("ultrasonic-v1", ProfilePatch(expected_fields=["pm25_ugm3"]), actor="t")
+        store.profiles.update("ultrasonic-v1", ProfilePatch(expected_fields=["pm25_ugm3"]), actor="t")
 
     until = datetime(2030, 1, 1, 7, 0, tzinfo=UTC)
-    store.set_maintenance("cm-flood-1", until, actor="t")
+    store.devices.set_maintenance("cm-flood-1", until, actor="t")
     directory = RegistryDirectory(store, refresh_s=60, start=False)
     info = directory.by_id("cm-flood-1")
     assert info is not None
@@ -163,7 +164,7 @@ def test_directory_finds_a_device_registered_by_another_process_soon_after_a_mis
     directory = RegistryDirectory(store, refresh_s=60)  # the periodic poll cannot explain what follows
     try:
         other = RegistryStore(store.url)  # another process's store on the same database
-        other.create_device(flood("elsewhere-1"), actor="t")
+        other.devices.create(flood("elsewhere-1"), actor="t")
         other.close()
         assert directory.by_id("elsewhere-1") is None  # the miss asks the background thread to check now
         deadline = time.monotonic() + 5
@@ -178,13 +179,13 @@ def test_directory_refreshes_on_change_without_queries_per_lookup(store: Registr
     directory = RegistryDirectory(store, refresh_s=0.2)
     try:
         assert directory.by_id("new-1") is None
-        store.create_device(flood("new-1"), actor="t")
+        store.devices.create(flood("new-1"), actor="t")
         # in-process changes reload the copy before the call returns: no window in which the device is unknown
         assert directory.by_id("new-1") is not None
 
         # A change made by another process (another store on the same database) is found by the poll.
         other = RegistryStore(store.url)
-        other.update_device("new-1", DevicePatch(name="renamed"), actor="t")
+        other.devices.update("new-1", DevicePatch(name="renamed"), actor="t")
         other.close()
         deadline = time.monotonic() + 5
         while directory.by_id("new-1").name != "renamed" and time.monotonic() < deadline:  # type: ignore[union-attr]
@@ -219,22 +220,22 @@ def test_csv_import_upserts_idempotently(store: RegistryStore) -> None:
             "a-1,air,bangkok,ปทุมวัน,13.74,100.53,สถานีวัดฝุ่น,,,,",
         ]
     )
-    report = store.import_devices(parse_device_csv(csv_text), actor="t", atomic=True)
+    report = store.imports.apply(parse_device_csv(csv_text), actor="t", atomic=True)
     assert (report.created, report.updated, report.unchanged, report.rejected) == (3, 0, 0, 0)
-    assert store.get_device("f-2").district == "Mueang, north"
-    assert store.get_device("f-2").site == {"bank_level_m": 4.1}
-    assert store.get_device("a-1").district == "ปทุมวัน"
-    assert store.get_device("f-1").dev_eui == "70b3d57ed0000001"
-    again = store.import_devices(parse_device_csv(csv_text), actor="t", atomic=True)
+    assert store.devices.get("f-2").district == "Mueang, north"
+    assert store.devices.get("f-2").site == {"bank_level_m": 4.1}
+    assert store.devices.get("a-1").district == "ปทุมวัน"
+    assert store.devices.get("f-1").dev_eui == "70b3d57ed0000001"
+    again = store.imports.apply(parse_device_csv(csv_text), actor="t", atomic=True)
     assert (again.created, again.updated, again.unchanged) == (0, 0, 3)
     changed = csv_text.replace("Gauge one", "Gauge 1")
-    third = store.import_devices(parse_device_csv(changed), actor="t", atomic=True)
+    third = store.imports.apply(parse_device_csv(changed), actor="t", atomic=True)
     assert (third.created, third.updated, third.unchanged) == (0, 1, 2)
-    assert store.list_audit(action="device.import_update").total == 1
+    assert store.audit.find(action="device.import_update").total == 1
 
 
 def test_csv_import_reports_every_bad_row_and_field(store: RegistryStore) -> None:
-    store.create_device(flood("owner", dev_eui="00000000000000aa"), actor="t")
+    store.devices.create(flood("owner", dev_eui="00000000000000aa"), actor="t")
     csv_text = "\n".join(
         [
             HEADER + ",dev_eui,profile,site_bank_level_m",
@@ -248,8 +249,8 @@ def test_csv_import_reports_every_bad_row_and_field(store: RegistryStore) -> Non
             "short,row",  # line 9
         ]
     )
-    atomic = store.import_devices(parse_device_csv(csv_text), actor="t", atomic=True)
-    assert not atomic.applied and not store.device_exists("good-1")  # a bad file changes nothing
+    atomic = store.imports.apply(parse_device_csv(csv_text), actor="t", atomic=True)
+    assert not atomic.applied and not store.devices.exists("good-1")  # a bad file changes nothing
     found = {(e["row"], e["field"]) for e in atomic.errors}
     assert {
         (3, "device_id"),
@@ -262,8 +263,8 @@ def test_csv_import_reports_every_bad_row_and_field(store: RegistryStore) -> Non
         (9, "row"),
     } <= found
     assert atomic.rejected == 7
-    partial = store.import_devices(parse_device_csv(csv_text), actor="t", atomic=False)
-    assert partial.applied and partial.created == 1 and store.device_exists("good-1")
+    partial = store.imports.apply(parse_device_csv(csv_text), actor="t", atomic=False)
+    assert partial.applied and partial.created == 1 and store.devices.exists("good-1")
 
 
 def test_csv_header_problems_are_on_line_1() -> None:
@@ -273,12 +274,12 @@ def test_csv_header_problems_are_on_line_1() -> None:
 
 
 def test_csv_dry_run_changes_nothing(store: RegistryStore) -> None:
-    report = store.import_devices(
+    report = store.imports.apply(
         parse_device_csv(HEADER + "\nx-1,bus,phuket,Kathu,7.9,98.3,Van 1\n"), actor="t", atomic=True, dry_run=True
     )
     assert report.created == 1 and not report.applied
-    assert not store.device_exists("x-1")
-    assert store.list_audit().total == 0
+    assert not store.devices.exists("x-1")
+    assert store.audit.find().total == 0
 
 
 def test_import_of_10000_rows_creates_all_then_updates_only_the_changed_row(store: RegistryStore) -> None:
@@ -286,17 +287,17 @@ def test_import_of_10000_rows_creates_all_then_updates_only_the_changed_row(stor
     lines = [HEADER + ",dev_eui,site_bank_level_m"]
     lines += [f"dev-{i:05d},flood,chiangmai,Mueang,18.7,98.9,Gauge {i},{i:016x},3.5" for i in range(10_000)]
     text = "\n".join(lines)
-    report = store.import_devices(parse_device_csv(text), actor="t", atomic=True)
+    report = store.imports.apply(parse_device_csv(text), actor="t", atomic=True)
     assert report.created == 10_000 and report.applied
-    assert store.list_devices(limit=1).total == 10_000
-    again = store.import_devices(parse_device_csv(text.replace("Gauge 7,", "Gauge seven,")), actor="t", atomic=True)
+    assert store.devices.find(limit=1).total == 10_000
+    again = store.imports.apply(parse_device_csv(text.replace("Gauge 7,", "Gauge seven,")), actor="t", atomic=True)
     assert (again.created, again.updated, again.unchanged) == (0, 1, 9_999)
-    assert store.get_device("dev-00007").name == "Gauge seven"
-    assert store.get_device("dev-00070").name == "Gauge 70"  # "Gauge 7," matched only the one row
+    assert store.devices.get("dev-00007").name == "Gauge seven"
+    assert store.devices.get("dev-00070").name == "Gauge 70"  # "Gauge 7," matched only the one row
 
 
 def test_recent_messages_keep_the_last_20(store: RegistryStore) -> None:
-    store.create_device(flood(), actor="t")
+    store.devices.create(flood(), actor="t")
     base = time.time_ns()
     first = {
         "cm-flood-1": [
@@ -304,7 +305,7 @@ def test_recent_messages_keep_the_last_20(store: RegistryStore) -> None:
             for i in range(15)
         ]
     }
-    store.record_recent_messages(first)
+    store.recent.record(first)
     second = {
         "cm-flood-1": [
             RecentMessage("city/chiangmai/flood/cm-flood-1", b"x" * 5000, False, "schema: level_m", base + 100 + i)
@@ -312,30 +313,30 @@ def test_recent_messages_keep_the_last_20(store: RegistryStore) -> None:
         ],
         "unknown-dev": [RecentMessage("city/x/air/unknown-dev", "{}", False, "unknown_device", base)],
     }
-    store.record_recent_messages(second)
-    kept = store.recent_messages("cm-flood-1")
+    store.recent.record(second)
+    kept = store.recent.of("cm-flood-1")
     assert len(kept) == 20
     assert kept[0].received_at.utcoffset() == timedelta(0)
     assert len(kept[0].payload.encode()) == 2048 and not kept[0].accepted and kept[0].reason == "schema: level_m"
-    diagnostics = store.diagnostics("cm-flood-1")
+    diagnostics = store.recent.diagnostics("cm-flood-1")
     assert diagnostics.last_reading == {"level_m": 14}
     assert diagnostics.last_seen == kept[0].received_at
-    assert len(store.recent_messages("unknown-dev")) == 1
+    assert len(store.recent.of("unknown-dev")) == 1
 
 
 def test_tokens_are_hashed_and_revocable(store: RegistryStore) -> None:
-    record, token = store.create_token("ops-laptop", "operator", actor="cli")
+    record, token = store.tokens.create("ops-laptop", "operator", actor="cli")
     assert token.startswith("nkh_") and len(token) > 40
-    authenticated = store.authenticate(token)
+    authenticated = store.tokens.authenticate(token)
     assert authenticated is not None and authenticated.role == "operator"
-    assert store.authenticate(token + "x") is None
+    assert store.tokens.authenticate(token + "x") is None
     with store.engine.connect() as conn:
         from sqlalchemy import text
 
         stored = conn.execute(text("SELECT token_hash FROM api_tokens")).scalar_one()
     assert token not in stored
     with pytest.raises(ConflictError):
-        store.create_token("ops-laptop", "viewer", actor="cli")
-    store.revoke_token("ops-laptop", actor="cli")
-    assert store.authenticate(token) is None
+        store.tokens.create("ops-laptop", "viewer", actor="cli")
+    store.tokens.revoke("ops-laptop", actor="cli")
+    assert store.tokens.authenticate(token) is None
     assert record.name == "ops-laptop"
