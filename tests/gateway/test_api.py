@@ -256,6 +256,18 @@ def test_profiles_overrides_maintenance_diagnostics(api: Api) -> None:
     assert api.call("GET", "/devices/nope/diagnostics").status_code == 404
 
 
+def test_a_profile_is_the_settings_of_a_loaded_mapping_profile(api: Api) -> None:
+    unknown = api.call("POST", "/profiles", "engineer", json={"name": "no-such-mapping", "feed": "air"})
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "name"
+    other_feed = api.call("POST", "/profiles", "engineer", json={"name": "air-generic-lora", "feed": "flood"})
+    assert other_feed.status_code == 422 and other_feed.json()["errors"][0]["field"] == "feed"
+    mapping = api.call("POST", "/profiles", json={"name": "air-generic-lora", "feed": "air", "field_mapping": "x"})
+    assert mapping.status_code == 422  # gone: the mapping is the profile's name
+    created = api.call("POST", "/profiles", "engineer", json={"name": "air-generic-lora", "feed": "air"})
+    assert created.status_code == 201 and "field_mapping" not in created.json()
+    assert [p["name"] for p in api.call("GET", "/profiles", "viewer").json()] == ["air-generic-lora"]
+
+
 def test_audit_log_records_actor_and_filters(api: Api) -> None:
     api.call("POST", "/devices", "engineer", json=DEVICE)
     api.call("PATCH", "/devices/cm-flood-1", "engineer", json={"name": "renamed"})
