@@ -70,7 +70,7 @@ class DeviceInfo:
     calibration: dict[str, dict[str, float]] = field(default_factory=dict)
     heartbeat_s: int | None = None
     maintenance_until_ns: int | None = None
-    #: the field mapping (YAML profile) the collector applies: the registry profile's `field_mapping`, when set
+    #: the field mapping (YAML profile) the collector applies: the device's profile, which is named after it
     mapping: str | None = None
 
 

@@ -194,7 +194,7 @@ def show_device(
 ) -> None:
     """Show one device."""
     try:
-        device = _registry(ctx).get_device(device_id)
+        device = _registry(ctx).devices.get(device_id)
     except GatewayError as exc:
         _fail(exc)
     if as_json:
@@ -215,7 +215,7 @@ def list_devices(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """List devices (filters and paging)."""
-    page = _registry(ctx).list_devices(
+    page = _registry(ctx).devices.find(
         city=city, district=district, feed=feed, status=status, limit=limit, offset=offset
     )
     if as_json:
@@ -279,7 +279,7 @@ def maintenance(
         except ValidationError as exc:
             _fail(_problems(exc))
     try:
-        device = _registry(ctx).set_maintenance(device_id, end_at, actor=_actor())
+        device = _registry(ctx).devices.set_maintenance(device_id, end_at, actor=_actor())
     except GatewayError as exc:
         _fail(exc)
     if device.maintenance_until and device.in_maintenance:
@@ -299,7 +299,7 @@ def city_name(
 ) -> None:
     """Name a city for the messages people read (alerts show "แหลมฉบัง", not the slug laem-chabang)."""
     try:
-        _registry(ctx).set_city_name(city, th, en, actor=_actor())
+        _registry(ctx).cities.set(city, th, en, actor=_actor())
     except GatewayError as exc:
         _fail(exc)
     typer.echo(f"{city}: {th or '-'} / {en or '-'}")
@@ -356,7 +356,7 @@ def create_token(
     expires = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days is not None else None
     try:
         spec = TokenSpec.model_validate({"name": name, "role": role, "expires_at": expires, "cities": city or None})
-        _record, token = _registry(ctx).create_token(
+        _record, token = _registry(ctx).tokens.create(
             spec.name, spec.role, actor=_actor(), expires_at=spec.expires_at, cities=spec.cities
         )
     except ValidationError as exc:
@@ -371,7 +371,7 @@ def create_token(
 def list_tokens(ctx: typer.Context) -> None:
     """List API tokens (names and roles; never the tokens)."""
     now = datetime.now(UTC)
-    for token in _registry(ctx).list_tokens():
+    for token in _registry(ctx).tokens.all():
         state = f"revoked {token.revoked_at.isoformat()}" if token.revoked_at else "active"
         if token.revoked_at is None and token.expires_at is not None:
             state = f"expired {token.expires_at.isoformat()}" if token.expires_at <= now else state
@@ -384,7 +384,7 @@ def list_tokens(ctx: typer.Context) -> None:
 def revoke_token(ctx: typer.Context, name: str) -> None:
     """Revoke an API token at once."""
     try:
-        _registry(ctx).revoke_token(name, actor=_actor())
+        _registry(ctx).tokens.revoke(name, actor=_actor())
     except GatewayError as exc:
         _fail(exc)
     typer.echo(f"token {name!r} revoked / เพิกถอนโทเค็นแล้ว")

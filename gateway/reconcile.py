@@ -48,7 +48,7 @@ async def reconcile(
     store: RegistryStore, broker: Provisioner, *, fix: bool, actor: str
 ) -> ReconcileReport:
     accounts = await broker.device_accounts()
-    rows = await asyncio.to_thread(store.broker_view)
+    rows = await asyncio.to_thread(store.devices.broker_view)
     report = ReconcileReport()
     owned: set[str] = set()
 
@@ -58,7 +58,7 @@ async def reconcile(
             await repair  # type: ignore[misc]
             fixed = True
             await asyncio.to_thread(
-                store.record_audit, actor=actor, action=f"broker.reconcile.{kind}", entity_type="device",
+                store.audit.record, actor=actor, action=f"broker.reconcile.{kind}", entity_type="device",
                 entity_id=device_id, after={"detail": detail},
             )
         elif repair is not None and hasattr(repair, "close"):
@@ -72,7 +72,7 @@ async def reconcile(
         account: DeviceAccount | None = accounts.get(username)
         if account is None:
             await note(device_id, "missing_on_broker", f"no broker account {username!r}",
-                       asyncio.to_thread(store.clear_credentials, device_id, actor=actor))
+                       asyncio.to_thread(store.devices.clear_credentials, device_id, actor=actor))
             continue
         if username != device_account(device_id):
             await note(device_id, "legacy_username",
@@ -96,7 +96,7 @@ async def reconcile(
                        f"broker account {username!r} is owned by no active device with credentials",
                        broker.revoke_device_client(account.device_id, username=username, keep_role=shared))
     await asyncio.to_thread(
-        store.record_audit, actor=actor, action="broker.reconcile", entity_type="broker", entity_id="devices",
+        store.audit.record, actor=actor, action="broker.reconcile", entity_type="broker", entity_id="devices",
         after={"differences": len(report.differences), "unfixed": len(report.unfixed), "fix": fix},
     )
     return report

@@ -81,8 +81,8 @@ class DeviceService:
         """Register the device; with a broker configured, also issue its MQTT account (password returned once)."""
         self._check_not_reserved(spec.device_id)
         if self.provisioner is None:
-            return await asyncio.to_thread(self.store.create_device, spec, actor=actor), None
-        if await asyncio.to_thread(self.store.device_exists, spec.device_id):
+            return await asyncio.to_thread(self.store.devices.create, spec, actor=actor), None
+        if await asyncio.to_thread(self.store.devices.exists, spec.device_id):
             raise ConflictError(
                 f"device {spec.device_id!r} is already registered",
                 message_th="อุปกรณ์นี้ลงทะเบียนไว้แล้ว",
@@ -99,7 +99,7 @@ class DeviceService:
             raise
         try:
             device = await asyncio.to_thread(
-                self.store.create_device,
+                self.store.devices.create,
                 spec,
                 actor=actor,
                 mqtt_username=username,
@@ -115,7 +115,7 @@ class DeviceService:
         """A new password at once (the old one stops working, live sessions are dropped); also the first issue
         for devices registered without one (e.g. by CSV import)."""
         broker = self._broker("issue MQTT credentials")
-        device = await asyncio.to_thread(self.store.get_device, device_id)
+        device = await asyncio.to_thread(self.store.devices.get, device_id)
         if device.status == "retired":
             raise ConflictError(
                 f"device {device_id!r} is retired: it gets no credentials",
@@ -148,7 +148,7 @@ class DeviceService:
                 with contextlib.suppress(DynsecCommandError):
                     await broker.revoke_device_client(device_id, username=owned, keep_role=True)
         await asyncio.to_thread(
-            self.store.set_credentials,
+            self.store.devices.set_credentials,
             device_id,
             mqtt_username=username,
             mqtt_password_hash=password_hash,
@@ -157,7 +157,7 @@ class DeviceService:
         return IssuedCredentials(username, password, device.topic, username)
 
     async def update_device(self, device_id: str, patch: DevicePatch, *, actor: str) -> DeviceOut:
-        before, after = await asyncio.to_thread(self.store.update_device, device_id, patch, actor=actor)
+        before, after = await asyncio.to_thread(self.store.devices.update, device_id, patch, actor=actor)
         if after.has_mqtt_credentials and before.topic != after.topic:
             try:
                 broker = self._broker("move the device's MQTT permission to its new topic")
@@ -165,18 +165,18 @@ class DeviceService:
             except (ProvisioningError, BrokerNotConfiguredError):
                 # Put the registry back so that it keeps describing what the broker enforces.
                 undo = DevicePatch.model_validate({"city": before.city, "feed": before.feed})
-                await asyncio.to_thread(self.store.update_device, device_id, undo, actor=f"{actor} (undo)")
+                await asyncio.to_thread(self.store.devices.update, device_id, undo, actor=f"{actor} (undo)")
                 raise
         return after
 
     async def retire_device(self, device_id: str, *, actor: str) -> DeviceOut:
-        device = await asyncio.to_thread(self.store.get_device, device_id)
+        device = await asyncio.to_thread(self.store.devices.get, device_id)
         if device.status == "retired":
             return device
         if device.mqtt_username is not None:
             broker = self._broker(f"revoke the MQTT account of {device_id!r} (it would keep working)")
             await broker.revoke_device_client(device_id, username=device.mqtt_username)
-        return await asyncio.to_thread(self.store.retire_device, device_id, actor=actor)
+        return await asyncio.to_thread(self.store.devices.retire, device_id, actor=actor)
 
     async def import_csv(
         self,
@@ -190,7 +190,7 @@ class DeviceService:
         """`cities`: a city-scoped caller may neither add devices to other cities nor change their devices."""
         parsed = await asyncio.to_thread(parse_device_csv, text)
         current = (
-            await asyncio.to_thread(self.store.device_cities, [r.spec.device_id for r in parsed.rows])
+            await asyncio.to_thread(self.store.devices.cities_of, [r.spec.device_id for r in parsed.rows])
             if cities is not None
             else {}
         )
@@ -210,7 +210,7 @@ class DeviceService:
             else:
                 kept.append(row)
         parsed.rows = kept
-        report = await asyncio.to_thread(self.store.import_devices, parsed, actor=actor, atomic=atomic, dry_run=dry_run)
+        report = await asyncio.to_thread(self.store.imports.apply, parsed, actor=actor, atomic=atomic, dry_run=dry_run)
         if report.topic_changes:
             broker = self._broker("move provisioned devices' MQTT permissions to their new topics")
             for device_id, old_topic, new_topic in report.topic_changes:
@@ -220,7 +220,7 @@ class DeviceService:
                     # Per row: this device goes back to where the broker still lets it publish; the others moved.
                     _prefix, city, feed, _id = old_topic.split("/", 3)
                     undo = DevicePatch.model_validate({"city": city, "feed": feed})
-                    await asyncio.to_thread(self.store.update_device, device_id, undo, actor=f"{actor} (undo)")
+                    await asyncio.to_thread(self.store.devices.update, device_id, undo, actor=f"{actor} (undo)")
                     report.broker_errors.append(
                         {"device_id": device_id, "error": exc.code, "message": exc.message, "kept_topic": old_topic}
                     )
@@ -233,7 +233,7 @@ class DeviceService:
             username, password, client_id=client_id
         )
         await asyncio.to_thread(
-            self.store.record_audit,
+            self.store.audit.record,
             actor=actor,
             action="broker.collector_account",
             entity_type="broker_client",

@@ -301,7 +301,7 @@ def name_city(settings: Settings, slug: str, name_th: str, name_en: str) -> None
 
     store = open_registry(settings)
     try:
-        store.set_city_name(slug, name_th, name_en, actor="demo")
+        store.cities.set(slug, name_th, name_en, actor="demo")
     finally:
         store.close()
 
@@ -313,7 +313,7 @@ async def _wait(event: asyncio.Event, timeout: float) -> None:
 
 def _session_token(running: Running) -> str:
     name = f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}-{threading.get_ident() % 10000}"
-    _record, token = running.registry.create_token(name, "admin", actor="demo")
+    _record, token = running.registry.tokens.create(name, "admin", actor="demo")
     return token
 
 

@@ -58,7 +58,7 @@ def active_devices_provider(registry: RegistryStore, directory: Any) -> Callable
     """Active devices for the heartbeat checks: from the directory's memory when it can list them."""
     all_devices = getattr(directory, "all", None)
     # A directory that cannot list (e.g. a custom one): ask the registry (one query per engine tick).
-    listing: Callable[[], Iterable[DeviceInfo]] = all_devices if callable(all_devices) else registry.device_infos
+    listing: Callable[[], Iterable[DeviceInfo]] = all_devices if callable(all_devices) else registry.view.device_infos
 
     def devices() -> list[DeviceInfo]:
         return [d for d in listing() if d.status == "active"]
@@ -147,7 +147,7 @@ async def build_rules_runtime(
             notifiers=extras.notifiers,
         )
     )  # fmt: skip
-    service.engine.renderer.city_names = extras.city_names or CityNamesCache(registry.city_names)
+    service.engine.renderer.city_names = extras.city_names or CityNamesCache(registry.cities.all)
     by_id = getattr(directory, "by_id", None)
     if callable(by_id):
         service.pipeline.device_lookup = by_id  # current maintenance windows, not the ones of the last reading
@@ -163,7 +163,7 @@ async def build_rules_runtime(
         config.routing_file or "log only (shipped default)",
     )
     return runtime_cls(
-        RulesEngineHandle(service), config.queue_size, service.router(require_role, audit=registry.record_audit)
+        RulesEngineHandle(service), config.queue_size, service.router(require_role, audit=registry.audit.record)
     )
 
 
@@ -185,7 +185,7 @@ def build_alerts_api(settings: Any) -> tuple[Any, Callable[[], None]]:
         store.close()
         registry.close()
 
-    return build_router(store, require_role, ack_links=signer, audit=registry.record_audit), close
+    return build_router(store, require_role, ack_links=signer, audit=registry.audit.record), close
 
 
 __all__ = [

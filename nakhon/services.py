@@ -14,6 +14,7 @@ from typing import Any
 from collectors.diagnostics import RecentMessage
 from collectors.directory import DeviceDirectory
 from collectors.health import MetricsServer
+from collectors.mapping.profiles import Profile
 from collectors.model import DeviceInfo, Point, Reading
 from collectors.service import CollectorService
 from collectors.sinks.base import Sink
@@ -28,30 +29,40 @@ log = logging.getLogger(__name__)
 
 def open_registry(settings: Settings) -> RegistryStore:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = RegistryStore(settings.registry.url)
+    profiles = load_mapping_profiles(settings)
+    store = RegistryStore(settings.registry.url, mapping_profiles={p.name: p.feed for p in profiles.values()})
     store.migrate()
-    sync_profiles(settings, store)
+    sync_profiles(store, profiles)
     return store
 
 
-def sync_profiles(settings: Settings, store: RegistryStore) -> list[str]:
-    """Give every loaded YAML profile (shipped and `[domain] profiles_dir`) its registry row when missing."""
+def load_mapping_profiles(settings: Settings) -> dict[str, Profile]:
+    """The shipped mapping profiles and those of `[domain] profiles_dir`; a bad file is a `ConfigError`."""
     from collectors.mapping.profiles import ProfileError, all_profiles
+    from nakhon.config import ConfigError
+
+    try:
+        return all_profiles(settings.domain.profiles_dir)
+    except ProfileError as exc:
+        raise ConfigError(f"domain.profiles_dir: {exc}") from None
+
+
+def sync_profiles(store: RegistryStore, profiles: dict[str, Profile]) -> list[str]:
+    """Give every loaded mapping profile its registry row (its settings, under its name) when missing."""
     from gateway.errors import ConflictError
     from gateway.registry.schemas import ProfileSpec
     from nakhon.config import ConfigError
 
+    specs = [
+        ProfileSpec(
+            name=p.name, feed=p.feed, description=p.description[:200], expected_fields=p.expected_fields,
+            default_thresholds=p.default_thresholds, heartbeat_s=p.heartbeat_s,
+        )
+        for p in profiles.values()
+    ]
     try:
-        profiles = all_profiles(settings.domain.profiles_dir)
-        specs = [
-            ProfileSpec(
-                name=p.name, feed=p.feed, description=p.description[:200], expected_fields=p.expected_fields,
-                field_mapping=p.name, default_thresholds=p.default_thresholds, heartbeat_s=p.heartbeat_s,
-            )
-            for p in profiles.values()
-        ]
-        return store.ensure_profiles(specs, actor="profiles")
-    except (ProfileError, ConflictError) as exc:
+        return store.profiles.ensure(specs, actor="profiles")
+    except ConflictError as exc:
         raise ConfigError(f"domain.profiles_dir: {exc}") from None
 
 
@@ -123,7 +134,7 @@ def import_devices_csv(settings: Settings, csv_text: str) -> str:
 
 def diagnostics_to_registry(store: RegistryStore) -> Callable[[dict[str, list[RecentMessage]]], None]:
     def flush(new: dict[str, list[RecentMessage]]) -> None:
-        store.record_recent_messages(
+        store.recent.record(
             {
                 device_id: [
                     RegistryRecentMessage(m.topic, m.payload, m.accepted, m.reason, m.received_ns) for m in messages

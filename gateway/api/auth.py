@@ -175,7 +175,7 @@ def require_role(*roles: str) -> Callable[..., Principal]:
             limiter.record_failure(address)
             raise NotAuthenticatedError("missing bearer token: send `Authorization: Bearer <API token>`")
         store: RegistryStore = request.app.state.registry
-        token = store.authenticate(credentials.credentials)
+        token = store.tokens.authenticate(credentials.credentials)
         if token is None:
             AUTH_FAILURES.labels("invalid").inc()
             limiter.record_failure(address)

@@ -1,7 +1,10 @@
-"""The device registry: SQLAlchemy models, the store, CSV import and the collectors' in-memory directory."""
+"""The device registry: SQLAlchemy models, one small store per aggregate (devices, CSV import, profiles,
+overrides, tokens, audit, city names, recent messages, the collectors' view) built together by `RegistryStore`,
+and the collectors' in-memory directory."""
 
 from gateway.registry.csv_import import ParsedCsv, parse_device_csv
 from gateway.registry.directory import RegistryDirectory
-from gateway.registry.store import RecentMessage, RegistryStore
+from gateway.registry.recent import RecentMessage
+from gateway.registry.store import RegistryStore
 
 __all__ = ["ParsedCsv", "RecentMessage", "RegistryDirectory", "RegistryStore", "parse_device_csv"]

@@ -33,7 +33,7 @@ class RegistryDirectory:
         self.loaded_at: float | None = None
         self._last_miss_wake = 0.0
         self.refresh()
-        store.add_change_listener(self.invalidate)
+        store.db.add_change_listener(self.invalidate)
         if start:
             self.start()
 
@@ -71,10 +71,10 @@ class RegistryDirectory:
     def refresh(self, *, force: bool = True) -> bool:
         """Reload from the store (if `force` or the fingerprint changed). Returns whether it reloaded."""
         with self._reload_lock:
-            marker = self.store.change_marker()
+            marker = self.store.view.change_marker()
             if not force and marker == self._marker:
                 return False
-            infos = self.store.device_infos()
+            infos = self.store.view.device_infos()
             by_id = {info.device_id: info for info in infos}
             by_eui = {info.dev_eui.lower(): info for info in infos if info.dev_eui}
             # Swap whole dicts: readers on other threads see the old or the new map, never a half-built one.
@@ -94,7 +94,7 @@ class RegistryDirectory:
         self._thread.start()
 
     def stop(self) -> None:
-        self.store.remove_change_listener(self.invalidate)
+        self.store.db.remove_change_listener(self.invalidate)
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:

@@ -15,7 +15,8 @@ TEXT_LENGTH = 200
 
 
 class DeviceProfile(Base):
-    """A kind of device: which feed it reports, which canonical fields, how to map vendor names, defaults."""
+    """The registry's settings for the mapping profile of the same name (see `gateway.registry.profiles`): the
+    fields such a device is expected to send, default thresholds, heartbeat. The mapping itself is the YAML's."""
 
     __tablename__ = "device_profiles"
 
@@ -23,7 +24,6 @@ class DeviceProfile(Base):
     feed: Mapped[str] = mapped_column(String(16))
     description: Mapped[str] = mapped_column(String(TEXT_LENGTH), default="")
     expected_fields: Mapped[list[str]] = mapped_column(default=list)
-    field_mapping: Mapped[str | None] = mapped_column(String(ID_LENGTH), default=None)
     default_thresholds: Mapped[dict[str, Any]] = mapped_column(default=dict)
     heartbeat_s: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -210,7 +210,6 @@ class ProfileSpec(StrictInput):
     feed: Feed
     description: PlainText = ""
     expected_fields: ExpectedFields = Field(default_factory=list)
-    field_mapping: Identifier | None = None
     default_thresholds: Thresholds = Field(default_factory=dict)
     heartbeat_s: HeartbeatSeconds | None = None
 
@@ -226,7 +225,6 @@ class ProfileSpec(StrictInput):
 class ProfilePatch(StrictInput):
     description: PlainText | None = None
     expected_fields: ExpectedFields | None = None
-    field_mapping: Identifier | None = None
     default_thresholds: Thresholds | None = None
     heartbeat_s: HeartbeatSeconds | None = None
 
@@ -297,7 +295,6 @@ class ProfileOut(Output):
     feed: str
     description: str
     expected_fields: list[str]
-    field_mapping: str | None
     default_thresholds: dict[str, Any]
     heartbeat_s: int | None
     created_at: datetime

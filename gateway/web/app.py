@@ -317,7 +317,7 @@ def build_console_router(console: Console) -> APIRouter:
                 console.alerts.list_alerts, states=("pending", "firing"), device_id=device.device_id, limit=50
             )
         audit = await asyncio.to_thread(
-            console.registry.list_audit, entity_type="device", entity_id=device.device_id, limit=20
+            console.registry.audit.find, entity_type="device", entity_id=device.device_id, limit=20
         )
         return {"device": device, "row": row, "messages": messages, "quarantine": quarantine, "alerts": alerts,
                 "audit": audit.items}
@@ -362,7 +362,7 @@ def build_console_router(console: Console) -> APIRouter:
                 if not 0 < hours <= 24 * 30:
                     raise Refused(422, "bad_form")
                 until = utcnow() + timedelta(hours=hours)
-            await asyncio.to_thread(console.registry.set_maintenance, device_id, until, actor=who.actor)
+            await asyncio.to_thread(console.registry.devices.set_maintenance, device_id, until, actor=who.actor)
         except Refused as exc:
             return refused(request, exc)
         return RedirectResponse(f"{PREFIX}/devices/{quote(device_id)}?done=1", status_code=303)

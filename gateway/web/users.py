@@ -147,7 +147,7 @@ class UserStore:
                 session.add(user)
         except IntegrityError as exc:
             raise ConflictError(f"a user named {username!r} already exists", message_th="มีผู้ใช้ชื่อนี้แล้ว") from exc
-        self.registry.record_audit(
+        self.registry.audit.record(
             actor=actor, action="user.create", entity_type="user", entity_id=username,
             after={"username": username, "role": role, "cities": city_list, "lang": lang},
         )
@@ -166,7 +166,7 @@ class UserStore:
             # every change to an account ends its sessions: a disabled or re-keyed person is logged out now
             session.execute(delete(StaffSession).where(StaffSession.username == username))
             out = _out(user)
-        self.registry.record_audit(actor=actor, action=action, entity_type="user", entity_id=username)
+        self.registry.audit.record(actor=actor, action=action, entity_type="user", entity_id=username)
         return out
 
     def disable(self, username: str, *, actor: str) -> UserOut:

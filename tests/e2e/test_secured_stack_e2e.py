@@ -42,7 +42,7 @@ def test_registered_device_publishes_with_its_own_credentials_and_lands(
         )
         registry = RegistryStore(f"sqlite:///{tmp_path / 'data' / 'registry.db'}")
         registry.migrate()
-        _record, token = registry.create_token("e2e-engineer", "engineer", actor="test")
+        _record, token = registry.tokens.create("e2e-engineer", "engineer", actor="test")
         registry.close()
 
         service = CollectorProcess(config, metrics_port, tmp_path / "nakhon.log", component="all")

@@ -8,6 +8,7 @@ import pytest
 from gateway.broker import FakeProvisioner
 from gateway.registry import RegistryStore
 from tests.gateway.brokerkit import broker, gateway  # noqa: F401 - fixtures on a real dynsec Mosquitto
+from tests.gateway.loaded_profiles import MAPPING_PROFILES
 from tests.gateway.pg import fresh_database, postgres_server
 
 
@@ -21,14 +22,14 @@ def postgres_url() -> Iterator[str]:
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RegistryStore]:
     """A migrated, empty registry on SQLite and on PostgreSQL."""
     if request.param == "sqlite":
-        registry = RegistryStore.for_data_dir(tmp_path)
+        registry = RegistryStore.for_data_dir(tmp_path, mapping_profiles=MAPPING_PROFILES)
         registry.migrate()
         yield registry
         registry.close()
         return
     server = request.getfixturevalue("postgres_url")
     with fresh_database(server) as url:
-        registry = RegistryStore(url)
+        registry = RegistryStore(url, mapping_profiles=MAPPING_PROFILES)
         registry.migrate()
         yield registry
         registry.close()
@@ -36,7 +37,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RegistrySt
 
 @pytest.fixture
 def sqlite_store(tmp_path: Path) -> Iterator[RegistryStore]:
-    registry = RegistryStore.for_data_dir(tmp_path)
+    registry = RegistryStore.for_data_dir(tmp_path, mapping_profiles=MAPPING_PROFILES)
     registry.migrate()
     yield registry
     registry.close()

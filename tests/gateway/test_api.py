@@ -46,7 +46,7 @@ class Api:
 @pytest.fixture
 def api(sqlite_store: RegistryStore, fake_provisioner: FakeProvisioner) -> Iterator[Api]:
     tokens = {
-        role: sqlite_store.create_token(f"{role}-token", role, actor="test")[1]
+        role: sqlite_store.tokens.create(f"{role}-token", role, actor="test")[1]
         for role in ("admin", "engineer", "operator", "viewer")
     }
     extra = APIRouter(prefix="/api/v1/alerts")
@@ -239,7 +239,7 @@ def test_profiles_overrides_maintenance_diagnostics(api: Api) -> None:
     off = api.call("POST", "/devices/air-1/maintenance", json={"until": None})
     assert not off.json()["in_maintenance"]
 
-    api.store.record_recent_messages(
+    api.store.recent.record(
         {
             "air-1": [
                 RecentMessage("city/chiangmai/air/air-1", b'{"pm25_ugm3": 41.0}', True),
@@ -254,6 +254,18 @@ def test_profiles_overrides_maintenance_diagnostics(api: Api) -> None:
     assert len(diagnostics["recent_messages"]) == 2
     assert diagnostics["recent_messages"][0]["reason"] == "schema: pm25_ugm3 not a number"
     assert api.call("GET", "/devices/nope/diagnostics").status_code == 404
+
+
+def test_a_profile_is_the_settings_of_a_loaded_mapping_profile(api: Api) -> None:
+    unknown = api.call("POST", "/profiles", "engineer", json={"name": "no-such-mapping", "feed": "air"})
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "name"
+    other_feed = api.call("POST", "/profiles", "engineer", json={"name": "air-generic-lora", "feed": "flood"})
+    assert other_feed.status_code == 422 and other_feed.json()["errors"][0]["field"] == "feed"
+    mapping = api.call("POST", "/profiles", json={"name": "air-generic-lora", "feed": "air", "field_mapping": "x"})
+    assert mapping.status_code == 422  # gone: the mapping is the profile's name
+    created = api.call("POST", "/profiles", "engineer", json={"name": "air-generic-lora", "feed": "air"})
+    assert created.status_code == 201 and "field_mapping" not in created.json()
+    assert [p["name"] for p in api.call("GET", "/profiles", "viewer").json()] == ["air-generic-lora"]
 
 
 def test_audit_log_records_actor_and_filters(api: Api) -> None:
@@ -284,5 +296,5 @@ def test_import_moving_devices_while_the_broker_refuses_reports_per_row_and_keep
     [row] = response.json()["broker_errors"]
     assert row["device_id"] == "cm-flood-1" and row["kept_topic"] == "city/chiangmai/flood/cm-flood-1"
     # the registry still says where the broker lets the device publish
-    assert api.store.get_device("cm-flood-1").city == "chiangmai"
+    assert api.store.devices.get("cm-flood-1").city == "chiangmai"
     assert api.broker.clients["device.cm-flood-1"]["topic"] == "city/chiangmai/flood/cm-flood-1"

@@ -25,15 +25,16 @@ from gateway.registry import RegistryStore
 from gateway.registry.schemas import DeviceSpec, ProfileSpec
 from rules.api import build_router
 from rules.store import AlertStore
+from tests.gateway.loaded_profiles import MAPPING_PROFILES
 
 _DATA_DIR = tempfile.mkdtemp(prefix="nakhon-fuzz-")
-_STORE = RegistryStore.for_data_dir(_DATA_DIR)
+_STORE = RegistryStore.for_data_dir(_DATA_DIR, mapping_profiles=MAPPING_PROFILES)
 _STORE.migrate()
-_TOKEN = _STORE.create_token("fuzz-admin", "admin", actor="test")[1]
+_TOKEN = _STORE.tokens.create("fuzz-admin", "admin", actor="test")[1]
 AUTH = {"Authorization": f"Bearer {_TOKEN}"}
 # Something to find, so that paths with ids sometimes reach the code behind them.
-_STORE.create_profile(ProfileSpec(name="p1", feed="air"), actor="test")
-_STORE.create_device(DeviceSpec(device_id="d1", feed="air", city="bangkok", district="Bang Rak"), actor="test")
+_STORE.profiles.create(ProfileSpec(name="p1", feed="air"), actor="test")
+_STORE.devices.create(DeviceSpec(device_id="d1", feed="air", city="bangkok", district="Bang Rak"), actor="test")
 
 _ALERTS = AlertStore(_STORE.url)
 _APP = create_app(_STORE, FakeProvisioner(), extra_routers=[build_router(_ALERTS, require_role)])

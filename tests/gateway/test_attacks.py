@@ -129,7 +129,7 @@ def test_registering_a_device_named_like_a_service_account_is_refused(
     csv = f"device_id,feed,city,district,lat,lon,name\n{name},air,c,d,,,x\n"
     report = run(gateway.port, lambda s, _p: s.import_csv(csv, actor="test", atomic=False), gateway.store)
     assert report.created == 0 and report.errors and report.errors[0]["field"] == "device_id"
-    assert not gateway.store.device_exists(name)
+    assert not gateway.store.devices.exists(name)
 
 
 def test_registering_a_device_named_like_a_configured_service_account_is_refused(gateway: Gateway) -> None:
@@ -147,8 +147,8 @@ def test_registering_a_device_named_like_a_configured_service_account_is_refused
 def _legacy_device(store: Any, device_id: str) -> None:
     """A registry row as an older gateway could have left it: named like a service account, adopted."""
     spec = DeviceSpec(device_id="placeholder", feed="air", city="c", district="d")  # type: ignore[arg-type]
-    store.create_device(spec, actor="test", mqtt_username="placeholder", mqtt_password_hash="x")
-    with store._transaction() as session:
+    store.devices.create(spec, actor="test", mqtt_username="placeholder", mqtt_password_hash="x")
+    with store.db.transaction() as session:
         row = session.get(Device, "placeholder")
         row.device_id = device_id
         row.mqtt_username = device_id
@@ -196,14 +196,14 @@ def test_a_broker_client_the_registry_did_not_issue_is_never_adopted(gateway: Ga
     spec = DeviceSpec(device_id="squatter", feed="air", city="c", district="d")  # type: ignore[arg-type]
     with pytest.raises(ConflictError):
         run(gateway.port, lambda s, _p: s.create_device(spec, actor="test"), gateway.store)
-    assert not gateway.store.device_exists("squatter")
-    gateway.store.create_device(spec, actor="test")  # registered without credentials (as a CSV import does)
+    assert not gateway.store.devices.exists("squatter")
+    gateway.store.devices.create(spec, actor="test")  # registered without credentials (as a CSV import does)
     with pytest.raises(ConflictError) as refused:
         run(gateway.port, lambda s, _p: s.rotate_credentials("squatter", actor="test"), gateway.store)
     assert refused.value.status_code == 409
     # the hand-made account is untouched: its password still works, and the registry issued nothing
     assert connect_code(gateway.port, "device.squatter", "squatter-pass", "anything", clean_start=True) == 0
-    assert gateway.store.get_device("squatter").has_mqtt_credentials is False
+    assert gateway.store.devices.get("squatter").has_mqtt_credentials is False
 
 
 def test_collectors_account_named_like_a_device_account_or_the_admin_is_refused(gateway: Gateway) -> None:

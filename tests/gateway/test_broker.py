@@ -74,7 +74,7 @@ def test_revoked_device_cannot_connect_and_is_disconnected(gateway: Gateway) -> 
     with pytest.raises(ConnectRefusedError) as refused:
         connect_device(gateway.port, credentials)
     assert refused.value.reason_code == NOT_AUTHORIZED
-    assert gateway.store.get_device("to-retire").status == "retired"
+    assert gateway.store.devices.get("to-retire").status == "retired"
 
 
 def test_rotation_old_password_fails_new_one_works(gateway: Gateway) -> None:

@@ -66,8 +66,8 @@ def test_add_show_list_rotate_retire(run: Any) -> None:
     assert rotated.exit_code == 0 and password not in rotated.output
     retired = run("devices", "retire", "cm-flood-1")
     assert retired.exit_code == 0 and "device.cm-flood-1" not in run.broker.clients
-    assert run.store.get_device("cm-flood-1").status == "retired"
-    actors = {e.actor for e in run.store.list_audit().items}
+    assert run.store.devices.get("cm-flood-1").status == "retired"
+    actors = {e.actor for e in run.store.audit.find().items}
     assert all(a.startswith("cli") for a in actors)
 
 
@@ -94,12 +94,12 @@ def test_import_keeps_good_rows_and_reports_bad_ones(run: Any, tmp_path: Path) -
         encoding="utf-8",
     )
     dry = run("devices", "import", str(csv_file), "--dry-run")
-    assert "would import: 1 created" in dry.output and not run.store.device_exists("ok-1")
+    assert "would import: 1 created" in dry.output and not run.store.devices.exists("ok-1")
     result = run("devices", "import", str(csv_file))
     assert result.exit_code == 1
     assert "1 created" in result.output and "2 row(s) rejected" in result.output
     assert "line 3, field 'device_id'" in result.output and "line 4, field 'lon'" in result.output
-    assert run.store.device_exists("ok-1")
+    assert run.store.devices.exists("ok-1")
 
 
 def test_maintenance(run: Any) -> None:
@@ -107,17 +107,17 @@ def test_maintenance(run: Any) -> None:
     on = run("devices", "maintenance", "m-1", "--hours", "2")
     assert on.exit_code == 0 and "in maintenance until" in on.output
     # times shown to people are Asia/Bangkok (the echo said "(UTC)" with a UTC time)
-    until = run.store.get_device("m-1").maintenance_until
+    until = run.store.devices.get("m-1").maintenance_until
     until = until if until.tzinfo else until.replace(tzinfo=UTC)
     assert f"until {until.astimezone(ZoneInfo('Asia/Bangkok')):%Y-%m-%d %H:%M} (Asia/Bangkok)" in on.output
     assert "UTC" not in on.output
-    assert run.store.get_device("m-1").in_maintenance
+    assert run.store.devices.get("m-1").in_maintenance
     naive = run("devices", "maintenance", "m-1", "--until", "2030-01-01T00:00:00")
     assert naive.exit_code == 2 and "until" in naive.output
     aware = run("devices", "maintenance", "m-1", "--until", "2030-01-01T07:00:00+07:00")
     assert aware.exit_code == 0 and "until 2030-01-01 07:00 (Asia/Bangkok)" in aware.output
     off = run("devices", "maintenance", "m-1", "--end")
-    assert off.exit_code == 0 and not run.store.get_device("m-1").in_maintenance
+    assert off.exit_code == 0 and not run.store.devices.get("m-1").in_maintenance
     assert run("devices", "maintenance", "m-1").exit_code == 2
 
 
@@ -125,13 +125,13 @@ def test_tokens_create_list_revoke(run: Any) -> None:
     created = run("tokens", "create", "--role", "engineer", "--name", "field-team")
     assert created.exit_code == 0, created.output
     token = created.stdout.strip().splitlines()[0]
-    assert token.startswith("nkh_") and run.store.authenticate(token).role == "engineer"
+    assert token.startswith("nkh_") and run.store.tokens.authenticate(token).role == "engineer"
     listed = run("tokens", "list")
     assert "field-team\tengineer" in listed.output and token not in listed.output
     assert run("tokens", "create", "--role", "root", "--name", "x").exit_code == 2
     assert run("tokens", "create", "--role", "viewer", "--name", "field-team").exit_code == 1
     assert run("tokens", "revoke", "field-team").exit_code == 0
-    assert run.store.authenticate(token) is None
+    assert run.store.tokens.authenticate(token) is None
     assert run("tokens", "revoke", "nobody").exit_code == 1
 
 
@@ -139,19 +139,19 @@ def test_tokens_create_with_expiry_and_cities(run: Any) -> None:
     created = run("tokens", "create", "--role", "operator", "--name", "cm-ops", "--city", "chiangmai",
                   "--city", "lamphun", "--expires-in-days", "30")
     assert created.exit_code == 0, created.output
-    token = run.store.authenticate(created.stdout.strip().splitlines()[0])
+    token = run.store.tokens.authenticate(created.stdout.strip().splitlines()[0])
     assert token.cities == ["chiangmai", "lamphun"] and token.expires_at is not None
     listed = run("tokens", "list").output
     assert "chiangmai,lamphun" in listed and "cm-ops" in listed
     assert run("tokens", "create", "--role", "viewer", "--name", "bad", "--city", "no/slash").exit_code == 2
     gone = run("tokens", "create", "--role", "viewer", "--name", "gone", "--expires-in-days", "-1")
-    assert run.store.authenticate(gone.stdout.strip().splitlines()[0]) is None  # already expired
+    assert run.store.tokens.authenticate(gone.stdout.strip().splitlines()[0]) is None  # already expired
 
 
 def test_city_name_is_kept_in_the_registry_and_audited(run: Any) -> None:
     out = run("devices", "city-name", "laem-chabang", "--th", "แหลมฉบัง", "--en", "Laem Chabang")
     assert out.exit_code == 0, out.output
-    assert run.store.city_names() == {"laem-chabang": ("แหลมฉบัง", "Laem Chabang")}
+    assert run.store.cities.all() == {"laem-chabang": ("แหลมฉบัง", "Laem Chabang")}
     run("devices", "city-name", "laem-chabang", "--th", "เทศบาลนครแหลมฉบัง", "--en", "Laem Chabang City")
-    assert run.store.city_names()["laem-chabang"] == ("เทศบาลนครแหลมฉบัง", "Laem Chabang City")
+    assert run.store.cities.all()["laem-chabang"] == ("เทศบาลนครแหลมฉบัง", "Laem Chabang City")
     assert run("devices", "city-name", "x").exit_code != 0  # a name is required

@@ -26,6 +26,6 @@ def test_device_show_gives_bangkok_times_for_utc_records(tmp_path: Path) -> None
     line = next(x for x in shown.output.splitlines() if x.startswith("created_at"))
     value = datetime.fromisoformat(line.split()[-1])
     assert value.utcoffset() == timedelta(hours=7)
-    stored = store.get_device("air-bkk").created_at
+    stored = store.devices.get("air-bkk").created_at
     assert value == stored.replace(microsecond=0)  # the same instant (to the second), in Bangkok time
     store.close()

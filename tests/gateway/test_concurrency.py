@@ -32,7 +32,7 @@ def test_parallel_imports_of_the_same_ids_give_answers_not_errors(
 
     def attempt(i: int) -> Any:
         try:
-            return store.import_devices(parsed[i], actor=f"t{i}", atomic=True)
+            return store.imports.apply(parsed[i], actor=f"t{i}", atomic=True)
         except ConflictError as exc:
             return exc
 
@@ -43,13 +43,13 @@ def test_parallel_imports_of_the_same_ids_give_answers_not_errors(
     assert len(created) == 1 and created[0].created == 20
     for result in others:  # a 409, or it ran after the winner committed and found everything unchanged
         assert (isinstance(result, ConflictError) and result.status_code == 409) or result.unchanged == 20
-    assert store.list_devices(limit=100).total == 20
+    assert store.devices.find(limit=100).total == 20
     assert "secret-name-" not in caplog.text and "70b3d57ed005" not in caplog.text
 
 
 def test_parallel_api_imports_and_creates_never_answer_5xx(sqlite_store: RegistryStore) -> None:
     app = create_app(sqlite_store, FakeProvisioner())
-    _record, token = sqlite_store.create_token("racer", "engineer", actor="test")
+    _record, token = sqlite_store.tokens.create("racer", "engineer", actor="test")
     headers = {"Authorization": f"Bearer {token}"}
     device = {"device_id": "race-api", "feed": "air", "city": "bangkok", "district": "Bang Rak"}
     with TestClient(app) as client:
@@ -66,7 +66,7 @@ def test_parallel_api_imports_and_creates_never_answer_5xx(sqlite_store: Registr
             codes = list(pool.map(call, range(PARALLEL * 2)))
     assert all(code < 500 for code in codes), codes
     assert set(codes) <= {200, 201, 409}, codes
-    assert sqlite_store.device_exists("race-api")
+    assert sqlite_store.devices.exists("race-api")
 
 
 def test_parallel_creates_of_one_device_on_a_real_broker_give_one_success_and_409s(gateway: Gateway) -> None:

@@ -39,7 +39,7 @@ def legacy_account(gateway: Gateway, device_id: str, password: str) -> None:
          "textname": f"nakhon device {device_id}", "roles": [{"rolename": f"device-{device_id}", "priority": 0}]},
     ])
     spec = DeviceSpec(device_id=device_id, feed="flood", city="chiangmai", district="Mueang")  # type: ignore[arg-type]
-    gateway.store.create_device(spec, actor="old gateway", mqtt_username=device_id,
+    gateway.store.devices.create(spec, actor="old gateway", mqtt_username=device_id,
                                 mqtt_password_hash=hash_password(password))
 
 
@@ -52,11 +52,11 @@ def test_reconcile_reports_every_difference_and_fix_repairs_them(gateway: Gatewa
     gateway.add("lost-account")
     broker_commands(gateway, [{"command": "deleteClient", "username": "device.lost-account"}])
     orphan = gateway.add("retired-behind-our-back")
-    with gateway.store._transaction() as session:  # the registry changed, the broker was not told
+    with gateway.store.db.transaction() as session:  # the registry changed, the broker was not told
         session.execute(update(Device).where(Device.device_id == "retired-behind-our-back").values(status="retired"))
         session.execute(update(Device).where(Device.device_id == "in-sync").values(city="chiangmai"))
     moved = gateway.add("moved-behind-our-back", city="lamphun")
-    with gateway.store._transaction() as session:
+    with gateway.store.db.transaction() as session:
         session.execute(update(Device).where(Device.device_id == "moved-behind-our-back").values(city="lampang"))
     legacy_account(gateway, "old-timer", "old-password-1")
 
@@ -76,7 +76,7 @@ def test_reconcile_reports_every_difference_and_fix_repairs_them(gateway: Gatewa
 
     fixed = run(True)
     assert {(d.device_id, d.kind) for d in fixed.unfixed} == {("old-timer", "legacy_username")}
-    assert gateway.store.get_device("lost-account").has_mqtt_credentials is False  # rotate to reissue
+    assert gateway.store.devices.get("lost-account").has_mqtt_credentials is False  # rotate to reissue
     assert connect_code(gateway.port, orphan.username, orphan.password, orphan.client_id) == NOT_AUTHORIZED
     assert connect_code(gateway.port, "old-timer", "old-password-1", "old-timer") == 0  # keeps working ...
     assert connect_code(gateway.port, "old-timer", "old-password-1", "nakhon-collector") == NOT_AUTHORIZED  # pinned
@@ -89,9 +89,9 @@ def test_reconcile_reports_every_difference_and_fix_repairs_them(gateway: Gatewa
     assert credentials.username == "device.old-timer"
     assert connect_code(gateway.port, "old-timer", "old-password-1", "old-timer") != 0
     assert kinds(run(False)) == set()
-    actions = [e.action for e in gateway.store.list_audit(entity_type="broker").items]
+    actions = [e.action for e in gateway.store.audit.find(entity_type="broker").items]
     assert actions.count("broker.reconcile") == 4
-    repairs = {e.action for e in gateway.store.list_audit(limit=1000).items if e.action.startswith("broker.reconcile.")}
+    repairs = {e.action for e in gateway.store.audit.find(limit=1000).items if e.action.startswith("broker.reconcile.")}
     assert repairs == {"broker.reconcile.missing_on_broker", "broker.reconcile.orphan_on_broker",
                        "broker.reconcile.wrong_topic", "broker.reconcile.not_pinned"}
 
@@ -145,7 +145,7 @@ def test_gateway_start_reports_differences_and_pins_its_admin_account(gateway: G
     with caplog.at_level(logging.INFO):
         asyncio.run(main())
     assert "vanished\tmissing_on_broker" in caplog.text and "reconcile --fix" in caplog.text
-    assert gateway.store.get_device("vanished").has_mqtt_credentials  # reported, not repaired
+    assert gateway.store.devices.get("vanished").has_mqtt_credentials  # reported, not repaired
     assert connect_code(gateway.port, *ADMIN, "someone-else") == NOT_AUTHORIZED
 
 

@@ -40,7 +40,7 @@ def test_password_is_kept_only_as_a_scrypt_hash(users: UserStore, store: Registr
     with Session(store.engine) as session:
         stored = session.scalars(select(StaffUser.password_hash)).one()
     assert stored.startswith("scrypt$16384$8$") and PASSWORD not in stored
-    audit = store.list_audit(entity_type="user").items
+    audit = store.audit.find(entity_type="user").items
     assert [a.action for a in audit] == ["user.create"]
     assert PASSWORD not in str(audit[0].after)
     assert users.login("somchai", PASSWORD).principal is not None
@@ -93,7 +93,7 @@ def test_disable_and_reset_end_every_session_at_once(users: UserStore, store: Re
     assert users.session(cookie) is None
     with Session(store.engine) as session:
         assert session.scalars(select(StaffSession)).all() == []
-    actions = [a.action for a in store.list_audit(entity_type="user").items]
+    actions = [a.action for a in store.audit.find(entity_type="user").items]
     assert actions == ["user.reset_password", "user.reset_password", "user.disable", "user.create"]
 
 

@@ -42,7 +42,7 @@ class Stack:
         self.tokens: dict[str, str] = {}
 
     def token(self, name: str, role: str, **kw: Any) -> str:
-        self.tokens[name] = self.store.create_token(name, role, actor="test", **kw)[1]
+        self.tokens[name] = self.store.tokens.create(name, role, actor="test", **kw)[1]
         return self.tokens[name]
 
     def call(self, method: str, path: str, name: str | None, **kw: Any) -> Any:
@@ -57,11 +57,11 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     alerts = AlertStore(store.url)
     clock = FakeClock()
     app = create_app(
-        store, FakeProvisioner(), extra_routers=[build_router(alerts, require_role, audit=store.record_audit)]
+        store, FakeProvisioner(), extra_routers=[build_router(alerts, require_role, audit=store.audit.record)]
     )
     app.state.auth_limiter = AuthFailureLimiter(max_failures=5, window_s=60, clock=clock)
     for device_id, city in (("home-1", HOME), ("away-1", OTHER)):
-        store.create_device(
+        store.devices.create(
             DeviceSpec(device_id=device_id, feed="flood", city=city, district="Mueang"),  # type: ignore[arg-type]
             actor="test",
         )
@@ -110,8 +110,8 @@ def test_city_scoped_engineer_touching_another_citys_device_is_refused(stack: St
     imported = stack.client.post("/api/v1/devices/import", content=csv, headers={
         "Authorization": f"Bearer {stack.tokens[eng]}", "content-type": "text/csv"})
     assert imported.status_code == 422 and {e["row"] for e in imported.json()["errors"]} == {2, 3}
-    assert stack.store.get_device("away-1").city == OTHER and stack.store.get_device("away-1").name == ""
-    assert not stack.store.device_exists("planted") and not stack.store.device_exists("planted-2")
+    assert stack.store.devices.get("away-1").city == OTHER and stack.store.devices.get("away-1").name == ""
+    assert not stack.store.devices.exists("planted") and not stack.store.devices.exists("planted-2")
     # what concerns every city is not for a scoped token
     assert stack.call("GET", "/audit", eng).status_code == 403
     assert stack.call("POST", "/profiles", eng, json={"name": "p", "feed": "air"}).status_code == 403

@@ -21,7 +21,7 @@ async def test_gateway_alone_serves_alerts_from_the_shared_store(tmp_path: Path)
     running = await start_services(settings, "gateway", gateway_port=port)
     try:
         assert running.rules is None and running.collector is None
-        _, token = await asyncio.to_thread(running.registry.create_token, "op", "operator", actor="test")
+        _, token = await asyncio.to_thread(running.registry.tokens.create, "op", "operator", actor="test")
         # an alert as the engine in another process would have written it
         store = AlertStore(settings.registry.url)
         now = time.time_ns()

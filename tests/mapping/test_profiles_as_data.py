@@ -58,12 +58,12 @@ async def test_device_uses_a_custom_profile_without_any_api_call(tmp_path: Path,
     settings = load_settings(write_config(tmp_path, f'profiles_dir = "{profiles_dir}"'))
     store = open_registry(settings)  # the loaded profiles get their registry rows
     try:
-        store.create_device(
+        store.devices.create(
             DeviceSpec(device_id="gauge-x1", feed="flood", city="laem-chabang", district="บ่อวิน",
                        profile="flood-vendor-x-cm"),
             actor="test",
         )
-        [info] = store.device_infos()
+        [info] = store.view.device_infos()
         assert info.mapping == "flood-vendor-x-cm" and info.thresholds == {"level_warn_m": 2.5}
         assert info.heartbeat_s == 600
         sink = MemorySink()
@@ -161,15 +161,15 @@ def test_registry_site_takes_road_class_and_register_size(tmp_path: Path) -> Non
     settings = load_settings(write_config(tmp_path, ""))
     store = open_registry(settings)
     try:
-        store.create_device(
+        store.devices.create(
             DeviceSpec(device_id="m1", feed="energy", city="c", district="d",
                        site={"register_digits": 6, "register_decimals": 1}),
             actor="test",
         )
-        store.create_device(
+        store.devices.create(
             DeviceSpec(device_id="b1", feed="bus", city="c", district="d", site={"road_class": "rural"}), actor="test"
         )
-        infos = {i.device_id: i for i in store.device_infos()}
+        infos = {i.device_id: i for i in store.view.device_infos()}
         assert infos["b1"].site == {"road_class": "rural"}
         bus = default_enrichers()["bus"]
         from collectors.domain.bus import BusEnricher

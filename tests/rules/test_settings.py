@@ -52,8 +52,8 @@ async def test_messages_in_nakhon_run_name_the_city_from_the_registry(tmp_path: 
 
     registry = RegistryStore.for_data_dir(tmp_path / "data")
     registry.migrate()
-    registry.set_city_name("laem-chabang", "แหลมฉบัง", "Laem Chabang", actor="test")
-    names = CityNamesCache(registry.city_names)
+    registry.cities.set("laem-chabang", "แหลมฉบัง", "Laem Chabang", actor="test")
+    names = CityNamesCache(registry.cities.all)
     renderer = Renderer(city_names=names)
     alert = Alert(
         "a1", "flood_level_high", "g-1", "laem-chabang", "บางละมุง", "flood", "warning", "firing", 80.0, 70.0,

@@ -50,7 +50,7 @@ def _seed(registry_url: str) -> None:
     for name, (role, cities) in USERS.items():
         users.add_user(name, PASSWORD, role, cities=cities, actor="test", lang="th")
     for device_id, city in (("air-cm-01", "chiangmai"), ("air-lc-01", "laem-chabang")):
-        registry.create_device(
+        registry.devices.create(
             DeviceSpec(device_id=device_id, feed="air", city=city, district="เมือง", name=f"สถานี {city}",
                        lat=13.1, lon=100.9),
             actor="test",

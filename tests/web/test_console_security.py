@@ -35,7 +35,7 @@ def registry(tmp_path: Path) -> Iterator[RegistryStore]:
     users.add_user("malee", PASSWORD, "operator", actor="test")
     users.add_user("cm-eng", PASSWORD, "engineer", cities=["chiangmai"], actor="test")
     for device_id, city in (("air-cm-01", "chiangmai"), ("air-lc-01", "laem-chabang")):
-        store.create_device(DeviceSpec(device_id=device_id, feed="air", city=city, district="เมือง"), actor="test")
+        store.devices.create(DeviceSpec(device_id=device_id, feed="air", city=city, district="เมือง"), actor="test")
     yield store
     store.close()
 
@@ -120,10 +120,10 @@ def test_change_without_csrf_token_or_from_another_site_changes_nothing(app: Any
     other_site = c.post("/console/register", data={**form, "csrf": token}, headers={"Origin": "https://evil.example"})
     assert other_site.status_code == 403
     assert c.post("/console/devices/air-lc-01/retire", data={}).status_code == 403
-    assert not registry.device_exists("air-lc-50")
-    assert registry.get_device("air-lc-01").status == "active"
+    assert not registry.devices.exists("air-lc-50")
+    assert registry.devices.get("air-lc-01").status == "active"
     assert c.post("/console/register", data={**form, "csrf": token}).status_code == 200  # the real form works
-    assert registry.device_exists("air-lc-50")
+    assert registry.devices.exists("air-lc-50")
 
 
 def test_logout_ends_the_session_on_the_server(app: Any) -> None:
@@ -145,8 +145,8 @@ def test_operator_may_not_change_devices_even_with_a_valid_form(app: Any, regist
     assert c.get("/console/register").status_code == 403
     assert c.post("/console/devices/air-lc-01/retire", data={"csrf": token}).status_code == 403
     assert c.post("/console/devices/air-lc-01/maintenance", data={"csrf": token, "hours": "2"}).status_code == 403
-    assert registry.get_device("air-lc-01").status == "active"
-    assert not registry.get_device("air-lc-01").in_maintenance
+    assert registry.devices.get("air-lc-01").status == "active"
+    assert not registry.devices.get("air-lc-01").in_maintenance
 
 
 def test_scoped_engineer_cannot_import_or_silence_another_city(app: Any, registry: RegistryStore) -> None:
@@ -161,7 +161,7 @@ def test_scoped_engineer_cannot_import_or_silence_another_city(app: Any, registr
     assert answer.status_code == 422
     where = re.findall(r'<td data-label="บรรทัด">(\d+)</td><td data-label="คอลัมน์">([a-z_]+)</td>', answer.text)
     assert where == [("3", "device_id"), ("4", "city")]
-    assert not registry.device_exists("air-cm-02") and registry.get_device("air-lc-01").city == "laem-chabang"
+    assert not registry.devices.exists("air-cm-02") and registry.devices.get("air-lc-01").city == "laem-chabang"
     silence = c.post("/console/silences", data={"csrf": token, "matchers": "rule=air_pm25_high", "duration": "2h"})
     assert silence.status_code == 422
     assert app.state.alerts.list_silences() == []
@@ -178,12 +178,12 @@ def test_scoped_engineer_cannot_act_on_another_citys_device_or_alert(app: Any, r
     token = csrf_of(c)
     assert c.post("/console/devices/air-lc-01/retire", data={"csrf": token}).status_code == 404
     assert c.post(f"/console/alerts/{alert.id}/ack", data={"csrf": token}).status_code == 404
-    assert registry.get_device("air-lc-01").status == "active"
+    assert registry.devices.get("air-lc-01").status == "active"
     assert app.state.alerts.get(alert.id).ack_ns is None
 
 
 def test_api_tokens_keep_working_and_a_console_cookie_opens_no_api(app: Any, registry: RegistryStore) -> None:
-    _record, token = registry.create_token("scada", "viewer", actor="test")
+    _record, token = registry.tokens.create("scada", "viewer", actor="test")
     c = client(app)
     assert c.get("/api/v1/devices", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     login(c, "somchai")
@@ -242,6 +242,6 @@ def test_register_form_names_each_bad_field_and_registers_nothing(app: Any, regi
     assert answer.status_code == 422
     assert 'data-testid="error-lat"' in answer.text and 'data-testid="error-heartbeat_s"' in answer.text
     assert 'data-testid="error-city"' not in answer.text
-    assert not registry.device_exists("air-lc-60")
+    assert not registry.devices.exists("air-lc-60")
     duplicate = c.post("/console/register", data={**form, "device_id": "air-lc-01", "lat": "13", "heartbeat_s": ""})
     assert duplicate.status_code == 409 and "ลงทะเบียนไว้แล้ว" in duplicate.text
