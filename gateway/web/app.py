@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import email.parser
 import email.policy
+import functools
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -81,6 +82,13 @@ class Refused(Exception):
         super().__init__(key)
         self.status = status
         self.key = key
+
+
+class SignInNeeded(Exception):
+    """No staff session: a page sends the browser to the login, a fragment (polled by a page) answers 401."""
+
+
+Handler = Callable[..., Awaitable[Response]]
 
 
 def _environment() -> Environment:
@@ -206,6 +214,41 @@ def build_console_router(console: Console) -> APIRouter:
         who, csrf = found if found else (None, "")
         return page(request, "message.html", who, csrf, status=exc.status, key=exc.key)
 
+    def viewer(request: Request, *roles: str) -> tuple[StaffPrincipal, str]:
+        """The session of a page or fragment (`SignInNeeded` without one) and, given `roles`, one of them."""
+        found = session_of(request)
+        if found is None:
+            raise SignInNeeded
+        if roles and not found[0].has_role(*roles):
+            raise Refused(403, "forbidden")
+        return found
+
+    def answered(*, fragment: bool = False, errors_as_page: bool = False) -> Callable[[Handler], Handler]:
+        """Answer a handler's `SignInNeeded` (login page, or 401 for a fragment) and `Refused` (its message
+        page); with `errors_as_page` a GatewayError too (an error page in the person's language)."""
+
+        def wrap(handler: Handler) -> Handler:
+            @functools.wraps(handler)
+            async def answer(request: Request, **params: Any) -> Response:
+                try:
+                    return await handler(request, **params)
+                except SignInNeeded:
+                    return Response(status_code=401) if fragment else to_login(request)
+                except Refused as exc:
+                    return refused(request, exc)
+                except GatewayError as exc:
+                    if not errors_as_page:
+                        raise
+                    return error_page(request, exc)
+
+            return answer
+
+        return wrap
+
+    def done(path: str) -> RedirectResponse:
+        """After a change: back to the page it was made on, saying it was done."""
+        return RedirectResponse(f"{PREFIX}{path}?done=1", status_code=303)
+
     # ------------------------------------------------------------------ static files, login, logout, language
 
     @router.get("/static/{name}")
@@ -255,22 +298,18 @@ def build_console_router(console: Console) -> APIRouter:
         return response
 
     @router.post("/logout")
+    @answered()
     async def logout(request: Request) -> Response:
-        try:
-            await changing(request)
-        except Refused as exc:
-            return refused(request, exc)
+        await changing(request)
         await asyncio.to_thread(console.users.end_session, request.cookies.get(SESSION_COOKIE, ""))
         response = RedirectResponse(f"{PREFIX}/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path=PREFIX)
         return response
 
     @router.post("/lang")
+    @answered()
     async def set_lang(request: Request) -> Response:
-        try:
-            who, _csrf, form = await changing(request)
-        except Refused as exc:
-            return refused(request, exc)
+        who, _csrf, form = await changing(request)
         await asyncio.to_thread(console.users.set_lang, who.name, form.get("lang", ""))
         return RedirectResponse(_safe_next(form.get("next")), status_code=303)
 
@@ -286,22 +325,18 @@ def build_console_router(console: Console) -> APIRouter:
         return Filters(pick("city"), pick("district"), pick("feed", FEEDS), pick("status", ("active", "retired")))
 
     @router.get("/devices", response_class=HTMLResponse)
+    @answered()
     async def devices_page(request: Request) -> Response:
-        found = session_of(request)
-        if found is None:
-            return to_login(request)
-        who, csrf = found
+        who, csrf = viewer(request)
         filters = filters_of(request)
         total, rows = await asyncio.to_thread(console.queries.devices, who, filters)
         cities = await asyncio.to_thread(console.queries.cities, who)
         return page(request, "devices.html", who, csrf, rows=rows, total=total, filters=filters, cities=cities)
 
     @router.get("/devices/rows", response_class=HTMLResponse)
+    @answered(fragment=True)
     async def devices_rows(request: Request) -> Response:
-        found = session_of(request)
-        if found is None:
-            return Response(status_code=401)
-        who, csrf = found
+        who, csrf = viewer(request)
         total, rows = await asyncio.to_thread(console.queries.devices, who, filters_of(request))
         return page(request, "_device_rows.html", who, csrf, rows=rows, total=total)
 
@@ -323,22 +358,18 @@ def build_console_router(console: Console) -> APIRouter:
                 "audit": audit.items}
 
     @router.get("/devices/{device_id}", response_class=HTMLResponse)
+    @answered()
     async def device_page(request: Request, device_id: str) -> Response:
-        found = session_of(request)
-        if found is None:
-            return to_login(request)
-        who, csrf = found
+        who, csrf = viewer(request)
         context = await device_context(who, device_id)
         if context is None:
-            return page(request, "message.html", who, csrf, status=404, key="not_found")
+            raise Refused(404, "not_found")
         return page(request, "device.html", who, csrf, done=request.query_params.get("done") == "1", **context)
 
     @router.get("/devices/{device_id}/live", response_class=HTMLResponse)
+    @answered(fragment=True)
     async def device_live(request: Request, device_id: str) -> Response:
-        found = session_of(request)
-        if found is None:
-            return Response(status_code=401)
-        who, csrf = found
+        who, csrf = viewer(request)
         context = await device_context(who, device_id)
         if context is None:
             return Response(status_code=404)
@@ -349,47 +380,37 @@ def build_console_router(console: Console) -> APIRouter:
             raise Refused(404, "not_found")
 
     @router.post("/devices/{device_id}/maintenance")
+    @answered()
     async def maintenance(request: Request, device_id: str) -> Response:
-        try:
-            who, _csrf, form = await changing(request, "engineer")
-            await scoped_device(who, device_id)
-            until = None
-            if form.get("end") != "1":
-                try:
-                    hours = float(form.get("hours", ""))
-                except ValueError as exc:
-                    raise Refused(422, "bad_form") from exc
-                if not 0 < hours <= 24 * 30:
-                    raise Refused(422, "bad_form")
-                until = utcnow() + timedelta(hours=hours)
-            await asyncio.to_thread(console.registry.devices.set_maintenance, device_id, until, actor=who.actor)
-        except Refused as exc:
-            return refused(request, exc)
-        return RedirectResponse(f"{PREFIX}/devices/{quote(device_id)}?done=1", status_code=303)
+        who, _csrf, form = await changing(request, "engineer")
+        await scoped_device(who, device_id)
+        until = None
+        if form.get("end") != "1":
+            try:
+                hours = float(form.get("hours", ""))
+            except ValueError as exc:
+                raise Refused(422, "bad_form") from exc
+            if not 0 < hours <= 24 * 30:
+                raise Refused(422, "bad_form")
+            until = utcnow() + timedelta(hours=hours)
+        await asyncio.to_thread(console.registry.devices.set_maintenance, device_id, until, actor=who.actor)
+        return done(f"/devices/{quote(device_id)}")
 
     @router.post("/devices/{device_id}/rotate", response_class=HTMLResponse)
+    @answered(errors_as_page=True)
     async def rotate(request: Request, device_id: str) -> Response:
-        try:
-            who, csrf, _ = await changing(request, "engineer")
-            await scoped_device(who, device_id)
-            credentials = await console.devices.rotate_credentials(device_id, actor=who.actor)
-        except Refused as exc:
-            return refused(request, exc)
-        except GatewayError as exc:
-            return error_page(request, exc)
+        who, csrf, _ = await changing(request, "engineer")
+        await scoped_device(who, device_id)
+        credentials = await console.devices.rotate_credentials(device_id, actor=who.actor)
         return page(request, "credentials.html", who, csrf, issued=[_shown(request, credentials)])
 
     @router.post("/devices/{device_id}/retire")
+    @answered(errors_as_page=True)
     async def retire(request: Request, device_id: str) -> Response:
-        try:
-            who, _csrf, _ = await changing(request, "engineer")
-            await scoped_device(who, device_id)
-            await console.devices.retire_device(device_id, actor=who.actor)
-        except Refused as exc:
-            return refused(request, exc)
-        except GatewayError as exc:
-            return error_page(request, exc)
-        return RedirectResponse(f"{PREFIX}/devices/{quote(device_id)}?done=1", status_code=303)
+        who, _csrf, _ = await changing(request, "engineer")
+        await scoped_device(who, device_id)
+        await console.devices.retire_device(device_id, actor=who.actor)
+        return done(f"/devices/{quote(device_id)}")
 
     def error_page(request: Request, exc: GatewayError, status: int | None = None) -> HTMLResponse:
         found = session_of(request)
@@ -410,21 +431,15 @@ def build_console_router(console: Console) -> APIRouter:
     # ------------------------------------------------------------------ register and import
 
     @router.get("/register", response_class=HTMLResponse)
+    @answered()
     async def register_page(request: Request) -> Response:
-        found = session_of(request)
-        if found is None:
-            return to_login(request)
-        who, csrf = found
-        if not who.has_role("engineer"):
-            return page(request, "message.html", who, csrf, status=403, key="forbidden")
+        who, csrf = viewer(request, "engineer")
         return page(request, "register.html", who, csrf, values={}, errors={})
 
     @router.post("/register", response_class=HTMLResponse)
+    @answered()
     async def register(request: Request) -> Response:
-        try:
-            who, csrf, form = await changing(request, "engineer")
-        except Refused as exc:
-            return refused(request, exc)
+        who, csrf, form = await changing(request, "engineer")
         values = {k: form.get(k, "").strip() for k in
                   ("device_id", "feed", "city", "district", "name", "lat", "lon", "heartbeat_s", "profile")}
         spec_input: dict[str, Any] = {k: v for k, v in values.items() if v != ""}
@@ -450,21 +465,15 @@ def build_console_router(console: Console) -> APIRouter:
         return page(request, "credentials.html", who, csrf, issued=issued, device_id=spec.device_id)
 
     @router.get("/import", response_class=HTMLResponse)
+    @answered()
     async def import_page(request: Request) -> Response:
-        found = session_of(request)
-        if found is None:
-            return to_login(request)
-        who, csrf = found
-        if not who.has_role("engineer"):
-            return page(request, "message.html", who, csrf, status=403, key="forbidden")
+        who, csrf = viewer(request, "engineer")
         return page(request, "import.html", who, csrf, problems=[], report=None)
 
     @router.post("/import", response_class=HTMLResponse)
+    @answered()
     async def import_csv(request: Request) -> Response:
-        try:
-            who, csrf, form = await changing(request, "engineer")
-        except Refused as exc:
-            return refused(request, exc)
+        who, csrf, form = await changing(request, "engineer")
         text = form.get("file", "").removeprefix("\ufeff")
         problems = await asyncio.to_thread(_import_problems, console, who, text)
         if problems:
@@ -504,50 +513,42 @@ def build_console_router(console: Console) -> APIRouter:
         return list(groups.values()), silences
 
     @router.get("/alerts", response_class=HTMLResponse)
+    @answered()
     async def alerts_page(request: Request) -> Response:
-        found = session_of(request)
-        if found is None:
-            return to_login(request)
-        who, csrf = found
+        who, csrf = viewer(request)
         groups, silences = await asyncio.to_thread(alert_groups, who)
         return page(request, "alerts.html", who, csrf, groups=groups, silences=silences, silence_error=None,
                     done=request.query_params.get("done") == "1")
 
     @router.get("/alerts/live", response_class=HTMLResponse)
+    @answered(fragment=True)
     async def alerts_live(request: Request) -> Response:
-        found = session_of(request)
-        if found is None:
-            return Response(status_code=401)
-        who, csrf = found
+        who, csrf = viewer(request)
         groups, silences = await asyncio.to_thread(alert_groups, who)
         return page(request, "_alerts_live.html", who, csrf, groups=groups, silences=silences)
 
     @router.post("/alerts/{alert_id}/ack")
+    @answered()
     async def ack(request: Request, alert_id: str) -> Response:
-        try:
-            who, _csrf, form = await changing(request, "operator", "engineer")
-            if console.alerts is None:
-                raise Refused(404, "not_found")
-            alert = await asyncio.to_thread(console.alerts.get, alert_id[:64])
-            if alert is None or not who.sees(alert.city):
-                raise Refused(404, "not_found")
-            comment = form.get("comment", "").strip()[:2000]
-            await asyncio.to_thread(console.alerts.ack, alert.id, who.actor, comment, console.now_ns())
-        except Refused as exc:
-            return refused(request, exc)
-        return RedirectResponse(f"{PREFIX}/alerts?done=1", status_code=303)
+        who, _csrf, form = await changing(request, "operator", "engineer")
+        if console.alerts is None:
+            raise Refused(404, "not_found")
+        alert = await asyncio.to_thread(console.alerts.get, alert_id[:64])
+        if alert is None or not who.sees(alert.city):
+            raise Refused(404, "not_found")
+        comment = form.get("comment", "").strip()[:2000]
+        await asyncio.to_thread(console.alerts.ack, alert.id, who.actor, comment, console.now_ns())
+        return done("/alerts")
 
     @router.post("/silences", response_class=HTMLResponse)
+    @answered()
     async def silence(request: Request) -> Response:
         from rules.matchers import Matcher
         from rules.timeutil import NS, parse_duration
 
-        try:
-            who, csrf, form = await changing(request, "operator", "engineer")
-            if console.alerts is None:
-                raise Refused(404, "not_found")
-        except Refused as exc:
-            return refused(request, exc)
+        who, csrf, form = await changing(request, "operator", "engineer")
+        if console.alerts is None:
+            raise Refused(404, "not_found")
         words = Words(who.lang)
         matchers: list[Matcher] = []
         error = None
@@ -574,7 +575,7 @@ def build_console_router(console: Console) -> APIRouter:
             console.alerts.add_silence, [m.model_dump() for m in matchers], now, ends, who.actor,
             form.get("comment", "").strip()[:2000], now,
         )
-        return RedirectResponse(f"{PREFIX}/alerts?done=1", status_code=303)
+        return done("/alerts")
 
     return router
 

@@ -7,7 +7,9 @@ prompted for (hidden, twice) or read from the first line of stdin with `--passwo
 from __future__ import annotations
 
 import sys
-from typing import Annotated, NoReturn
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
 
 import typer
 
@@ -27,12 +29,13 @@ def _password(from_stdin: bool) -> str:
     return str(typer.prompt("password / รหัสผ่าน", hide_input=True, confirmation_prompt=True))
 
 
-def _users(ctx: typer.Context) -> UserStore:
-    return UserStore(_registry(ctx))
-
-
-def _failed(exc: GatewayError) -> NoReturn:
-    _fail(exc)
+@contextmanager
+def _users(ctx: typer.Context) -> Iterator[UserStore]:
+    """The account store; a refusal (unknown user, weak password...) ends the command with its message."""
+    try:
+        yield UserStore(_registry(ctx))
+    except GatewayError as exc:
+        _fail(exc)
 
 
 @users_app.command("add")
@@ -46,10 +49,8 @@ def add_user(
 ) -> None:
     """Create a staff account."""
     password = _password(password_stdin)
-    try:
-        user = _users(ctx).add_user(username, password, role, cities=city or (), lang=lang, actor=_actor())
-    except GatewayError as exc:
-        _failed(exc)
+    with _users(ctx) as users:
+        user = users.add_user(username, password, role, cities=city or (), lang=lang, actor=_actor())
     scope = ", ".join(user.cities) or "all cities"
     typer.echo(f"user {user.username!r} ({user.role}, {scope}) created / สร้างบัญชีผู้ใช้แล้ว")
 
@@ -57,7 +58,9 @@ def add_user(
 @users_app.command("list")
 def list_users(ctx: typer.Context) -> None:
     """List staff accounts (never their passwords)."""
-    for user in _users(ctx).list_users():
+    with _users(ctx) as users:
+        accounts = users.list_users()
+    for user in accounts:
         state = "disabled" if user.disabled else "active"
         typer.echo(f"{user.username}\t{user.role}\t{','.join(user.cities) or '*'}\t{user.lang}\t{state}")
 
@@ -65,10 +68,8 @@ def list_users(ctx: typer.Context) -> None:
 @users_app.command("disable")
 def disable_user(ctx: typer.Context, username: str) -> None:
     """Disable an account at once (its sessions end); `reset-password` enables it again."""
-    try:
-        _users(ctx).disable(username, actor=_actor())
-    except GatewayError as exc:
-        _failed(exc)
+    with _users(ctx) as users:
+        users.disable(username, actor=_actor())
     typer.echo(f"user {username!r} disabled / ระงับบัญชีแล้ว")
 
 
@@ -76,10 +77,8 @@ def disable_user(ctx: typer.Context, username: str) -> None:
 def reset_password(ctx: typer.Context, username: str, password_stdin: PasswordStdin = False) -> None:
     """Set a new password (ends the account's sessions, clears a lockout, enables a disabled account)."""
     password = _password(password_stdin)
-    try:
-        _users(ctx).reset_password(username, password, actor=_actor())
-    except GatewayError as exc:
-        _failed(exc)
+    with _users(ctx) as users:
+        users.reset_password(username, password, actor=_actor())
     typer.echo(f"password of {username!r} reset / ตั้งรหัสผ่านใหม่แล้ว")
 
 
