@@ -309,13 +309,13 @@ def _mount_optional() -> None:
     except ImportError as exc:  # pragma: no cover
         logging.getLogger(__name__).debug("simulator unavailable: %s", exc)
     try:
-        from nakhon.bench import bench
+        from bench.ingest import bench
 
         app.command("bench", help="Benchmark the ingest path against real Mosquitto and InfluxDB.")(bench)
     except ImportError as exc:  # pragma: no cover
         logging.getLogger(__name__).debug("bench unavailable: %s", exc)
     try:
-        from nakhon.bench_notify import bench_notify
+        from bench.notify import bench_notify
 
         app.command("bench-notify", help="Benchmark publish → notification latency under background load.")(
             bench_notify

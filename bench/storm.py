@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nakhon.bench import (
+from bench.ingest import (
     ProcessSampler,
     _import_devices,
     _servers,

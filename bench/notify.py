@@ -4,7 +4,7 @@
 
 What one run does (method and definitions: `bench/README.md`, section "`nakhon bench-notify`"):
 
-1. starts Mosquitto and InfluxDB on free loopback ports (`nakhon.localservers`) and, in this process, an HTTP
+1. starts Mosquitto and InfluxDB on free loopback ports (`bench.localservers`) and, in this process, an HTTP
    webhook receiver on a free port (`http.server` in a thread) that records the receipt time (`time.time_ns()`)
    and the JSON body of every POST;
 2. writes a rules directory (the shipped `rules/defaults/*.yaml` plus `bench_probe.yaml`: an immediate
@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from nakhon.bench import (
+from bench.ingest import (
     NAKHON,
     ProcessSampler,
     _cpu_model,
@@ -62,12 +62,12 @@ from nakhon.bench import (
     _version,
     _wait_healthy,
 )
-from nakhon.bench_storm import StormBackground
+from bench.storm import StormBackground
 
 if TYPE_CHECKING:
     import httpx
 
-    from nakhon.localservers import InfluxServer, MosquittoServer
+    from bench.localservers import InfluxServer, MosquittoServer
     from nakhon.sim.publisher import PublishStats
 
 PROBE_DEVICE = "bench-probe"
@@ -501,7 +501,7 @@ def run_bench_notify(
     """Run the benchmark once; returns the result (see `REQUIRED_KEYS`). Raises on a harness failure."""
     import httpx
 
-    import nakhon.localservers as servers
+    import bench.localservers as servers
     from nakhon.sim.city import City
 
     if probes < 1:
@@ -546,7 +546,7 @@ def run_bench_notify(
         sampler = ProcessSampler({"mosquitto": [broker.proc.pid], "influxd": [influx.proc.pid]}, collector.pid)
         warmup: dict[str, Any] = {"warmup_s": 0.0, "received_msgs_per_s_at_start": 0.0}
         if sim_devices and background_rate > 0:
-            # storm_background: an alert storm (nakhon.bench_storm scenario) as the load instead of the city
+            # storm_background: an alert storm (bench.storm scenario) as the load instead of the city
             background = (StormBackground(broker.port, sim_devices, background_rate, storm_background)
                           if storm_background else Background(broker.url, sim_devices, background_rate))
             background.start()
@@ -796,7 +796,7 @@ def run_bench_notify_outage(
     firing and resolved notifications arrive after it, how many twice, how long after the recovery."""
     import httpx
 
-    import nakhon.localservers as servers
+    import bench.localservers as servers
     from nakhon.sim.city import City
 
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
