@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from datetime import UTC, datetime
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -308,20 +309,9 @@ def _mount_optional() -> None:
         app.command("simulate", help="Publish the simulated city to a broker.")(simulate)
     except ImportError as exc:  # pragma: no cover
         logging.getLogger(__name__).debug("simulator unavailable: %s", exc)
-    try:
-        from nakhon.bench import bench
-
-        app.command("bench", help="Benchmark the ingest path against real Mosquitto and InfluxDB.")(bench)
-    except ImportError as exc:  # pragma: no cover
-        logging.getLogger(__name__).debug("bench unavailable: %s", exc)
-    try:
-        from nakhon.bench_notify import bench_notify
-
-        app.command("bench-notify", help="Benchmark publish → notification latency under background load.")(
-            bench_notify
-        )
-    except ImportError as exc:  # pragma: no cover
-        logging.getLogger(__name__).debug("bench-notify unavailable: %s", exc)
+    # Commands of the packages above the app shell (the benchmarks), found by entry point: never imported here.
+    for entry in entry_points(group="nakhon.commands"):
+        entry.load()(app)
 
 
 _mount_optional()

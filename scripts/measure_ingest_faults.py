@@ -22,11 +22,11 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.localservers import InfluxServer, MosquittoServer
 from collectors.directory import StaticDirectory
 from collectors.model import DeviceInfo
 from nakhon.app import build_collector
 from nakhon.config import load_settings
-from nakhon.localservers import InfluxServer, MosquittoServer
 from tests.publishing import AckingPublisher
 
 CITY = "laem-chabang"

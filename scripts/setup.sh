@@ -42,7 +42,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 spec="."
-[ "$want_test" = 1 ] && spec=".[test]"
+[ "$want_test" = 1 ] && spec=".[test,bench]"  # the tests run the benchmarks too
 stamp=".venv/.installed-$([ "$want_test" = 1 ] && echo test || echo base)"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null

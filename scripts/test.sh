@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 .venv/bin/ruff check .
-.venv/bin/mypy collectors gateway rules nakhon dashboards
+.venv/bin/mypy collectors gateway rules nakhon bench dashboards
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -1,4 +1,4 @@
-"""Real servers for tests: see `nakhon.localservers` (shared with `nakhon bench`), plus a Mosquitto with the
+"""Real servers for tests: see `bench.localservers` (shared with `nakhon bench`), plus a Mosquitto with the
 dynamic-security plugin for the gateway and end-to-end tests."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from nakhon.localservers import (
+from bench.localservers import (
     InfluxServer,
     MosquittoServer,
     PrometheusServer,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nakhon.bench_notify import REQUIRED_KEYS, bench_notify
+from bench.notify import REQUIRED_KEYS, bench_notify
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nakhon.bench import REQUIRED_KEYS
+from bench.ingest import REQUIRED_KEYS
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nakhon.bench_storm import alert_consistency
+from bench.storm import alert_consistency
 
 
 @pytest.mark.slow

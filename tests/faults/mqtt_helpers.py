@@ -8,8 +8,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.localservers import require_binary
 from gateway.broker.setup import hand_to_broker_user
-from nakhon.localservers import require_binary
 from tests.servers import MosquittoServer
 
 

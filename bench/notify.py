@@ -4,7 +4,7 @@
 
 What one run does (method and definitions: `bench/README.md`, section "`nakhon bench-notify`"):
 
-1. starts Mosquitto and InfluxDB on free loopback ports (`nakhon.localservers`) and, in this process, an HTTP
+1. starts Mosquitto and InfluxDB on free loopback ports (`bench.localservers`) and, in this process, an HTTP
    webhook receiver on a free port (`http.server` in a thread) that records the receipt time (`time.time_ns()`)
    and the JSON body of every POST;
 2. writes a rules directory (the shipped `rules/defaults/*.yaml` plus `bench_probe.yaml`: an immediate
@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from nakhon.bench import (
+from bench.ingest import (
     NAKHON,
     ProcessSampler,
     _cpu_model,
@@ -62,12 +62,14 @@ from nakhon.bench import (
     _version,
     _wait_healthy,
 )
-from nakhon.bench_storm import StormBackground
+from bench.load import ThreadedLoad
+from bench.storm import StormBackground
 
 if TYPE_CHECKING:
     import httpx
 
-    from nakhon.localservers import InfluxServer, MosquittoServer
+    from bench.localservers import InfluxServer, MosquittoServer
+    from nakhon.sim.city import SimDevice
     from nakhon.sim.publisher import PublishStats
 
 PROBE_DEVICE = "bench-probe"
@@ -115,25 +117,28 @@ class WebhookHit:
 
 
 class WebhookReceiver:
-    """A local HTTP server (thread per request) answering 200 to every POST and recording it."""
+    """A local HTTP server (thread per request) recording every POST it accepts. Created `down` (the receiver-outage
+    scenario) it answers 500 and records nothing, counting the refusals, until `recover()`; then 200."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, down: bool = False) -> None:
         self.hits: list[WebhookHit] = []
+        self.refused = 0
+        self.down = down
         self._lock = threading.Lock()
-        hits, lock = self.hits, self._lock
+        outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 received_ns = time.time_ns()  # request line and headers are in: the notification has arrived
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                try:
-                    body = json.loads(raw or b"{}")
-                except ValueError:
-                    body = {"_raw": raw.decode("utf-8", errors="replace")}
-                with lock:
-                    hits.append(WebhookHit(received_ns, self.path, body if isinstance(body, dict) else {"_": body}))
-                self.send_response(200)
+                with outer._lock:
+                    down = outer.down
+                    if down:
+                        outer.refused += 1
+                    else:
+                        outer.hits.append(WebhookHit(received_ns, self.path, _json_object(raw)))
+                self.send_response(500 if down else 200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -152,6 +157,10 @@ class WebhookReceiver:
     def start(self) -> None:
         self._thread.start()
 
+    def recover(self) -> None:
+        with self._lock:
+            self.down = False
+
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
@@ -160,6 +169,14 @@ class WebhookReceiver:
     def snapshot(self) -> list[WebhookHit]:
         with self._lock:
             return list(self.hits)
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        return {"_raw": raw.decode("utf-8", errors="replace")}
+    return body if isinstance(body, dict) else {"_": body}
 
 
 def parse_hit(hit: WebhookHit) -> list[tuple[str, int]]:
@@ -201,7 +218,8 @@ rules:
 """
 
 
-def routing_yaml(webhook_url: str) -> str:
+def routing_yaml(webhook_url: str, retry: str | None = None) -> str:
+    retry_line = f"    retry: {retry}\n" if retry else ""
     return f"""# nakhon bench-notify: the probe rule to the webhook at once; everything else to a log-only receiver.
 receivers:
   - name: {NULL_RECEIVER}
@@ -209,7 +227,7 @@ receivers:
   - name: {WEBHOOK_RECEIVER}
     urls: ["{webhook_url}"]
     language: en
-route:
+{retry_line}route:
   receiver: {NULL_RECEIVER}
   group_by: [rule, city]
   group_wait: 30s
@@ -225,7 +243,7 @@ route:
 """
 
 
-def write_rules(root: Path, webhook_url: str) -> tuple[Path, Path]:
+def write_rules(root: Path, webhook_url: str, retry: str | None = None) -> tuple[Path, Path]:
     import rules as rules_pkg
 
     rules_dir = root / "rules"
@@ -235,7 +253,7 @@ def write_rules(root: Path, webhook_url: str) -> tuple[Path, Path]:
         shutil.copy(path, rules_dir / path.name)
     (rules_dir / "bench_probe.yaml").write_text(PROBE_RULE_YAML, encoding="utf-8")
     routes = root / "routing.yaml"
-    routes.write_text(routing_yaml(webhook_url), encoding="utf-8")
+    routes.write_text(routing_yaml(webhook_url, retry), encoding="utf-8")
     return rules_dir, routes
 
 
@@ -256,43 +274,22 @@ def write_config(root: Path, broker_url: str, influx_url: str, metrics_port: int
 # --------------------------------------------------------------------------------------------------- load
 
 
-class Background:
+class Background(ThreadedLoad["PublishStats"]):
     """`publish_city(rate=...)` at QoS 1 in a thread until `stop()`."""
 
     def __init__(self, broker_url: str, devices: list[Any], rate: float) -> None:
         self.broker_url = broker_url
         self.devices = devices
         self.rate = rate
-        self.stats: PublishStats | None = None
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bench-background", daemon=True)
+        super().__init__("bench-background", "background publisher")
 
-    def _run(self) -> None:
+    def publish(self, stop: threading.Event) -> PublishStats:
         from nakhon.sim.publisher import publish_city
 
-        try:
-            self.stats = asyncio.run(publish_city(
-                self.broker_url, devices=self.devices, rate=self.rate, qos=1, stop_event=self._stop,
-                client_id=f"bench-notify-load-{uuid.uuid4().hex[:8]}", incidents=True, malformed_rate=0.0,
-            ))
-        except BaseException as exc:  # reported by stop()
-            self.error = exc
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def stop(self) -> PublishStats:
-        self._stop.set()
-        self._thread.join(60)
-        if self.error is not None:
-            raise RuntimeError(f"background publisher failed: {self.error!r}") from self.error
-        if self.stats is None:
-            raise RuntimeError("background publisher did not finish")
-        return self.stats
+        return asyncio.run(publish_city(
+            self.broker_url, devices=self.devices, rate=self.rate, qos=1, stop_event=stop,
+            client_id=f"bench-notify-load-{uuid.uuid4().hex[:8]}", incidents=True, malformed_rate=0.0,
+        ))
 
 
 @dataclasses.dataclass(slots=True)
@@ -370,7 +367,7 @@ def _notifications_total(metrics_text: str, receiver: str) -> dict[str, float]:
     return out
 
 
-def _wait_steady(http: httpx.Client, metrics_port: int, rate: float, background: Background | StormBackground,
+def _wait_steady(http: httpx.Client, metrics_port: int, rate: float, background: ThreadedLoad[Any],
                  say: Callable[[str], None], min_s: float = 3.0, max_s: float = 60.0) -> dict[str, Any]:
     """Until the collector has received the background at ≥ 90 % of its rate over two consecutive seconds."""
     started = time.monotonic()
@@ -484,6 +481,78 @@ def stage_breakdown(db_path: Path, published: dict[int, int], received: dict[int
     }
 
 
+# --------------------------------------------------------------------------------------------------- the stack
+
+
+@dataclasses.dataclass(slots=True)
+class NotifyStack:
+    """What a bench-notify run starts: Mosquitto, InfluxDB, the webhook, `nakhon run collectors` with the shipped
+    rules plus the probe rule, and the devices registered (the city's and the probe). The run adds its load."""
+
+    root: Path
+    servers: Any
+    broker: MosquittoServer
+    influx: InfluxServer
+    webhook: WebhookReceiver
+    http: httpx.Client
+    sim_devices: list[SimDevice]
+    probe_device: SimDevice
+    metrics_port: int = 0
+    collector: subprocess.Popen[bytes] | None = None
+    background: ThreadedLoad[Any] | None = None
+    probe: ProbePublisher | None = None
+
+
+@contextlib.contextmanager
+def notify_stack(*, prefix: str, devices: int, webhook: WebhookReceiver, workdir: Path | None, keep: bool,
+                 say: Callable[[str], None], retry: str | None = None,
+                 check_rules: bool = False) -> Iterator[NotifyStack]:
+    """Start the stack (collector healthy) for the run in the `with` body; stop everything after it, whatever
+    happened (the load and the probe first, then the collector, the webhook and the servers)."""
+    import httpx
+
+    import bench.localservers as servers
+    from nakhon.sim.city import City
+
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir=workdir))
+    say(f"bench-notify: workdir {root}")
+    sim_devices = City().devices(devices) if devices > 0 else []
+    flood = next((d for d in (sim_devices or City().devices(10)) if d.feed == "flood"), None)
+    if flood is None:
+        raise RuntimeError("the simulated city has no flood device to copy for the probe")
+    stack = NotifyStack(
+        root=root, servers=servers, broker=servers.MosquittoServer(root), influx=servers.InfluxServer(root),
+        webhook=webhook, http=httpx.Client(timeout=30), sim_devices=sim_devices,
+        probe_device=dataclasses.replace(flood, device_id=PROBE_DEVICE, name="bench-notify probe"),
+    )
+    try:
+        stack.broker.start()
+        stack.influx.start()
+        webhook.start()
+        rules_dir, routes_file = write_rules(root, webhook.apprise_url, retry)
+        stack.metrics_port, gateway_port = servers.free_port(), servers.free_port()
+        config = write_config(root, stack.broker.url, stack.influx.url, stack.metrics_port, gateway_port, rules_dir,
+                              routes_file)
+        if check_rules:
+            checked = subprocess.run([*NAKHON, "rules", "check", str(rules_dir)], capture_output=True, text=True,
+                                     timeout=120)
+            if checked.returncode != 0:
+                raise RuntimeError(f"nakhon rules check failed:\n{checked.stdout}\n{checked.stderr}")
+        _import_devices(config, [*sim_devices, stack.probe_device])
+        collector_log = root / "collector.log"
+        stack.collector = _start_collector(config, collector_log)
+        _wait_healthy(stack.http, stack.collector, stack.metrics_port, collector_log)
+        yield stack
+    finally:
+        if stack.background is not None and stack.background.alive():
+            with contextlib.suppress(Exception):
+                stack.background.stop()
+        if stack.probe is not None:
+            with contextlib.suppress(Exception):
+                stack.probe.client.loop_stop()
+        _teardown(stack.http, stack.collector, [webhook, stack.influx, stack.broker], root, keep)
+
+
 # --------------------------------------------------------------------------------------------------- the run
 
 
@@ -499,61 +568,33 @@ def run_bench_notify(
     storm_background: str = "",
 ) -> dict[str, Any]:
     """Run the benchmark once; returns the result (see `REQUIRED_KEYS`). Raises on a harness failure."""
-    import httpx
-
-    import nakhon.localservers as servers
-    from nakhon.sim.city import City
-
     if probes < 1:
         raise ValueError("probes must be ≥ 1")
     if background_rate < 0:
         raise ValueError("background_rate must be ≥ 0")
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     load_before = os.getloadavg()
-    root = Path(tempfile.mkdtemp(prefix="nakhon-bench-notify-", dir=workdir))
-    say(f"bench-notify: workdir {root}")
-    sim_devices = City().devices(devices) if devices > 0 else []
-    flood = next((d for d in (sim_devices or City().devices(10)) if d.feed == "flood"), None)
-    if flood is None:
-        raise RuntimeError("the simulated city has no flood device to copy for the probe")
-    probe_device = dataclasses.replace(flood, device_id=PROBE_DEVICE, name="bench-notify probe")
-
-    collector: subprocess.Popen[bytes] | None = None
-    background: Background | StormBackground | None = None
-    probe: ProbePublisher | None = None
-    broker: MosquittoServer = servers.MosquittoServer(root)
-    influx: InfluxServer = servers.InfluxServer(root)
-    webhook = WebhookReceiver()
-    http = httpx.Client(timeout=30)
-    try:
-        broker.start()
-        influx.start()
-        webhook.start()
-        rules_dir, routes_file = write_rules(root, webhook.apprise_url)
-        metrics_port, gateway_port = servers.free_port(), servers.free_port()
-        config = write_config(root, broker.url, influx.url, metrics_port, gateway_port, rules_dir, routes_file)
-        checked = subprocess.run([*NAKHON, "rules", "check", str(rules_dir)], capture_output=True, text=True,
-                                 timeout=120)
-        if checked.returncode != 0:
-            raise RuntimeError(f"nakhon rules check failed:\n{checked.stdout}\n{checked.stderr}")
-        _import_devices(config, [*sim_devices, probe_device])
-        collector_log = root / "collector.log"
-        collector = _start_collector(config, collector_log)
-        _wait_healthy(http, collector, metrics_port, collector_log)
+    with notify_stack(prefix="nakhon-bench-notify-", devices=devices, webhook=WebhookReceiver(), workdir=workdir,
+                      keep=keep, say=say, check_rules=True) as stack:
         say("bench-notify: collector healthy")
-
+        broker, influx, webhook, http, servers = stack.broker, stack.influx, stack.webhook, stack.http, stack.servers
+        collector, metrics_port, sim_devices, root = stack.collector, stack.metrics_port, stack.sim_devices, stack.root
+        assert collector is not None
         assert broker.proc is not None and influx.proc is not None
         sampler = ProcessSampler({"mosquitto": [broker.proc.pid], "influxd": [influx.proc.pid]}, collector.pid)
         warmup: dict[str, Any] = {"warmup_s": 0.0, "received_msgs_per_s_at_start": 0.0}
+        background: ThreadedLoad[Any] | None = None
         if sim_devices and background_rate > 0:
-            # storm_background: an alert storm (nakhon.bench_storm scenario) as the load instead of the city
-            background = (StormBackground(broker.port, sim_devices, background_rate, storm_background)
-                          if storm_background else Background(broker.url, sim_devices, background_rate))
+            # storm_background: an alert storm (bench.storm scenario) as the load instead of the city
+            background = stack.background = (
+                StormBackground(broker.port, sim_devices, background_rate, storm_background)
+                if storm_background else Background(broker.url, sim_devices, background_rate)
+            )
             background.start()
             warmup = _wait_steady(http, metrics_port, background_rate, background, say)
 
         # the probes: trigger n, 0.25 s later its clear, next trigger 0.5 s after the previous one
-        probe = ProbePublisher(broker.port, probe_device.topic)
+        probe = stack.probe = ProbePublisher(broker.port, stack.probe_device.topic)
         say(f"bench-notify: {probes} probes, one trigger + clear per {PAIR_PERIOD_S} s ...")
         sampler.start()
         received_before = _received_total(http, metrics_port)
@@ -670,14 +711,6 @@ def run_bench_notify(
         if keep:
             result["details"]["workdir"] = str(root)
         return result
-    finally:
-        if background is not None and background.alive():
-            with contextlib.suppress(Exception):
-                background.stop()
-        if probe is not None:
-            with contextlib.suppress(Exception):
-                probe.client.loop_stop()
-        _teardown(http, collector, [webhook, influx, broker], root, keep)
 
 
 def bench_notify(
@@ -711,62 +744,6 @@ def bench_notify(
 OUTAGE_RETRY = "{initial: 1s, max: 30s}"  # the webhook receiver's backoff in the outage scenario
 
 
-class OutageWebhook:
-    """A local webhook that answers 500 (and records nothing) until `recover()`, then 200, recording every body."""
-
-    def __init__(self) -> None:
-        self.hits: list[WebhookHit] = []
-        self.refused = 0
-        self.down = True
-        lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                received_ns = time.time_ns()
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with lock:
-                    if outer.down:
-                        outer.refused += 1
-                    else:
-                        try:
-                            body = json.loads(raw or b"{}")
-                        except ValueError:
-                            body = {"_raw": raw.decode("utf-8", errors="replace")}
-                        outer.hits.append(WebhookHit(received_ns, self.path, body))
-                self.send_response(500 if outer.down else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = int(self.server.server_address[1])
-        self._thread = threading.Thread(target=self.server.serve_forever, name="bench-outage-webhook", daemon=True)
-        self._lock = lock
-
-    @property
-    def url(self) -> str:
-        return f"json://127.0.0.1:{self.port}/notify"
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def recover(self) -> None:
-        self.down = False
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(5)
-
-    def snapshot(self) -> list[WebhookHit]:
-        with self._lock:
-            return list(self.hits)
-
-
 def outage_alerts(hit: WebhookHit) -> list[tuple[str, int]]:
     """(state, probe sequence) of each alert in one structured (payload v1) POST."""
     out = []
@@ -794,46 +771,17 @@ def run_bench_notify_outage(
 ) -> dict[str, Any]:
     """Alerts raised while the webhook receiver is down (HTTP 500 for `outage_s`), then it recovers: how many
     firing and resolved notifications arrive after it, how many twice, how long after the recovery."""
-    import httpx
-
-    import nakhon.localservers as servers
-    from nakhon.sim.city import City
-
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    root = Path(tempfile.mkdtemp(prefix="nakhon-bench-outage-", dir=workdir))
-    sim_devices = City().devices(devices) if devices > 0 else []
-    flood = next((d for d in (sim_devices or City().devices(10)) if d.feed == "flood"), None)
-    if flood is None:
-        raise RuntimeError("the simulated city has no flood device to copy for the probe")
-    probe_device = dataclasses.replace(flood, device_id=PROBE_DEVICE, name="bench-notify probe")
-    collector: subprocess.Popen[bytes] | None = None
-    background: Background | None = None
-    probe: ProbePublisher | None = None
-    broker: MosquittoServer = servers.MosquittoServer(root)
-    influx: InfluxServer = servers.InfluxServer(root)
-    webhook = OutageWebhook()
-    http = httpx.Client(timeout=30)
-    try:
-        broker.start()
-        influx.start()
-        webhook.start()
-        rules_dir, routes_file = write_rules(root, webhook.url)
-        routes_file.write_text(
-            routing_yaml(webhook.url).replace(
-                "    language: en\n", f"    language: en\n    retry: {OUTAGE_RETRY}\n", 1
-            ),
-            encoding="utf-8",
-        )
-        metrics_port, gateway_port = servers.free_port(), servers.free_port()
-        config = write_config(root, broker.url, influx.url, metrics_port, gateway_port, rules_dir, routes_file)
-        _import_devices(config, [*sim_devices, probe_device])
-        collector_log = root / "collector.log"
-        collector = _start_collector(config, collector_log)
-        _wait_healthy(http, collector, metrics_port, collector_log)
+    with notify_stack(prefix="nakhon-bench-outage-", devices=devices, webhook=WebhookReceiver(down=True),
+                      workdir=workdir, keep=keep, say=say, retry=OUTAGE_RETRY) as stack:
+        broker, webhook, http, metrics_port = stack.broker, stack.webhook, stack.http, stack.metrics_port
+        sim_devices, collector = stack.sim_devices, stack.collector
+        assert collector is not None
+        background: Background | None = None
         if sim_devices and background_rate > 0:
-            background = Background(broker.url, sim_devices, background_rate)
+            background = stack.background = Background(broker.url, sim_devices, background_rate)
             background.start()
-        probe = ProbePublisher(broker.port, probe_device.topic)
+        probe = stack.probe = ProbePublisher(broker.port, stack.probe_device.topic)
         say(f"bench-notify outage: webhook down for {outage_s:g} s, {probes} alerts raised (and cleared) meanwhile")
         started = time.monotonic()
         period = outage_s / (probes + 1)
@@ -899,21 +847,14 @@ def run_bench_notify_outage(
                 "cores": os.cpu_count(),
             },
         }
-    finally:
-        if background is not None and background.alive():
-            with contextlib.suppress(Exception):
-                background.stop()
-        if probe is not None:
-            with contextlib.suppress(Exception):
-                probe.client.loop_stop()
-        _teardown(http, collector, [webhook, influx, broker], root, keep)
 
 
 __all__ = [
     "REQUIRED_KEYS",
-    "OutageWebhook",
+    "NotifyStack",
     "WebhookReceiver",
     "bench_notify",
+    "notify_stack",
     "parse_hit",
     "run_bench_notify",
     "run_bench_notify_outage",

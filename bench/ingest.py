@@ -4,7 +4,7 @@
 
 What one run does (method and definitions: `bench/README.md`):
 
-1. starts Mosquitto and InfluxDB on free loopback ports in a temp dir (`nakhon.localservers`);
+1. starts Mosquitto and InfluxDB on free loopback ports in a temp dir (`bench.localservers`);
 2. measures the broker's raw QoS 1 rate: the same publisher (`publish_city`, same devices, processes and QoS)
    publishes N messages to `bench/raw/...` while a C `mosquitto_sub -q 1` counts what it received;
 3. registers the simulated devices (`nakhon devices import`) and starts `nakhon run collectors` as a process;
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     import httpx
     import psutil
 
-    from nakhon.localservers import InfluxServer, MosquittoServer
+    from bench.localservers import InfluxServer, MosquittoServer
 
 NAKHON = [sys.executable, "-m", "nakhon.cli"]
 PROBE_DEVICE = "bench-probe"
@@ -67,7 +67,7 @@ REQUIRED_KEYS = (
 
 
 def _servers() -> Any:
-    import nakhon.localservers as servers
+    import bench.localservers as servers
 
     return servers
 
@@ -785,7 +785,7 @@ def bench(
     if qos not in (0, 1, 2):
         raise typer.BadParameter("qos must be 0, 1 or 2")
     if scenario != "live":
-        from nakhon.bench_storm import SCENARIOS, run_storm_bench
+        from bench.storm import SCENARIOS, run_storm_bench
 
         if scenario not in (*SCENARIOS, "storm"):
             raise typer.BadParameter(f"scenario must be live, storm or one of {', '.join(SCENARIOS)}")

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nakhon.bench import (
+from bench.ingest import (
     ProcessSampler,
     _import_devices,
     _servers,
@@ -48,6 +48,7 @@ from nakhon.bench import (
     _write_config,
     machine_info,
 )
+from bench.load import ThreadedLoad
 from nakhon.sim.city import City, SimDevice
 
 if TYPE_CHECKING:
@@ -221,7 +222,7 @@ def _live(devices: list[SimDevice], fields: Callable[[SimDevice, int, int], dict
         k += 1
 
 
-class StormBackground:
+class StormBackground(ThreadedLoad[Backlog]):
     """A storm as the background load of `nakhon bench-notify`: the scenario's readings published live at `rate`
     msg/s (QoS 1, paced) on the given devices of its feeds, until `stop()`. Same interface as its `Background`."""
 
@@ -233,32 +234,11 @@ class StormBackground:
             raise ValueError(f"no device of the feeds {spec.feeds} for the {scenario} storm")
         self.broker_port = broker_port
         self.rate = rate
-        self.stats: Backlog | None = None
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bench-storm-background", daemon=True)
+        super().__init__("bench-storm-background", "storm background")
 
-    def _run(self) -> None:
-        try:
-            self.stats = publish_backlog(self.broker_port, _live(self.devices, self.scenario.storm, 10, self._stop),
-                                         self.rate, timeout_s=30)
-        except BaseException as exc:  # reported by stop()
-            self.error = exc
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def stop(self) -> Backlog:
-        self._stop.set()
-        self._thread.join(60)
-        if self.error is not None:
-            raise RuntimeError(f"storm background failed: {self.error!r}") from self.error
-        if self.stats is None:
-            raise RuntimeError("storm background did not finish")
-        return self.stats
+    def publish(self, stop: threading.Event) -> Backlog:
+        return publish_backlog(self.broker_port, _live(self.devices, self.scenario.storm, 10, stop), self.rate,
+                               timeout_s=30)
 
 
 # --------------------------------------------------------------------------------------------------- drain
