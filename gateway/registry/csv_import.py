@@ -2,7 +2,7 @@
 
 Columns: `device_id,feed,city,district,lat,lon,name` (required), and optionally `profile`, `dev_eui`,
 `heartbeat_s` and `site_<key>` (e.g. `site_bank_level_m`). Line numbers are those a spreadsheet shows:
-the header is line 1. Checks that need the database (profile exists, DevEUI not taken) are the store's.
+the header is line 1. Checks that need the database (profile exists, DevEUI not taken) are `device_import`'s.
 """
 
 from __future__ import annotations
