@@ -12,10 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gmqtt.mqtt.constants import MQTTv50, MQTTv311
-
 __all__ = ["ClientEvents", "ClientFactory", "ClientSettings", "ConnectRefused", "MQTTv50", "MQTTv311",
            "MqttClient", "MqttEndpoint"]
+
+
+MQTTv311 = 4  # the protocol level byte of CONNECT (the same values as gmqtt's constants)
+MQTTv50 = 5
 
 
 @dataclass(slots=True)

@@ -27,9 +27,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from gmqtt import Client, Subscription
-from gmqtt.mqtt.constants import MQTTCommands, MQTTv50
+from gmqtt.mqtt.constants import MQTTCommands
 
-from collectors.transport.client import ClientEvents, ClientSettings, ConnectRefused
+from collectors.transport.client import ClientEvents, ClientSettings, ConnectRefused, MQTTv50
 
 __all__ = ["GmqttClient"]
 

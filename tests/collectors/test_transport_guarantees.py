@@ -377,3 +377,11 @@ async def test_close_while_disconnected_stops_retrying() -> None:
 def test_the_fakes_topic_filters_match_like_mqtt() -> None:
     assert topic_matches("t/#", "t/x/y") and topic_matches("t/+/y", "t/x/y") and topic_matches("t/x", "t/x")
     assert not topic_matches("t/+", "t/x/y") and not topic_matches("u/#", "t/x") and not topic_matches("t/x/y", "t/x")
+
+
+def test_the_seams_protocol_levels_are_the_ones_gmqtt_sends() -> None:
+    from gmqtt.mqtt import constants
+
+    from collectors.transport.client import MQTTv50, MQTTv311
+
+    assert (MQTTv50, MQTTv311) == (constants.MQTTv50, constants.MQTTv311) == (5, 4)
