@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import typer
 
@@ -760,48 +760,4 @@ def run_bench(
         _teardown(http, collector, [influx, broker], root, keep)
 
 
-def bench(
-    messages: Annotated[int, typer.Option(help="QoS messages to publish (and to the raw broker run).")] = 200_000,
-    devices: Annotated[int, typer.Option(help="Simulated devices publishing.")] = 200,
-    publishers: Annotated[int, typer.Option(help="Publisher processes.")] = 2,
-    qos: Annotated[int, typer.Option(help="MQTT QoS of the load (1: count PUBACKs).")] = 1,
-    json_out: Annotated[Path | None, typer.Option(help="Also write the JSON result to this file.")] = None,
-    keep: Annotated[bool, typer.Option(help="Keep the temp dir (server logs, collector log).")] = False,
-    probe_rate: Annotated[float, typer.Option(help="Latency probe messages per second.")] = 20.0,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for InfluxDB to hold everything.")] = 600.0,
-    profile_collector: Annotated[
-        Path | None, typer.Option(help="Run the collector under cProfile, writing stats here (slows it).")
-    ] = None,
-    scenario: Annotated[str, typer.Option(
-        help="live (publish while the collector runs, the default), or an alert storm drained from a backlog "
-             "beside a calm one: haze, flapping, flood, storm (all three). --messages: backlog per phase."
-    )] = "live",
-    stations: Annotated[int, typer.Option(help="Storm scenarios: devices per backlog.")] = 1000,
-    pace: Annotated[float, typer.Option(help="Storm scenarios: msg/s queueing a backlog (0: unpaced).")] = 6000.0,
-    notify_wait: Annotated[float, typer.Option(
-        help="Storm scenarios: seconds after the storm drain for notification groups to fall due.")] = 35.0,
-) -> None:
-    """Benchmark the ingest path against real Mosquitto and InfluxDB on this machine; prints JSON."""
-    if qos not in (0, 1, 2):
-        raise typer.BadParameter("qos must be 0, 1 or 2")
-    if scenario != "live":
-        from bench.storm import SCENARIOS, run_storm_bench
-
-        if scenario not in (*SCENARIOS, "storm"):
-            raise typer.BadParameter(f"scenario must be live, storm or one of {', '.join(SCENARIOS)}")
-        storm = run_storm_bench(scenarios=SCENARIOS if scenario == "storm" else (scenario,), messages=messages,
-                                stations=stations, pace=pace, notify_wait_s=notify_wait, timeout_s=timeout,
-                                keep=keep)
-        _emit(storm, json_out)
-        if storm["lost"] or storm["duplicates"] or not storm["alerts_consistent"]:
-            raise typer.Exit(1)
-        return
-    result = run_bench(messages=messages, devices=devices, publishers=publishers, qos=qos, probe_rate=probe_rate,
-                       timeout_s=timeout, keep=keep,
-                       profile_out=profile_collector.resolve() if profile_collector else None)
-    _emit(result, json_out)
-    if result["lost"]:
-        raise typer.Exit(1)
-
-
-__all__ = ["REQUIRED_KEYS", "bench", "run_bench"]
+__all__ = ["REQUIRED_KEYS", "run_bench"]

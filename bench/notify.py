@@ -43,15 +43,12 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
-
-import typer
+from typing import TYPE_CHECKING, Any
 
 from bench.ingest import (
     NAKHON,
     ProcessSampler,
     _cpu_model,
-    _emit,
     _import_devices,
     _metric_sum,
     _percentile,
@@ -713,31 +710,6 @@ def run_bench_notify(
         return result
 
 
-def bench_notify(
-    probes: Annotated[int, typer.Option(help="Trigger messages (each followed by a clearing one).")] = 100,
-    background_rate: Annotated[float, typer.Option(help="Background load, QoS 1 messages per second.")] = 1000,
-    devices: Annotated[int, typer.Option(help="Simulated devices publishing the background.")] = 200,
-    json_out: Annotated[Path | None, typer.Option(help="Also write the JSON result to this file.")] = None,
-    keep: Annotated[bool, typer.Option(help="Keep the temp dir (collector log, registry database).")] = False,
-    outage_s: Annotated[
-        float, typer.Option(help="Instead: the receiver-outage scenario, webhook answering 500 for this long.")
-    ] = 0.0,
-    storm_background: Annotated[str, typer.Option(
-        help="Background = an alert storm instead of the city: haze, flapping or flood (nakhon bench scenarios)."
-    )] = "",
-) -> None:
-    """Benchmark publish → notification latency of an immediate rule under background load; prints JSON.
-
-    With `--outage-s 300`: alerts raised during a 5-minute webhook outage, counted after it (all, none twice).
-    Exit 0 whether or not the latency target is met (it is a benchmark); non-zero only when the harness fails."""
-    if outage_s > 0:
-        _emit(run_bench_notify_outage(outage_s=outage_s, probes=probes, devices=devices, keep=keep), json_out)
-        return
-    result = run_bench_notify(probes=probes, background_rate=background_rate, devices=devices, keep=keep,
-                              storm_background=storm_background)
-    _emit(result, json_out)
-
-
 # --------------------------------------------------------------------------------------------------- outage
 
 
@@ -853,7 +825,6 @@ __all__ = [
     "REQUIRED_KEYS",
     "NotifyStack",
     "WebhookReceiver",
-    "bench_notify",
     "notify_stack",
     "parse_hit",
     "run_bench_notify",

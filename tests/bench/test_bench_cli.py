@@ -21,9 +21,10 @@ def _nakhon(*args: str, block_psutil: bool = False) -> subprocess.CompletedProce
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
 
 
-@pytest.mark.parametrize("command", ["bench", "bench-notify"])
-def test_without_the_bench_extra_the_command_names_the_package_to_install(command: str) -> None:
-    proc = _nakhon(command, "--messages", "1000", "--keep", block_psutil=True)
+@pytest.mark.parametrize(("command", "options"), [("bench", ["--messages", "1000", "--keep"]),
+                                                   ("bench-notify", ["--probes", "5", "--keep"])])
+def test_without_the_bench_extra_the_command_names_the_package_to_install(command: str, options: list[str]) -> None:
+    proc = _nakhon(command, *options, block_psutil=True)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "psutil" in proc.stderr
     assert "pip install 'nakhon[bench]'" in proc.stderr

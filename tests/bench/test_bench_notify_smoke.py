@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.notify import REQUIRED_KEYS, bench_notify
+from bench.cli import bench_notify
+from bench.notify import REQUIRED_KEYS
 
 
 @pytest.mark.slow

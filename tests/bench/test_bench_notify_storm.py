@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.notify import bench_notify
+from bench.cli import bench_notify
 
 
 @pytest.mark.slow
