@@ -12,7 +12,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from collectors.feeds import FEED_SPECS
-from collectors.model import DeviceInfo
+from collectors.model import DeviceInfo, RecentMessage
 from gateway.db import utcnow
 from gateway.errors import (
     ConflictError,
@@ -72,17 +71,6 @@ CHUNK = 500  # ids per IN (...) list: well under SQLite's and PostgreSQL's param
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 T = TypeVar("T")
-
-
-@dataclass(slots=True)
-class RecentMessage:
-    """One raw message as the collectors saw it, for a device's diagnostics page."""
-
-    topic: str
-    payload: bytes | str
-    accepted: bool
-    reason: str | None = None
-    time_ns: int | None = None  # UTC nanoseconds since the epoch; None means "now"
 
 
 def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
@@ -992,7 +980,7 @@ class RegistryStore:
                 rows.append(
                     {
                         "device_id": device_id[:200],
-                        "received_at": _ns_to_datetime(message.time_ns),
+                        "received_at": _ns_to_datetime(message.received_ns),
                         "topic": message.topic[:1024],
                         "payload": _payload_text(message.payload),
                         "accepted": message.accepted,
