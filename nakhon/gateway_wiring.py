@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 
 import uvicorn
 from fastapi import FastAPI
@@ -26,9 +25,11 @@ from rules.store import AlertStore
 STOP_TIMEOUT_S = 10.0
 
 
-def mount_console(app: FastAPI, settings: Settings, registry: RegistryStore, alerts: AlertStore) -> None:
-    """Add `/console` to the gateway's app, reading `alerts` (the tables the engine writes)."""
-    group_of = routing_group_of(Router(load_routing(settings.rules.routes_file or DEFAULT_ROUTING_FILE)))
+def mount_console(
+    app: FastAPI, settings: Settings, registry: RegistryStore, alerts: AlertStore, routing: Router
+) -> None:
+    """Add `/console` to the gateway's app, reading `alerts` (the tables the engine writes), grouping receivers as
+    `routing` does."""
     console = Console(
         registry=registry,
         users=UserStore(registry),
@@ -37,29 +38,27 @@ def mount_console(app: FastAPI, settings: Settings, registry: RegistryStore, ale
         alerts=alerts,
         broker_host=None,  # the example names the host the console was reached on (the broker's port below)
         broker_port=mqtt_endpoint(settings).port,
-        group_of=group_of,
+        group_of=routing_group_of(routing),
     )
     app.include_router(build_console_router(console))
 
 
 class GatewayServer:
-    """The running HTTP server and what it holds open: the broker provisioner, the console's alert store and,
-    without a rules engine in this process, the alerts API's own stores."""
+    """The running HTTP server and what it holds open: the broker provisioner and, without a rules engine in this
+    process, its own alert store."""
 
     def __init__(
         self,
         server: uvicorn.Server,
         task: asyncio.Task[None],
         provisioner: MosquittoProvisioner | None,
-        console_alerts: AlertStore,
-        close_alerts_api: Callable[[], None] | None,
+        own_alerts: AlertStore | None,
     ) -> None:
         self.server = server
         self.port = server.config.port
         self._task = task
         self._provisioner = provisioner
-        self._console_alerts = console_alerts
-        self._close_alerts_api = close_alerts_api
+        self._own_alerts = own_alerts
 
     async def close(self) -> None:
         self.server.should_exit = True
@@ -67,27 +66,28 @@ class GatewayServer:
             await asyncio.wait_for(self._task, STOP_TIMEOUT_S)
         if self._provisioner is not None:
             await self._provisioner.close()
-        if self._close_alerts_api is not None:
-            self._close_alerts_api()
-        self._console_alerts.close()
+        if self._own_alerts is not None:
+            self._own_alerts.close()
 
 
 async def start_gateway(
     settings: Settings, registry: RegistryStore, rules: RulesService | None, *, port: int | None
 ) -> GatewayServer:
-    """Serve the gateway; the alerts API comes from `rules` when the engine runs in this process, else from the
-    alert store the engine (in the collectors' process) writes."""
-    close_alerts_api: Callable[[], None] | None = None
+    """Serve the gateway. With the engine in this process, the alerts API and the console use its store and
+    routing; else (the engine runs with the collectors) they use the alert store the engine writes."""
+    own_alerts: AlertStore | None = None
     if rules is not None:
+        alerts, routing = rules.store, rules.pipeline.router
         router = alerts_router(rules, registry)
     else:
-        router, close_alerts_api = await asyncio.to_thread(build_alerts_api, settings)
+        own_alerts = alerts = AlertStore(settings.registry.url)  # migrated with the registry
+        routing = Router(load_routing(settings.rules.routes_file or DEFAULT_ROUTING_FILE))
+        router = build_alerts_api(settings, registry, alerts)
     provisioner = make_provisioner(settings)
     if provisioner is not None:
         await check_broker_at_start(registry, provisioner)
     app = create_app(registry, provisioner, extra_routers=[router], reserved_ids=service_account_names(settings))
-    console_alerts = AlertStore(settings.registry.url)  # migrated with the registry
-    mount_console(app, settings, registry, console_alerts)
+    mount_console(app, settings, registry, alerts, routing)
     config = uvicorn.Config(
         app,
         host=settings.gateway.host,
@@ -102,7 +102,7 @@ async def start_gateway(
             task.result()  # raises the bind error, naming the port
             raise RuntimeError(f"the gateway stopped while starting (port {config.port})")
         await asyncio.sleep(0.02)
-    return GatewayServer(server, task, provisioner, console_alerts, close_alerts_api)
+    return GatewayServer(server, task, provisioner, own_alerts)
 
 
 __all__ = ["GatewayServer", "mount_console", "start_gateway"]

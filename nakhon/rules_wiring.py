@@ -143,21 +143,14 @@ def alerts_router(service: RulesService, registry: RegistryStore) -> APIRouter:
     return service.router(require_role, audit=registry.record_audit)
 
 
-def build_alerts_api(settings: Any) -> tuple[Any, Callable[[], None]]:
+def build_alerts_api(settings: Any, registry: RegistryStore, store: AlertStore) -> APIRouter:
     """The alerts API (list, acknowledge, silences, signed acknowledge links) for a process that serves the
-    gateway without running the rules engine: it works on the alert store the engine writes. Returns the
-    router and a function that closes its store."""
+    gateway without running the rules engine: it works on `store`, the alert store the engine writes; acks and
+    silences are audited in `registry` beside device changes."""
     config = rules_settings(settings)
-    store = AlertStore(config.database_url)
     secret = config.ack_link_secret.get_secret_value() if config.ack_link_secret is not None else None
     signer = AckLinkSigner(resolve_secret(secret, config.ack_link_secret_file), config.ack_link_ttl_s)
-    registry = RegistryStore(settings.registry.url)  # acks and silences are audited beside device changes
-
-    def close() -> None:
-        store.close()
-        registry.close()
-
-    return build_router(store, require_role, ack_links=signer, audit=registry.record_audit), close
+    return build_router(store, require_role, ack_links=signer, audit=registry.record_audit)
 
 
 __all__ = [

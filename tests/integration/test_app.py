@@ -20,16 +20,18 @@ from collectors.service import CollectorService
 from collectors.sinks.sqlite import SQLiteSink
 from collectors.sinks.writer import BatchWriter
 from gateway.registry.directory import RegistryDirectory
+from gateway.registry.store import RegistryStore
 from nakhon.app import App, start_app
 from nakhon.config import load_settings
+from nakhon.gateway_wiring import GatewayServer
 from rules.engine import RulesEngine
 from rules.notify.pipeline import NotificationPipeline
 from rules.service import RulesService
 from rules.store import AlertStore
 from tests.servers import MosquittoServer, free_port
 
-BUILT_ONCE = (CollectorService, BatchWriter, RulesService, RulesEngine, NotificationPipeline, RegistryDirectory,
-              MetricsServer)  # fmt: skip
+BUILT_ONCE = (RegistryStore, RegistryDirectory, CollectorService, BatchWriter, RulesService, AlertStore, RulesEngine,
+              NotificationPipeline, GatewayServer, MetricsServer)  # fmt: skip
 
 
 def _live(cls: type) -> int:
