@@ -12,25 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from collectors.model import RecentMessage
+
 MAX_PAYLOAD_CHARS = 2048
 MAX_PAYLOAD_BYTES = MAX_PAYLOAD_CHARS  # kept per message (a cut multi-byte character shows as U+FFFD)
 
 _Raw = tuple[int, str, bytes, bool, "str | None"]  # received_ns, topic, payload, accepted, reason
 
 
-@dataclass(slots=True, frozen=True)
-class RecentMessage:
-    received_ns: int
-    topic: str
-    payload: str
-    accepted: bool
-    reason: str | None = None
-
-
 def _message(raw: _Raw) -> RecentMessage:
     received_ns, topic, payload, accepted, reason = raw
     text = payload[:MAX_PAYLOAD_CHARS].decode("utf-8", errors="replace")
-    return RecentMessage(received_ns, topic, text, accepted, reason)
+    return RecentMessage(topic, text, accepted, reason, received_ns)
 
 
 @dataclass(slots=True)

@@ -111,3 +111,15 @@ class Point:
     tags: dict[str, str]
     fields: dict[str, FieldValue]
     time_ns: int
+
+
+@dataclass(slots=True, frozen=True)
+class RecentMessage:
+    """One raw message as the collectors saw it, accepted or not (and why): kept in memory by the collectors'
+    diagnostics, stored by the registry for a device's diagnostics page."""
+
+    topic: str
+    payload: bytes | str
+    accepted: bool
+    reason: str | None = None
+    received_ns: int | None = None  # UTC nanoseconds since the epoch; None means "now" when stored

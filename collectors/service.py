@@ -17,16 +17,17 @@ from typing import Any
 
 import orjson
 
-from collectors.diagnostics import DiagnosticsBuffer, RecentMessage
+from collectors.diagnostics import DiagnosticsBuffer
 from collectors.directory import DeviceDirectory
 from collectors.domain.base import Enricher
 from collectors.metrics import MQTT_TOO_LARGE
-from collectors.model import Point
+from collectors.model import Point, RecentMessage
 from collectors.pipeline import FieldMapperLike, Input, Pipeline, ReadingConsumer
 from collectors.quarantine import QuarantineStore
 from collectors.sinks.base import Sink
 from collectors.sinks.spool import DiskSpool
 from collectors.sinks.writer import BatchWriter
+from collectors.timecheck import TimePolicy
 from collectors.transport.mqtt import MqttEndpoint, MqttSubscriber
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ class CollectorService:
         diagnostics_interval_s: float = 5.0,
         state_interval_s: float = 30.0,
         protocol_version: int = 5,
+        time_policy: TimePolicy | None = None,
+        feed_sentinels: dict[str, dict[str, frozenset[float]]] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -91,6 +94,8 @@ class CollectorService:
             enrichers=self.enrichers,
             diagnostics=self.diagnostics,
             readings_out=readings_out,
+            time_policy=time_policy,
+            feed_sentinels=feed_sentinels,
         )
         self.subscriber = MqttSubscriber(
             endpoint,

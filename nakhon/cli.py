@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 from zoneinfo import ZoneInfo
 
 import typer
@@ -53,22 +53,22 @@ class Context:
         return self._settings
 
     def registry(self) -> Any:
-        from nakhon.services import open_registry
+        from nakhon.registry_wiring import open_registry
 
         return open_registry(self.settings)
 
     def provisioner(self) -> Any:
-        from nakhon.services import make_provisioner
+        from nakhon.registry_wiring import make_provisioner
 
         return make_provisioner(self.settings)
 
     def alerts_store(self) -> Any:
-        from nakhon.services import open_alert_store
+        from nakhon.registry_wiring import open_alert_store
 
         return open_alert_store(self.settings)
 
     def register_devices(self, csv_text: str) -> str:
-        from nakhon.services import import_devices_csv
+        from nakhon.registry_wiring import import_devices_csv
 
         return import_devices_csv(self.settings, csv_text)
 
@@ -84,7 +84,7 @@ class Context:
         }
 
     def reserved_ids(self) -> frozenset[str]:
-        from nakhon.services import service_account_names
+        from nakhon.registry_wiring import service_account_names
 
         try:
             return service_account_names(self.settings)
@@ -183,9 +183,9 @@ def quarantine_replay(
     """Resubmit quarantined messages once their cause is fixed (stored, or quarantined again with the reason)."""
     from collectors.quarantine import QuarantineStore
     from gateway.registry.directory import RegistryDirectory
-    from nakhon.app import make_sink, quarantine_limits
+    from nakhon.collector_wiring import make_sink, quarantine_limits
+    from nakhon.registry_wiring import open_registry
     from nakhon.replay import replay
-    from nakhon.services import open_registry
 
     settings = context_of(ctx).settings
     path = settings.data_dir / "collector" / "quarantine.db"
@@ -239,13 +239,23 @@ def run(
     ] = "all",
 ) -> None:
     """Run nakhon against the configured broker and stores (the production entry point). SIGTERM flushes."""
-    from nakhon.services import run_services
-
     if component not in ("all", "collectors", "gateway", "rules"):
         typer.echo(f"unknown component {component!r}: use all, collectors, gateway or rules", err=True)
         raise typer.Exit(2)
+    try:
+        from nakhon.app import run_app
+    except ImportError as exc:
+        _exit_missing(exc)
     settings = context_of(ctx).settings
-    asyncio.run(_until_signalled(lambda stop: run_services(settings, component, stop)))
+    asyncio.run(_until_signalled(lambda stop: run_app(settings, component, stop)))
+
+
+def _exit_missing(exc: ImportError) -> NoReturn:
+    """A component that cannot be imported stops the command, naming the module (exit status 3)."""
+    from nakhon.errors import MissingDependencyError
+
+    typer.echo(str(MissingDependencyError.from_import_error(exc)), err=True)
+    raise typer.Exit(3) from None
 
 
 async def _until_signalled(main: Any) -> None:
@@ -266,7 +276,10 @@ def demo(
     live: Annotated[bool | None, typer.Option(help="Live terminal view (default: when a terminal).")] = None,
 ) -> None:
     """Zero-setup demo: embedded broker, SQLite store, collectors, rules, gateway and a simulated Laem Chabang."""
-    from nakhon.demo import run_demo
+    try:
+        from nakhon.demo import run_demo
+    except ImportError as exc:
+        _exit_missing(exc)
 
     settings = context_of(ctx).settings
     show_live = sys.stdout.isatty() if live is None else live

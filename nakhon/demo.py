@@ -30,9 +30,10 @@ from rich.table import Table
 
 from collectors.feeds import FEED_SPECS
 from collectors.transport.mqtt import MQTTv311
+from nakhon.app import App, start_app
 from nakhon.config import Settings
 from nakhon.demo_story import CATCH_UP_S, RECEIVER, DemoInbox, DutyOfficer, message_text, story_incidents, write_routing
-from nakhon.services import Running, import_devices_csv, start_services, stop_services
+from nakhon.registry_wiring import import_devices_csv
 from nakhon.sim.clock import SimClock, catch_up_start_ms
 
 BANGKOK = ZoneInfo("Asia/Bangkok")
@@ -90,7 +91,7 @@ class DemoView:
 
     def __init__(
         self,
-        running: Running,
+        running: App,
         started: float,
         publish_stats: Callable[[], Any],
         clock: SimClock | None = None,
@@ -168,7 +169,7 @@ def _fmt(value: Any) -> str:
     return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
-def alert_lines(running: Running, limit: int = 6) -> list[str]:
+def alert_lines(running: App, limit: int = 6) -> list[str]:
     rules = running.rules
     store = getattr(getattr(rules, "engine", None), "store", None) if rules is not None else None
     list_alerts = getattr(store, "list_alerts", None)
@@ -231,7 +232,7 @@ async def run_demo(
         notifiers={RECEIVER: inbox},
         tick_interval_s=1.0,  # a simulated minute at ×60
     )
-    running = await start_services(
+    running = await start_app(
         demo_settings, "all", mqtt_protocol=MQTTv311, gateway_port=gateway_port, rules_extras=extras
     )
     token = _session_token(running)
@@ -290,14 +291,14 @@ async def run_demo(
             await asyncio.wait_for(officer_task, 15)
         view.sample()
         alert_counts = count_alerts(running)
-        await stop_services(running)
+        await running.stop()
         await broker.shutdown()
     print_summary(console, running, stats, time.monotonic() - started, alert_counts, inbox, officer)
 
 
 def name_city(settings: Settings, slug: str, name_th: str, name_en: str) -> None:
     """The city's display names in the registry, as `nakhon devices city-name` sets them."""
-    from nakhon.services import open_registry
+    from nakhon.registry_wiring import open_registry
 
     store = open_registry(settings)
     try:
@@ -311,13 +312,13 @@ async def _wait(event: asyncio.Event, timeout: float) -> None:
         await asyncio.wait_for(event.wait(), timeout)
 
 
-def _session_token(running: Running) -> str:
+def _session_token(running: App) -> str:
     name = f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}-{threading.get_ident() % 10000}"
     _record, token = running.registry.tokens.create(name, "admin", actor="demo")
     return token
 
 
-def count_alerts(running: Running) -> dict[str, int]:
+def count_alerts(running: App) -> dict[str, int]:
     """Alerts raised during the run, by rule (the store the engine wrote)."""
     store = getattr(getattr(running.rules, "engine", None), "store", None) if running.rules is not None else None
     counts: dict[str, int] = {}
@@ -331,7 +332,7 @@ def count_alerts(running: Running) -> dict[str, int]:
 
 def print_summary(
     console: Console,
-    running: Running,
+    running: App,
     stats: Any,
     seconds: float,
     alert_counts: dict[str, int] | None = None,

@@ -26,7 +26,7 @@ from collectors.pipeline import Pipeline
 from collectors.quarantine import QuarantinedMessage, QuarantineStore
 from collectors.sinks.base import Sink
 from collectors.sinks.writer import BatchWriter
-from nakhon.app import build_inputs
+from nakhon.collector_wiring import build_inputs
 from nakhon.config import Settings
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,7 @@
 """The rules engine inside `nakhon run`: built from nakhon's settings, on the registry's database and devices.
 
-`nakhon.services.start_rules()` calls `build_rules_runtime(...)` and then `runtime.start()`:
+The composition root (`nakhon/app.py`) calls `build_rules(...)`, then `service.start()` and, once the collectors
+run, `service.start_consuming()`:
 
 - alerts, silences and the notification log live in the registry database (`settings.registry.url`), in tables
   made by the registry's migrations (`0002_rules`, run by `open_registry()` before this is called);
@@ -11,31 +12,35 @@
 - heartbeat checks list the registry's active devices from the in-memory `RegistryDirectory` (no query per tick);
   notifications see maintenance windows through the same directory, so a window set in the API applies at once;
 - the HTTP API (`/api/v1/alerts`, `/silences`, `/notifications`) is guarded by the gateway's `require_role`;
-- readings reach the engine through the runtime's bounded queue; `offer` *awaits* room in a full queue
-  (explicit backpressure: ingestion slows to the engine's pace, nothing is dropped, see rules/README.md).
+- readings reach the engine through the bounded `ReadingQueue` the collectors are built with; `offer` *awaits*
+  room in a full queue (explicit backpressure: ingestion slows to the engine's pace, nothing is dropped, see
+  rules/README.md).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from collectors.model import DeviceInfo, Point, Reading
+from fastapi import APIRouter
+
+from collectors.model import DeviceInfo, Point
 from gateway.api.auth import require_role
+from gateway.registry.directory import RegistryDirectory
 from gateway.registry.store import RegistryStore
-from rules.acklink import SECRET_FILE_NAME
+from rules.acklink import SECRET_FILE_NAME, AckLinkSigner, resolve_secret
+from rules.api import build_router
 from rules.notify.base import Notifier
-from rules.settings import RulesService, RulesSettings, build_rules_service
+from rules.service import ReadingQueue, RulesService, build_rules_service
+from rules.settings import RulesSettings
+from rules.store import AlertStore
 from rules.timeutil import Clock
 
 log = logging.getLogger(__name__)
-
-R = TypeVar("R")
 
 
 def rules_settings(settings: Any) -> RulesSettings:
@@ -58,7 +63,7 @@ def active_devices_provider(registry: RegistryStore, directory: Any) -> Callable
     """Active devices for the heartbeat checks: from the directory's memory when it can list them."""
     all_devices = getattr(directory, "all", None)
     # A directory that cannot list (e.g. a custom one): ask the registry (one query per engine tick).
-    listing: Callable[[], Iterable[DeviceInfo]] = all_devices if callable(all_devices) else registry.view.device_infos
+    listing: Callable[[], Iterable[DeviceInfo]] = all_devices if callable(all_devices) else registry.device_infos
 
     def devices() -> list[DeviceInfo]:
         return [d for d in listing() if d.status == "active"]
@@ -98,102 +103,62 @@ class RulesExtras:
     tick_interval_s: float | None = None
 
 
-class RulesEngineHandle:
-    """What the runtime drives: `run(queue)` is the engine's loop, `close()` stops notifications and the store."""
-
-    def __init__(self, service: RulesService) -> None:
-        self.service = service
-
-    @property
-    def engine(self) -> Any:
-        return self.service.engine
-
-    @property
-    def store(self) -> Any:
-        return self.service.store
-
-    async def run(self, queue: asyncio.Queue[tuple[Reading, DeviceInfo]]) -> None:
-        # RulesEngine.run reads the queue and ticks every tick_interval_s (`for`, flap damping, heartbeat).
-        await self.service.engine.run(queue)
-
-    async def close(self) -> None:
-        await self.service.stop()
-
-    def health_checks(self) -> dict[str, Callable[[], dict[str, Any]]]:
-        """`/healthz` detail: which receivers are failing, since when, the last error (never unhealthy by itself)."""
-        return {"notifications": self.service.pipeline.health}
-
-
-async def build_rules_runtime(
+def build_rules(
     settings: Any,
     registry: RegistryStore,
-    directory: Any,
+    directory: RegistryDirectory,
     emit_point: Callable[[Point], Awaitable[None]],
-    runtime_cls: Callable[[Any, int, Any], R],
+    readings: ReadingQueue,
     extras: RulesExtras | None = None,
-) -> R | None:
-    """The rules runtime for `nakhon run`: `runtime_cls(engine_handle, queue_size, router)`, not yet started.
-
-    Open alerts are reloaded and the notification workers started here, so a broken rules directory, routing
-    file or alert schema fails `nakhon run` at start instead of leaving it running without alerting.
-    """
+) -> RulesService:
+    """The rules service for `nakhon run`, not yet started (blocking: loads the rules and routing files, opens the
+    alert store). `readings`: the queue the collectors offer to; `emit_point`: where alert points go (the
+    collectors' writer). Notifications look devices up in the directory (current maintenance windows, not the
+    ones of the last reading); messages name cities as the registry does."""
     config = rules_settings(settings)
     extras = extras or RulesExtras()
     if extras.tick_interval_s is not None:
         config = config.model_copy(update={"tick_interval_s": extras.tick_interval_s})
-    service = await asyncio.to_thread(
-        lambda: build_rules_service(
-            config, emit_point, active_devices_provider(registry, directory), clock=extras.clock,
-            notifiers=extras.notifiers,
-        )
-    )  # fmt: skip
-    service.engine.renderer.city_names = extras.city_names or CityNamesCache(registry.cities.all)
-    by_id = getattr(directory, "by_id", None)
-    if callable(by_id):
-        service.pipeline.device_lookup = by_id  # current maintenance windows, not the ones of the last reading
-    try:
-        await service.start()
-    except BaseException:
-        await service.stop()
-        raise
+    service = build_rules_service(
+        config,
+        emit_point,
+        active_devices_provider(registry, directory),
+        clock=extras.clock,
+        notifiers=extras.notifiers,
+        city_names=extras.city_names or CityNamesCache(registry.city_names),
+        device_lookup=directory.by_id,
+        queue=readings,
+    )
     log.info(
         "rules: %d rules from %s, routing %s, alerts in the registry database",
         len(service.ruleset.rules),
         config.rules_dir or "the shipped defaults",
         config.routing_file or "log only (shipped default)",
     )
-    return runtime_cls(
-        RulesEngineHandle(service), config.queue_size, service.router(require_role, audit=registry.audit.record)
-    )
+    return service
 
 
-def build_alerts_api(settings: Any) -> tuple[Any, Callable[[], None]]:
+def alerts_router(service: RulesService, registry: RegistryStore) -> APIRouter:
+    """The engine's alerts API, guarded by the gateway's roles; acks and silences audited beside device changes."""
+    return service.router(require_role, audit=registry.record_audit)
+
+
+def build_alerts_api(settings: Any, registry: RegistryStore, store: AlertStore) -> APIRouter:
     """The alerts API (list, acknowledge, silences, signed acknowledge links) for a process that serves the
-    gateway without running the rules engine: it works on the alert store the engine writes. Returns the
-    router and a function that closes its store."""
-    from rules.acklink import AckLinkSigner, resolve_secret
-    from rules.api import build_router
-    from rules.store import AlertStore
-
+    gateway without running the rules engine: it works on `store`, the alert store the engine writes; acks and
+    silences are audited in `registry` beside device changes."""
     config = rules_settings(settings)
-    store = AlertStore(config.database_url)
     secret = config.ack_link_secret.get_secret_value() if config.ack_link_secret is not None else None
     signer = AckLinkSigner(resolve_secret(secret, config.ack_link_secret_file), config.ack_link_ttl_s)
-    registry = RegistryStore(settings.registry.url)  # acks and silences are audited beside device changes
-
-    def close() -> None:
-        store.close()
-        registry.close()
-
-    return build_router(store, require_role, ack_links=signer, audit=registry.audit.record), close
+    return build_router(store, require_role, ack_links=signer, audit=registry.record_audit)
 
 
 __all__ = [
     "CityNamesCache",
-    "RulesEngineHandle",
     "RulesExtras",
     "active_devices_provider",
+    "alerts_router",
     "build_alerts_api",
-    "build_rules_runtime",
+    "build_rules",
     "rules_settings",
 ]

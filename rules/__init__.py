@@ -2,5 +2,5 @@
 
     rules (YAML, pydantic) -> RulesEngine.process/tick -> AlertLifecycle (store) -> NotificationPipeline -> notifiers
 
-The component never imports the `nakhon` app shell; the shell wires it with `rules.settings.build_rules_service`.
+The component never imports the `nakhon` app shell; the shell wires it with `rules.service.build_rules_service`.
 """

@@ -78,6 +78,7 @@ class RulesEngine:
         tick_interval_s: float = 5.0,
         batch_size: int = 500,
         commit_policy: CommitPolicy | None = None,
+        known_devices: dict[str, DeviceInfo] | None = None,
     ) -> None:
         self.ruleset = rules if isinstance(rules, RuleSet) else RuleSet(rules=list(rules))
         self.store = store
@@ -95,7 +96,8 @@ class RulesEngine:
         self._windows = history_windows(self.ruleset)
         self._state: dict[tuple[str, str], _RuleState] = {}
         self._memory: dict[str, DeviceMemory] = {}
-        self._known: dict[str, DeviceInfo] = {}
+        # Each device as last evaluated; the embedder may share the dict as the notifications' device lookup.
+        self._known: dict[str, DeviceInfo] = known_devices if known_devices is not None else {}
         self._lock = asyncio.Lock()
         self._started_ns: int | None = None
         # Heartbeat index: a heap of (due_ns, rule, device_id); `_due_at` holds each key's live entry (older
@@ -104,10 +106,6 @@ class RulesEngine:
         self._due: list[tuple[int, str, str]] = []
         self._due_at: dict[tuple[str, str], int] = {}
         self._listed: dict[str, DeviceInfo] = {}
-        if notifier_pipeline is not None and notifier_pipeline.device_lookup is None:
-            notifier_pipeline.device_lookup = self._known.get
-        if self.renderer.device_lookup is None:
-            self.renderer.device_lookup = self._known.get
         # When the engine first listed each device (heartbeat silence counts from the later of this and start).
         self._first_listed: dict[str, int] = {}
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.localservers import InfluxServer, MosquittoServer
 from collectors.directory import StaticDirectory
 from collectors.model import DeviceInfo
-from nakhon.app import build_collector
+from nakhon.collector_wiring import build_collector
 from nakhon.config import load_settings
 from tests.publishing import AckingPublisher
 

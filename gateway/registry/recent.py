@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select
 
+from collectors.model import RecentMessage
 from gateway.db import utcnow
 from gateway.registry.database import RegistryDatabase, chunks
 from gateway.registry.devices import DeviceStore
@@ -18,17 +18,6 @@ from gateway.registry.schemas import DiagnosticsOut, RecentMessageOut
 
 RECENT_MESSAGES_KEPT = 20
 RECENT_PAYLOAD_BYTES = 2048
-
-
-@dataclass(slots=True)
-class RecentMessage:
-    """One raw message as the collectors saw it, for a device's diagnostics page."""
-
-    topic: str
-    payload: bytes | str
-    accepted: bool
-    reason: str | None = None
-    time_ns: int | None = None  # UTC nanoseconds since the epoch; None means "now"
 
 
 def _payload_text(payload: bytes | str) -> str:
@@ -58,7 +47,7 @@ class RecentMessages:
                 rows.append(
                     {
                         "device_id": device_id[:200],
-                        "received_at": _ns_to_datetime(message.time_ns),
+                        "received_at": _ns_to_datetime(message.received_ns),
                         "topic": message.topic[:1024],
                         "payload": _payload_text(message.payload),
                         "accepted": message.accepted,

@@ -22,7 +22,8 @@ from prometheus_client import start_http_server
 from collectors.model import DeviceInfo, Reading
 from rules.engine import offer
 from rules.notify.memory import MemoryNotifier
-from rules.settings import RulesSettings, build_rules_service
+from rules.service import build_rules_service
+from rules.settings import RulesSettings
 
 ROUTING = """
 receivers:

@@ -14,7 +14,7 @@ from collectors.directory import StaticDirectory
 from collectors.model import DeviceInfo
 from collectors.quarantine import QuarantineStore
 from collectors.sinks.influx import InfluxV1Sink
-from nakhon.app import build_collector
+from nakhon.collector_wiring import build_collector
 from nakhon.config import load_settings
 from nakhon.replay import replay
 from tests.servers import InfluxServer

@@ -130,7 +130,7 @@ def test_reconcile_needs_a_broker(sqlite_store: Any) -> None:
 def test_gateway_start_reports_differences_and_pins_its_admin_account(gateway: Gateway, caplog: Any) -> None:
     import logging
 
-    from nakhon.services import check_broker_at_start
+    from nakhon.registry_wiring import check_broker_at_start
 
     gateway.add("vanished")
     broker_commands(gateway, [{"command": "deleteClient", "username": "device.vanished"}])
@@ -150,7 +150,7 @@ def test_gateway_start_reports_differences_and_pins_its_admin_account(gateway: G
 
 
 def test_gateway_start_with_the_broker_down_only_warns(sqlite_store: Any, caplog: Any) -> None:
-    from nakhon.services import check_broker_at_start
+    from nakhon.registry_wiring import check_broker_at_start
     from tests.servers import free_port
 
     async def main() -> None:

@@ -10,7 +10,7 @@ import orjson
 from collectors.directory import StaticDirectory
 from collectors.model import DeviceInfo
 from collectors.sinks.sqlite import SQLiteSink
-from nakhon.app import build_collector
+from nakhon.collector_wiring import build_collector
 from nakhon.config import load_settings
 from tests.publishing import AckingPublisher
 from tests.servers import MosquittoServer

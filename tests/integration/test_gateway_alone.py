@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
+from nakhon.app import start_app
 from nakhon.config import load_settings
-from nakhon.services import start_services, stop_services
 from rules.store import AlertStore
 from tests.servers import free_port
 
@@ -18,7 +18,7 @@ from tests.servers import free_port
 async def test_gateway_alone_serves_alerts_from_the_shared_store(tmp_path: Path) -> None:
     settings = load_settings(None, data_dir=tmp_path / "data", metrics={"port": 0})
     port = free_port()
-    running = await start_services(settings, "gateway", gateway_port=port)
+    running = await start_app(settings, "gateway", gateway_port=port)
     try:
         assert running.rules is None and running.collector is None
         _, token = await asyncio.to_thread(running.registry.tokens.create, "op", "operator", actor="test")
@@ -41,5 +41,5 @@ async def test_gateway_alone_serves_alerts_from_the_shared_store(tmp_path: Path)
         assert again is not None and again.ack_by is not None and again.ack_comment == "on my way"
         store.close()
     finally:
-        await stop_services(running)
+        await running.stop()
 

@@ -19,8 +19,9 @@ from typing import Any
 import httpx
 
 from collectors.sinks.sqlite import SQLiteSink
+from nakhon.app import start_app
 from nakhon.config import load_settings
-from nakhon.services import import_devices_csv, start_services, stop_services
+from nakhon.registry_wiring import import_devices_csv
 from tests.publishing import AckingPublisher
 from tests.servers import MosquittoServer, free_port
 
@@ -57,11 +58,11 @@ async def test_rules_engine_wired_into_services(tmp_path: Path) -> None:
         assert summary.startswith("2 created"), summary
 
         sink = SQLiteSink(tmp_path / "timeseries.db")
-        running = await start_services(settings, "all", gateway_port=port, sink=sink)
+        running = await start_app(settings, "all", gateway_port=port, sink=sink)
         publisher: AckingPublisher | None = None
         try:
-            assert running.rules is not None, "nakhon.rules_wiring did not provide a rules runtime"
-            _, token = await asyncio.to_thread(running.registry.tokens.create, "it-admin", "admin", actor="test")
+            assert running.rules is not None, "the composition root did not build the rules service"
+            _, token = await asyncio.to_thread(running.registry.create_token, "it-admin", "admin", actor="test")
             headers = {"Authorization": f"Bearer {token}"}
             base = f"http://127.0.0.1:{port}/api/v1"
 
@@ -128,7 +129,7 @@ async def test_rules_engine_wired_into_services(tmp_path: Path) -> None:
         finally:
             if publisher is not None:
                 await asyncio.to_thread(publisher.close)
-            await stop_services(running)
+            await running.stop()
             await sink.close()  # idempotent: the collector closed it already
 
 
@@ -157,8 +158,9 @@ async def test_runtime_offer_waits_when_the_queue_is_full(tmp_path: Path) -> Non
     """Backpressure, not loss: with the queue full, `offer` waits until the engine takes a reading."""
     from collectors.model import Reading
     from gateway.registry.directory import RegistryDirectory
-    from nakhon.rules_wiring import build_rules_runtime
-    from nakhon.services import RulesRuntime, open_registry
+    from nakhon.registry_wiring import open_registry
+    from nakhon.rules_wiring import build_rules
+    from rules.service import ReadingQueue
 
     settings = _settings(tmp_path, rules={"queue_size": 1})
     await asyncio.to_thread(import_devices_csv, settings, CSV)
@@ -169,14 +171,15 @@ async def test_runtime_offer_waits_when_the_queue_is_full(tmp_path: Path) -> Non
     async def emit(point: Any) -> None:
         points.append(point)
 
-    runtime = await build_rules_runtime(settings, registry, directory, emit, RulesRuntime)
-    assert runtime is not None
+    readings = ReadingQueue(maxsize=settings.rules.queue_size)
+    runtime = await asyncio.to_thread(build_rules, settings, registry, directory, emit, readings)
+    await runtime.start()
     try:
         van = directory.by_id("van-7")
         assert van is not None
-        heartbeat_devices = runtime.engine.engine.devices
+        heartbeat_devices = runtime.engine.devices
         assert sorted(d.device_id for d in heartbeat_devices()) == ["air-1", "van-7"]
-        await asyncio.to_thread(registry.devices.retire, "air-1", actor="test")
+        await asyncio.to_thread(registry.retire_device, "air-1", actor="test")
         directory.refresh()
         assert [d.device_id for d in heartbeat_devices()] == ["van-7"]  # only active devices are watched
         t0 = time.time_ns()
@@ -185,11 +188,11 @@ async def test_runtime_offer_waits_when_the_queue_is_full(tmp_path: Path) -> Non
             fields: dict[str, float | int | bool | str] = {"ignition": False, "occupancy": 2}
             return Reading("van-7", "bus", "chiangmai", "mueang", t0 + minute * 60 * 10**9, fields, {})
 
-        await runtime.offer(bus(0), van)  # fills the queue (the engine is not running yet)
-        second = asyncio.ensure_future(runtime.offer(bus(6), van))
+        await readings.offer(bus(0), van)  # fills the queue (the engine is not running yet)
+        second = asyncio.ensure_future(readings.offer(bus(6), van))
         await asyncio.sleep(0.2)
         assert not second.done()  # waiting for room, not dropped
-        await runtime.start()
+        runtime.start_consuming()
         await asyncio.wait_for(second, 10)
         await asyncio.wait_for(runtime.queue.join(), 10)
         assert [(p.tags["rule"], p.fields["state"]) for p in points] == [
@@ -197,6 +200,6 @@ async def test_runtime_offer_waits_when_the_queue_is_full(tmp_path: Path) -> Non
             ("bus_child_left", "firing"),
         ]
     finally:
-        await runtime.close()
+        await runtime.stop()
         directory.stop()
         registry.close()

@@ -24,7 +24,7 @@ from gateway.registry.directory import RegistryDirectory
 from gateway.registry.schemas import DeviceSpec
 from nakhon.cli import app
 from nakhon.config import ConfigError, load_settings
-from nakhon.services import open_registry
+from nakhon.registry_wiring import open_registry
 
 CUSTOM = """\
 # A vendor we met in the field: level in cm, -1 means "no echo"

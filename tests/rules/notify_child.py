@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from collectors.model import DeviceInfo
-from rules.settings import RulesSettings, build_rules_service
+from rules.service import build_rules_service
+from rules.settings import RulesSettings
 
 
 async def main(db_url: str, routing: str, fire: int) -> None:

@@ -18,7 +18,8 @@ from fastapi.testclient import TestClient
 from rules.acklink import AckLinkSigner, load_or_create_secret, resolve_secret
 from rules.api import build_router
 from rules.notify.render import Renderer
-from rules.settings import RulesSettings, build_rules_service
+from rules.service import build_rules_service
+from rules.settings import RulesSettings
 from rules.store import Alert, AlertStore
 from rules.timeutil import NS, FakeClock
 from tests.rules.conftest import T0, make_pipeline, minutes

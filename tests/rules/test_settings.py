@@ -5,7 +5,8 @@ from pathlib import Path
 from rules.engine import offer
 from rules.notify.memory import MemoryNotifier
 from rules.notify.render import Renderer
-from rules.settings import RulesSettings, build_rules_service
+from rules.service import build_rules_service
+from rules.settings import RulesSettings
 from rules.store import Alert
 from tests.rules.conftest import T0, PointSink, device, minutes, reading
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from rules.notify.memory import MemoryNotifier
-from rules.settings import RulesSettings, build_rules_service
+from rules.service import build_rules_service
+from rules.settings import RulesSettings
 from rules.timeutil import NS, FakeClock
 from tests.rules.conftest import T0, device, reading
 
