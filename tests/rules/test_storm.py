@@ -369,3 +369,20 @@ async def test_a_tick_during_a_backlog_judges_for_by_the_readings_not_the_wall_c
     alert = store.get_open("flood_level_high", "gauge-backlog")
     assert alert is not None and alert.state == "firing" and alert.started_ns == T0 + 40 * step
     assert last_state_per_alert(sink) == store_states(store)
+
+
+async def test_an_alert_resolved_and_opened_again_in_one_later_batch_is_not_lost(store, clock, sink) -> None:
+    """The alert opened in one batch; the next batch holds its clearing reading and then a reading that opens it
+    again (a device with several readings per batch, e.g. fewer devices than `batch_size`). The resolution
+    frees the (rule, device) slot the new alert takes: written in the other order the new alert found the slot
+    still taken, was dropped as another evaluator's, and the episode it opens was lost."""
+    eng = engine_for(["flood_level_high"], store, sink, clock)
+    dev = device("gauge-again", "flood")
+    await eng.process_batch([(reading(dev, T0, level_pct_bank=75.0), dev)])
+    await eng.process_batch([(reading(dev, T0 + minutes(1), level_pct_bank=60.0), dev),
+                             (reading(dev, T0 + minutes(2), level_pct_bank=75.0), dev)])
+    again = store.get_open("flood_level_high", "gauge-again")
+    assert again is not None and again.state == "pending" and again.started_ns == T0 + minutes(2)
+    assert eng.open_alert("flood_level_high", "gauge-again") == again
+    assert [s for _, _, s in sink.states] == ["pending", "resolved", "pending"]
+    assert last_state_per_alert(sink) == store_states(store)
