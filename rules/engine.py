@@ -66,6 +66,8 @@ def offer(queue: asyncio.Queue[tuple[Reading, DeviceInfo]], reading: Reading, de
 
 
 class RulesEngine:
+    _newest_ns: int | None = None  # the newest reading time evaluated (what a tick judges at in a backlog)
+
     def __init__(
         self,
         rules: RuleSet | Sequence[Rule],
@@ -163,6 +165,8 @@ class RulesEngine:
             st.clear_since_ns = None
 
     async def _evaluate(self, reading: Reading, device: DeviceInfo) -> None:
+        if self._newest_ns is None or reading.time_ns > self._newest_ns:
+            self._newest_ns = reading.time_ns
         self._known[device.device_id] = device
         mem = self._memory.setdefault(device.device_id, DeviceMemory())
         remember(mem, reading, self._windows)
@@ -170,12 +174,15 @@ class RulesEngine:
         for rule in self._by_feed.get(reading.feed, ()):
             if not rule.applies_to(device.device_id, device.city, device.district, device.profile):
                 continue
-            st = self._state.setdefault((rule.name, device.device_id), _RuleState())
+            key = (rule.name, device.device_id)
+            st = self._state.get(key)
+            if st is None:  # not setdefault: a state object per rule and reading would be built to be dropped
+                st = self._state[key] = _RuleState()
             if rule.is_absence:
                 st.last_ok = False
                 if st.alert is not None:
                     await self._resolve(st, device, reading.time_ns, None)
-                if (rule.name, device.device_id) not in self._due_at:
+                if key not in self._due_at:
                     self._schedule_absence(rule, device)
                 continue
             result = evaluate(rule.when, ctx)
@@ -297,17 +304,31 @@ class RulesEngine:
 
     # ---- time ---------------------------------------------------------------------------------------------
 
-    async def tick(self, now_ns: int | None = None) -> None:
+    async def tick(self, now_ns: int | None = None, *, data_ns: int | None = None) -> None:
+        """What time alone decides, at `now_ns` (default: the clock). `data_ns`: judge the alerts' `for`,
+        `keep_firing_for` and heartbeats at this earlier time instead (`run` passes it while readings are
+        queued: see `_judged_at`); reminders and escalation always go by `now_ns`."""
         await self.start()
         now = self.clock.now_ns() if now_ns is None else now_ns
+        judged = now if data_ns is None else min(now, data_ns)
         async with self._lock:
             self.lifecycle.begin()
             try:
-                await self._tick_states(now)
+                await self._tick_states(judged)
             finally:
                 await self._commit()
         if self.pipeline is not None:
             await self.pipeline.tick(now)
+
+    def _judged_at(self, queue: asyncio.Queue[tuple[Reading, DeviceInfo]]) -> int | None:
+        """The time a tick judges durations at while the engine is behind (readings queued, a backlog drain):
+        the newest reading time evaluated, not the wall clock. A `for: 5m` that ran out only against the
+        clock while the readings that may clear it are still queued has not held for 5 minutes of data: a
+        backlog of past readings would otherwise fire (and notify) every pending alert at each tick, then
+        resolve it with the next queued reading. None (the clock) once the queue is empty."""
+        if queue.empty() or self._newest_ns is None:
+            return None
+        return self._newest_ns
 
     async def _tick_states(self, now: int) -> None:
         for (rule_name, device_id), st in list(self._state.items()):
@@ -442,7 +463,7 @@ class RulesEngine:
                 await asyncio.sleep(0)  # draining a full queue must not starve ingestion's acks
             if time.monotonic() >= next_tick:
                 try:
-                    await self.tick()
+                    await self.tick(data_ns=self._judged_at(queue))
                 except Exception:
                     log.exception("rules: tick failed")
                 next_tick = time.monotonic() + interval

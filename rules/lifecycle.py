@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -206,25 +205,9 @@ class AlertLifecycle:
     ) -> tuple[Alert, list[AlertChange]]:
         """Open the alert (pending, or firing at once). If one is already open (another evaluator), adopt it
         (in a batch: the caller adopts it after `commit()`, which reports the insert as not applied)."""
-        alert = Alert(
-            id=uuid.uuid4().hex,
-            rule=rule,
-            device_id=device.device_id,
-            city=device.city,
-            district=device.district,
-            feed=device.feed,
-            severity=severity,
-            state="firing" if firing else "pending",
-            value=value,
-            threshold=threshold,
-            message_th=message_th,
-            message_en=message_en,
-            labels=dict(labels),
-            started_ns=t_ns,
-            fired_ns=t_ns if firing else None,
-            resolved_ns=None,
-            updated_ns=t_ns,
-        )
+        alert = Alert.opened(rule=rule, device_id=device.device_id, city=device.city, district=device.district,
+                             feed=device.feed, severity=severity, t_ns=t_ns, firing=firing, value=value,
+                             threshold=threshold, message_th=message_th, message_en=message_en, labels=labels)
         if not await self._record(alert, None, t_ns, device):
             existing = await self._db(self.store.get_open, rule, device.device_id)
             if existing is None:  # resolved in between: try once more (as `AlertStore.open_alert` does)
@@ -246,12 +229,7 @@ class AlertLifecycle:
     ) -> Alert | None:
         """pending -> firing (None / the stored alert when someone else moved it meanwhile)."""
         t_ns = after_last_change(alert, t_ns)
-        changes: dict[str, Any] = {"state": "firing", "fired_ns": t_ns, "updated_ns": t_ns}
-        for key, given in (("value", value), ("threshold", threshold), ("message_th", message_th),
-                           ("message_en", message_en)):
-            if given is not None:
-                changes[key] = given
-        updated = dataclasses.replace(alert, **changes)
+        updated = alert.fired(t_ns, value, threshold, message_th, message_en)
         if not await self._record(updated, alert.state, t_ns, device):
             return await self._db(self.store.get, alert.id)
         return updated
@@ -260,10 +238,7 @@ class AlertLifecycle:
         self, alert: Alert, device: DeviceInfo | None, t_ns: int, value: float | None = None
     ) -> Alert | None:
         t_ns = after_last_change(alert, t_ns)
-        changes: dict[str, Any] = {"state": "resolved", "resolved_ns": t_ns, "updated_ns": t_ns}
-        if value is not None:
-            changes["value"] = value
-        updated = dataclasses.replace(alert, **changes)
+        updated = alert.resolved(t_ns, value)
         if not await self._record(updated, alert.state, t_ns, device):
             return None
         return updated

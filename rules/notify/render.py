@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, Template, Undefined
+from jinja2 import FileSystemLoader, StrictUndefined, Template, Undefined, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from collectors.model import DeviceInfo
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 SUMMARY_CACHE_SIZE = 1024
+RENDERED_CACHE_SIZE = 4096  # rendered texts kept per summary template (a storm repeats the same few values)
 
 SEVERITY_TH = {"info": "ข้อมูล", "warning": "เฝ้าระวัง", "critical": "วิกฤต"}
 STATE_TH = {"pending": "รอยืนยัน", "firing": "เกิดเหตุ", "resolved": "คลี่คลายแล้ว"}
@@ -91,7 +92,7 @@ class Renderer:
         self.env = self.envs["en"]
         self._summary_envs = {lang: env.overlay(undefined=_Lenient) for lang, env in self.envs.items()}
         # Summaries are compiled once per (language, source text): compiling costs ~2 ms, rendering ~20 µs (storms).
-        self._summaries: dict[tuple[str, str], Template] = {}
+        self._summaries: dict[tuple[str, str], _Summary] = {}
         self._summary_globals = {lang: dict(env.globals) for lang, env in self._summary_envs.items()}
 
     def api_ack_url(self, alert_id: str) -> str:
@@ -155,19 +156,112 @@ class Renderer:
         device = ctx.get("device")
         if isinstance(device, dict) and device.get("city"):
             ctx["device"] = dict(device, city_name=city_name(str(device["city"]), self.city_names, language))
-        compiled = self._summaries.get((language, template))
-        if compiled is None:
+        summary = self._summaries.get((language, template))
+        if summary is None:
             if len(self._summaries) >= SUMMARY_CACHE_SIZE:  # bounded: rules are few, but reloads add texts
                 self._summaries.clear()
-            compiled = self._summaries[(language, template)] = self._summary_envs[language].from_string(template)
+            env = self._summary_envs[language]
+            summary = self._summaries[(language, template)] = _Summary(env, template)
+        key = summary.key(ctx)
+        if key is not None:
+            text_out = summary.rendered.get(key)
+            if text_out is not None:
+                return text_out
+        compiled = summary.template
         # The render loop of `Template.render` without its per-call merge of the globals ChainMap (3× faster):
         # the globals are a plain dict copied with the context into a fresh dict per call.
         fresh = compiled.new_context({**self._summary_globals[language], **ctx}, shared=True)
-        return " ".join("".join(compiled.root_render_func(fresh)).split())
+        text_out = " ".join("".join(compiled.root_render_func(fresh)).split())
+        if key is not None:
+            if len(summary.rendered) >= RENDERED_CACHE_SIZE:
+                summary.rendered.clear()
+            summary.rendered[key] = text_out
+        return text_out
 
     def render_summaries(self, summary_th: str, summary_en: str, context: dict[str, Any]) -> tuple[str, str]:
         """(Thai, English) summaries of one alert from the same evidence (rules/evidence.py)."""
         return self.render_summary(summary_th, context, "th"), self.render_summary(summary_en, context, "en")
+
+
+_Path = tuple[str | int, ...]
+
+
+class _Summary:
+    """A compiled summary and the texts it rendered, by the values it reads.
+
+    Rendering is a pure function of what the template reads from its context: the names it uses, or the
+    constant attribute / item chains it reads from them (`device.name`, `fields.level_m`). Those values
+    (with their types: 1, 1.0 and True render differently) are the key of the texts already rendered; a
+    flapping storm re-renders the same few texts for every state change. A template that reads something
+    not hashable renders every time."""
+
+    def __init__(self, env: SandboxedEnvironment, source: str) -> None:
+        self.env = env
+        self.template: Template = env.from_string(source)
+        self.paths: tuple[_Path, ...] = _read_paths(env.parse(source))
+        self.rendered: dict[tuple[Any, ...], str] = {}
+
+    def key(self, ctx: dict[str, Any]) -> tuple[Any, ...] | None:
+        out: list[Any] = []
+        for path in self.paths:
+            value: Any = ctx.get(str(path[0]), _MISSING)
+            for step in path[1:]:
+                if value is _MISSING:
+                    break
+                value = self.env.getattr(value, step) if isinstance(step, str) else self.env.getitem(value, step)
+                if isinstance(value, Undefined):
+                    value = _MISSING
+            if callable(value):
+                return None  # a method the template calls: its result is not known from here
+            if isinstance(value, float):
+                out.append(repr(value))  # 0.0 and -0.0 are equal but render differently
+            else:
+                out.append((type(value), value))
+        key = tuple(out)
+        try:
+            hash(key)
+        except TypeError:
+            return None
+        return key
+
+
+_MISSING = object()
+
+
+def _read_paths(ast: nodes.Template) -> tuple[_Path, ...]:
+    """The context values a template reads: ("device", "name") for `device.name`, ("value",) for `value`.
+    A name the template assigns itself (`set`, loops, macros) is not the context's: then the whole template
+    is keyed by every name it reads (the local shadows nothing it does not read)."""
+    paths: set[_Path] = set()
+    context_names = meta.find_undeclared_variables(ast)
+
+    def chain(node: nodes.Node) -> _Path | None:
+        steps: list[str | int] = []
+        while True:
+            if isinstance(node, nodes.Getattr):
+                steps.append(node.attr)
+                node = node.node
+            elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) \
+                    and isinstance(node.arg.value, (str, int)):
+                steps.append(node.arg.value)
+                node = node.node
+            else:
+                break
+        if isinstance(node, nodes.Name) and node.name in context_names:
+            return (node.name, *reversed(steps))
+        return None
+
+    def visit(node: nodes.Node) -> None:
+        if isinstance(node, (nodes.Getattr, nodes.Getitem, nodes.Name)):
+            path = chain(node)
+            if path is not None:
+                paths.add(path)
+                return
+        for child in node.iter_child_nodes():
+            visit(child)
+
+    visit(ast)
+    return tuple(sorted(paths, key=repr))
 
 
 class _Lenient(Undefined):

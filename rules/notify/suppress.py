@@ -16,6 +16,15 @@ from rules.store import Alert, Silence
 LabelsOf = Callable[[Alert], dict[str, str]]
 
 
+# The labels an alert takes from its own fields (rules.notify.pipeline.alert_labels): those can be compared
+# without building the alert's label map.
+_FIELD_LABELS = frozenset({"rule", "device_id", "city", "district", "feed", "severity"})
+
+
+def _may_agree(source: Alert, target: dict[str, str], equal: Iterable[str]) -> bool:
+    return all(getattr(source, k) == target.get(k) for k in equal if k in _FIELD_LABELS)
+
+
 class Suppressor:
     def __init__(
         self,
@@ -39,7 +48,15 @@ class Suppressor:
         device = self.device_of(alert.device_id)
         if device is not None and device.maintenance_until_ns is not None and device.maintenance_until_ns > now:
             return "maintenance"
-        sources = [self.labels_of(a) for a in self.firing_alerts() if a.state == "firing"]
+        # Only the inhibit rules whose target is this alert, only the firing alerts that can agree with it on
+        # their `equal` labels: a storm's thousand firing alerts are not each turned into labels per
+        # notification (that was quadratic: 1,000 gauges overbank, 1,000 x 1,000 label maps).
+        rules = [r for r in self.router.config.inhibit_rules
+                 if all(labels.get(k) == v for k, v in r.target_match.items())]
+        if not rules:
+            return None
+        sources = [self.labels_of(a) for a in self.firing_alerts()
+                   if a.state == "firing" and any(_may_agree(a, labels, r.equal) for r in rules)]
         if self.router.inhibited(labels, sources):
             return "inhibited"
         return None

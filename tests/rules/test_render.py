@@ -78,3 +78,39 @@ def test_redaction_of_apprise_urls() -> None:
     redact = Redactor([url, line, tg])
     msg = "failed for tgram://123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/ pass=S3cr3tPass"
     assert "AAHdq" not in redact(msg) and "S3cr3tPass" not in redact(msg)
+
+
+def test_a_summary_rendered_again_from_its_memo_is_the_text_a_fresh_render_gives() -> None:
+    """The memo of rendered summaries (a storm repeats values) must never hand back a text of other inputs:
+    1, 1.0 and True, 0.0 and -0.0, a missing field, a renamed city, a value read through an item."""
+    template = ("{{ device.name }} ({{ device.city_name }}): {{ value }} {{ fields.level_m }} "
+                "{{ fields['n'] }} {{ 'up' if threshold else 'down' }}")
+    memo = Renderer()
+    names: dict[str, tuple[str, str]] = {"cm": ("เชียงใหม่", "Chiang Mai")}
+    memo.city_names = names.get
+    contexts = []
+    for value in (1, 1.0, True, 0.0, -0.0, None, "one"):
+        for fields in ({"level_m": 2.5, "n": 1}, {"level_m": 2.5}, {}, {"level_m": 2.50001, "n": 1.0}):
+            contexts.append({"device": {"name": "S1", "city": "cm"}, "value": value, "fields": fields,
+                             "threshold": value})
+    seen = set()
+    for _ in range(2):  # the second pass renders from the memo
+        for ctx in contexts:
+            fresh = Renderer()
+            fresh.city_names = memo.city_names
+            expected = fresh.render_summary(template, ctx, "en")
+            assert memo.render_summary(template, ctx, "en") == expected
+            seen.add(expected)
+    assert len(seen) == len(contexts)  # every input its own text: nothing was served from another's
+    names["cm"] = ("เชียงใหม่", "Chiang Mai City")  # the registry renamed the city: the memo does not hide it
+    ctx = contexts[0]
+    assert "Chiang Mai City" in memo.render_summary(template, ctx, "en")
+
+
+def test_a_summary_reading_a_whole_mapping_or_calling_a_method_is_rendered_every_time() -> None:
+    memo = Renderer()
+    for template in ("{{ fields }}", "{% for k, v in fields.items() %}{{ k }}={{ v }} {% endfor %}"):
+        ctx = {"fields": {"a": 1}}
+        assert memo.render_summary(template, ctx, "en") == Renderer().render_summary(template, ctx, "en")
+        ctx["fields"]["a"] = 2
+        assert "2" in memo.render_summary(template, ctx, "en")

@@ -7,7 +7,7 @@ import threading
 from rules.check import load_rules_dir
 from rules.engine import RulesEngine
 from rules.lifecycle import AlertLifecycle
-from rules.store import AlertStore
+from rules.store import ALERT_FIELDS, Alert, AlertStore, alert_from_row, alert_row
 from tests.rules.conftest import SIMPLE_ROUTING, T0, PointSink, device, make_pipeline, minutes, reading
 
 
@@ -15,6 +15,22 @@ def _open(store: AlertStore, t: int = T0):
     return store.open_alert(
         rule="r", device_id="d", city="c", district="x", feed="air", severity="warning", state="pending", t_ns=t
     )
+
+
+def test_the_alert_record_is_its_row_and_back() -> None:
+    """One record, one mapping: every field of `Alert` is a column of `rules_alerts` (plus the derived
+    `open_key`), so a field added to one and not the other fails here, and a snapshot survives the round trip."""
+    from rules.store import Base
+
+    columns = {c.name for c in Base.metadata.tables["rules_alerts"].columns}
+    assert columns == {*ALERT_FIELDS, "open_key"}
+    alert = Alert.opened(rule="r", device_id="d", city="c", district="x", feed="air", severity="warning",
+                         t_ns=T0, firing=False, value=1.5, labels={"team": "a"})
+    row = alert_row(alert)
+    assert row["open_key"] == "r|d" and alert_row(alert.resolved(T0 + 1))["open_key"] is None
+    assert alert_from_row(row) == alert
+    row["labels"]["team"] = "b"  # the row holds its own copy of the labels
+    assert alert.labels == {"team": "a"}
 
 
 def test_one_open_alert_per_rule_and_device(store: AlertStore) -> None:

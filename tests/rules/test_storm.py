@@ -7,6 +7,7 @@ message goes out, a tick over many quiet devices."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -337,3 +338,51 @@ async def test_a_backlog_reading_older_than_a_tick_change_does_not_reorder_the_m
     assert alert.resolved_ns > alert.fired_ns  # never resolved before it fired
     assert [s for _, _, s in sink.states] == ["pending", "firing", "resolved"]
     assert last_state_per_alert(sink) == store_states(store)  # last point by time = the stored state
+
+
+async def test_a_tick_during_a_backlog_judges_for_by_the_readings_not_the_wall_clock(store, clock, sink) -> None:
+    """A backlog of past readings: the wall clock is an hour past the first of them. A tick while readings are
+    still queued must not fire the pending alert because its `for: 5m` ran out against the clock (the queued
+    readings clear it every 15 s): that would fire and notify, then resolve it, at every tick of a drain.
+    Once the queue is empty, a tick judges by the clock again and fires what is still pending."""
+    eng = engine_for(["flood_level_high"], store, sink, clock, batch_size=1, tick_interval_s=0.0001)
+    dev = device("gauge-backlog", "flood")
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    step = 15 * NS
+    for i in range(41):  # 75 % opens (pending), 60 % clears; the last one (75 %) stays pending
+        queue.put_nowait((reading(dev, T0 + i * step, level_pct_bank=75.0 if i % 2 == 0 else 60.0), dev))
+    clock.set(T0 + minutes(60))
+    task = asyncio.create_task(eng.run(queue))
+    try:
+        await asyncio.wait_for(queue.join(), 30)
+        ticks_seen = 0
+        while "firing" not in [s for _, _, s in sink.states] and ticks_seen < 500:
+            await asyncio.sleep(0.01)  # the queue is empty: the next tick judges by the clock
+            ticks_seen += 1
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    states = [s for _, _, s in sink.states]
+    assert states[:40] == ["pending", "resolved"] * 20  # nothing fired while the backlog drained
+    assert states[40:] == ["pending", "firing"]  # then the clock: `for` has run out for the last one
+    alert = store.get_open("flood_level_high", "gauge-backlog")
+    assert alert is not None and alert.state == "firing" and alert.started_ns == T0 + 40 * step
+    assert last_state_per_alert(sink) == store_states(store)
+
+
+async def test_an_alert_resolved_and_opened_again_in_one_later_batch_is_not_lost(store, clock, sink) -> None:
+    """The alert opened in one batch; the next batch holds its clearing reading and then a reading that opens it
+    again (a device with several readings per batch, e.g. fewer devices than `batch_size`). The resolution
+    frees the (rule, device) slot the new alert takes: written in the other order the new alert found the slot
+    still taken, was dropped as another evaluator's, and the episode it opens was lost."""
+    eng = engine_for(["flood_level_high"], store, sink, clock)
+    dev = device("gauge-again", "flood")
+    await eng.process_batch([(reading(dev, T0, level_pct_bank=75.0), dev)])
+    await eng.process_batch([(reading(dev, T0 + minutes(1), level_pct_bank=60.0), dev),
+                             (reading(dev, T0 + minutes(2), level_pct_bank=75.0), dev)])
+    again = store.get_open("flood_level_high", "gauge-again")
+    assert again is not None and again.state == "pending" and again.started_ns == T0 + minutes(2)
+    assert eng.open_alert("flood_level_high", "gauge-again") == again
+    assert [s for _, _, s in sink.states] == ["pending", "resolved", "pending"]
+    assert last_state_per_alert(sink) == store_states(store)

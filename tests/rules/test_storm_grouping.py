@@ -55,3 +55,44 @@ async def test_a_thousand_stations_crossing_aqi_100_in_a_minute_give_one_message
         first_listed = message.body.split("———")[1].split("\n• ")[1]
         assert first_listed.startswith(f"Air quality at {name}: Thai AQI {worst},")  # worst first
     await service.stop()
+
+
+def test_inhibition_in_a_storm_reads_only_the_alerts_that_can_inhibit() -> None:
+    """Whether one gauge's warning is inhibited looks at the firing alerts of that gauge, not at every firing
+    alert's labels (quadratic in a storm); the inhibition itself still holds, and only where it should."""
+    from rules.notify.pipeline import alert_labels
+    from rules.notify.routing import Router, parse_routing
+    from rules.notify.suppress import Suppressor
+    from rules.store import Alert
+    from tests.rules.conftest import T0
+
+    routing = parse_routing("""
+receivers:
+  - {name: ops}
+route:
+  receiver: ops
+inhibit_rules:
+  - source_match: {severity: critical, rule_group: flood_level}
+    target_match: {severity: warning, rule_group: flood_level}
+    equal: [device_id]
+""")
+
+    def alert(rule: str, device_id: str, severity: str) -> Alert:
+        return Alert.opened(rule=rule, device_id=device_id, city="c", district="d", feed="flood", severity=severity,
+                            t_ns=T0, firing=True, labels={"rule_group": "flood_level"})
+
+    overbank = [alert("flood_level_overbank", f"gauge-{i}", "critical") for i in range(1000)]
+    read: list[str] = []
+
+    def labels_of(a: Alert) -> dict[str, str]:
+        read.append(a.id)
+        return alert_labels(a)
+
+    suppressor = Suppressor(Router(routing), labels_of, lambda _d: None, lambda: overbank)
+    high_7 = alert("flood_level_high", "gauge-7", "warning")
+    assert suppressor.held_by(high_7, T0) == "inhibited"
+    assert len(read) <= 2  # the target and gauge-7's overbank, not the 1,000
+    read.clear()
+    assert suppressor.held_by(alert("flood_level_high", "gauge-other", "warning"), T0) is None
+    assert suppressor.held_by(overbank[3], T0) is None  # a critical alert is no inhibit target
+    assert len(read) <= 2
