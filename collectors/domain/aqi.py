@@ -375,7 +375,9 @@ class RollingMean:
         k = self._bucket(time_ns)
         if self._newest is not None and k <= self._newest - self._n:
             return False
-        entry = self._buckets.setdefault(k, [0.0, 0.0])
+        entry = self._buckets.get(k)
+        if entry is None:
+            entry = self._buckets[k] = [0.0, 0.0]
         entry[0] += value
         entry[1] += 1
         self._sum += value
