@@ -12,8 +12,8 @@ equals sign and space; string field values — double quote and backslash. Thai 
   a comma, equals sign or space (it would escape the separator or the escape that follows): such points are
   refused with `LineProtocolError` instead of being silently changed. String field values may contain any character.
 
-Escaped names and tag values are memoised in bounded dicts: device ids, cities and field names repeat, so the
-common case is one dict lookup per tag.
+Escaped names and tag values are memoised in bounded dicts, and so is each series' head (measurement and
+sorted tags): devices, cities and field names repeat, so the common case is one dict lookup per point's tags.
 """
 
 from __future__ import annotations
@@ -126,11 +126,17 @@ def _int_value(v: int, key: str, measurement: str) -> str:
     return f"{v}i"
 
 
-def encode_point(p: Point) -> str:
-    """One point as one line of line protocol (no trailing newline)."""
-    measurement = p.measurement
+_head_cache: dict[tuple[object, ...], str] = {}
+_HEAD_CACHE_LIMIT = 20_000  # a series per entry (~0.5 kB): devices × their extra tag values, and alert series
+
+
+def _head(measurement: str, tags: dict[str, str]) -> str:
+    """`measurement,tag=value,...` (sorted tags, empty values left out), memoised per series."""
+    series = (measurement, *tags.items())
+    head = _head_cache.get(series)
+    if head is not None:
+        return head
     head = _measurement(measurement)
-    tags = p.tags
     if tags:
         key_cache = _key_cache
         for k in sorted(tags):
@@ -144,6 +150,16 @@ def encode_point(p: Point) -> str:
             if ev is None:
                 ev = _key(v, "tag value", measurement)
             head = f"{head},{ek}={ev}"
+    if len(_head_cache) >= _HEAD_CACHE_LIMIT:
+        _head_cache.clear()
+    _head_cache[series] = head
+    return head
+
+
+def encode_point(p: Point) -> str:
+    """One point as one line of line protocol (no trailing newline)."""
+    measurement = p.measurement
+    head = _head(measurement, p.tags)
     parts: list[str] = []
     for fk, fv in p.fields.items():
         ek = _key_cache.get(fk)

@@ -226,12 +226,30 @@ def _fast_index(c: float, rows: tuple[tuple[float, float, int, int], ...]) -> in
 _THAI_FLOAT = {p: _float_rows(t) for p, t in THAI_TABLE.items()}
 
 
+# Results of the exact path, by (pollutant, concentration): it decides values on a breakpoint or a reporting step
+# (whole numbers, 0.1 steps), and such values recur (a steady station's mean, integer readings). Bounded.
+_EXACT_MEMO_MAX = 4096
+_thai_exact_memo: dict[tuple[str, float], int] = {}
+_us_exact_memo: dict[tuple[str, float], int] = {}
+
+
+def _remember(memo: dict[tuple[str, float], int], key: tuple[str, float], value: int) -> int:
+    if len(memo) >= _EXACT_MEMO_MAX:
+        memo.clear()
+    memo[key] = value
+    return value
+
+
 def thai_sub_index(pollutant: str, concentration: float) -> int:
     """Thai PCD sub-index for one pollutant, rounded half-up."""
     fast = _fast_index(concentration, _THAI_FLOAT[pollutant])
     if fast is not None:
         return fast
-    return round_half_up(thai_sub_index_exact(pollutant, concentration))
+    key = (pollutant, concentration)
+    known = _thai_exact_memo.get(key)
+    if known is not None:
+        return known
+    return _remember(_thai_exact_memo, key, round_half_up(thai_sub_index_exact(pollutant, concentration)))
 
 
 def thai_aqi(concentrations: Mapping[str, float | None]) -> tuple[int, str] | None:
@@ -287,7 +305,12 @@ def us_sub_index(pollutant: str, concentration: float) -> int:
         fast = _fast_index(math.floor(steps) * step, _US_FLOAT[pollutant])
         if fast is not None:
             return min(fast, US_AQI_CAP)
-    return min(round_half_up(us_sub_index_exact(pollutant, concentration)), US_AQI_CAP)
+    key = (pollutant, concentration)
+    known = _us_exact_memo.get(key)
+    if known is not None:
+        return known
+    return _remember(_us_exact_memo, key,
+                     min(round_half_up(us_sub_index_exact(pollutant, concentration)), US_AQI_CAP))
 
 
 def us_concentration_from_canonical(pollutant: str, value: float) -> float:
@@ -352,7 +375,9 @@ class RollingMean:
         k = self._bucket(time_ns)
         if self._newest is not None and k <= self._newest - self._n:
             return False
-        entry = self._buckets.setdefault(k, [0.0, 0.0])
+        entry = self._buckets.get(k)
+        if entry is None:
+            entry = self._buckets[k] = [0.0, 0.0]
         entry[0] += value
         entry[1] += 1
         self._sum += value
@@ -422,6 +447,9 @@ def _number(value: object) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+_POLLUTANT_FIELD_ITEMS = tuple(POLLUTANT_FIELDS.items())
+
+
 class AirQualityEnricher:
     """Feed "air": keeps per-device rolling means and sets Thai and US AQI fields on each reading.
 
@@ -445,13 +473,20 @@ class AirQualityEnricher:
     def averages(self, reading: Reading) -> dict[str, float]:
         """Update the device's rolling means from `reading` and return the means as of its time."""
         means = self._device_means(reading.device_id)
-        for pollutant, field in POLLUTANT_FIELDS.items():
-            value = _number(reading.fields.get(field))
+        fields, time_ns = reading.fields, reading.time_ns
+        for pollutant, field in _POLLUTANT_FIELD_ITEMS:
+            raw = fields.get(field)
+            if raw is None:
+                continue
+            # validated fields are floats: skip the conversion (add() refuses what is not finite, as _number does)
+            value = raw if type(raw) is float else _number(raw)
             if value is not None and value >= 0:
-                means[pollutant].add(reading.time_ns, value)
+                means[pollutant].add(time_ns, value)
         out: dict[str, float] = {}
         for pollutant, rm in means.items():
-            m = rm.mean(reading.time_ns)
+            if not rm._buckets:  # nothing to average (most stations measure few of the pollutants)
+                continue
+            m = rm.mean(time_ns)
             if m is not None:
                 out[pollutant] = m
         return out

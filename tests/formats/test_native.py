@@ -5,10 +5,14 @@ from __future__ import annotations
 import calendar
 from pathlib import Path
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from collectors.errors import RejectedMessage
 from collectors.formats import NativeFormat, make_format
+from collectors.formats._common import EPOCH_MS_MAX, EPOCH_S_MAX, time_to_ns
 
 DATA = Path(__file__).parents[2] / "collectors" / "formats" / "native" / "testdata"
 RECEIVED = 1_700_000_000_123_456_789
@@ -121,3 +125,24 @@ def test_configurable_prefix() -> None:
     assert (r.topic_city, r.device.device_id) == ("khonkaen", "a9")
     with pytest.raises(RejectedMessage):
         fmt.parse("city/khonkaen/air/a9", b'{"pm25_ugm3":7}', RECEIVED)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.integers(min_value=-(2**63), max_value=2**63 - 1),
+                 st.integers(min_value=int(EPOCH_S_MAX) - 5, max_value=int(EPOCH_S_MAX) + 5),
+                 st.integers(min_value=int(EPOCH_MS_MAX) - 5, max_value=int(EPOCH_MS_MAX) + 5),
+                 st.integers(min_value=int(EPOCH_S_MAX), max_value=int(EPOCH_MS_MAX))))
+def test_an_integer_ts_means_what_time_to_ns_says(ts: int) -> None:
+    """The parser's inline epoch-milliseconds case agrees with the general time parsing, on either side of
+    its edges too (seconds below, microseconds above, rejections)."""
+    fmt = NativeFormat()
+    try:
+        expected: int | str = time_to_ns(ts, "ts")
+    except RejectedMessage as exc:
+        expected = f"{exc.reason}: {exc.detail}"
+    try:
+        [r] = fmt.parse("city/cm/air/a1", orjson.dumps({"ts": ts, "pm25_ugm3": 1.0}), RECEIVED)
+        got: int | str | None = r.time_ns
+    except RejectedMessage as exc:
+        got = f"{exc.reason}: {exc.detail}"
+    assert got == expected

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from collectors.errors import RejectedMessage
-from collectors.formats._common import json_type, time_to_ns
+from collectors.formats._common import EPOCH_MS_MAX, EPOCH_S_MAX, json_type, time_to_ns
 from collectors.model import FEEDS, DeviceRef, RawReading
 
 _FEEDS = frozenset(FEEDS)
@@ -67,6 +67,8 @@ class NativeFormat:
             )
         if ts is None:
             time_ns = received_ns
+        elif type(ts) is int and EPOCH_S_MAX <= ts < EPOCH_MS_MAX:
+            time_ns = ts * 1_000_000  # epoch milliseconds, what devices send most: epoch_to_ns's answer, inline
         else:
             try:
                 time_ns = time_to_ns(ts, "ts")
