@@ -112,7 +112,7 @@ async def start_app(
                 settings,
                 directory,
                 readings_out=readings,  # awaits room when full: ingestion slows to the engine's pace
-                diagnostics_flush=registry.record_recent_messages,
+                diagnostics_flush=registry.recent.record,
                 sink=sink,
                 mqtt_protocol=mqtt_protocol,
             )

@@ -63,7 +63,7 @@ def active_devices_provider(registry: RegistryStore, directory: Any) -> Callable
     """Active devices for the heartbeat checks: from the directory's memory when it can list them."""
     all_devices = getattr(directory, "all", None)
     # A directory that cannot list (e.g. a custom one): ask the registry (one query per engine tick).
-    listing: Callable[[], Iterable[DeviceInfo]] = all_devices if callable(all_devices) else registry.device_infos
+    listing: Callable[[], Iterable[DeviceInfo]] = all_devices if callable(all_devices) else registry.view.device_infos
 
     def devices() -> list[DeviceInfo]:
         return [d for d in listing() if d.status == "active"]
@@ -125,7 +125,7 @@ def build_rules(
         active_devices_provider(registry, directory),
         clock=extras.clock,
         notifiers=extras.notifiers,
-        city_names=extras.city_names or CityNamesCache(registry.city_names),
+        city_names=extras.city_names or CityNamesCache(registry.cities.all),
         device_lookup=directory.by_id,
         queue=readings,
     )
@@ -140,7 +140,7 @@ def build_rules(
 
 def alerts_router(service: RulesService, registry: RegistryStore) -> APIRouter:
     """The engine's alerts API, guarded by the gateway's roles; acks and silences audited beside device changes."""
-    return service.router(require_role, audit=registry.record_audit)
+    return service.router(require_role, audit=registry.audit.record)
 
 
 def build_alerts_api(settings: Any, registry: RegistryStore, store: AlertStore) -> APIRouter:
@@ -150,7 +150,7 @@ def build_alerts_api(settings: Any, registry: RegistryStore, store: AlertStore) 
     config = rules_settings(settings)
     secret = config.ack_link_secret.get_secret_value() if config.ack_link_secret is not None else None
     signer = AckLinkSigner(resolve_secret(secret, config.ack_link_secret_file), config.ack_link_ttl_s)
-    return build_router(store, require_role, ack_links=signer, audit=registry.record_audit)
+    return build_router(store, require_role, ack_links=signer, audit=registry.audit.record)
 
 
 __all__ = [
