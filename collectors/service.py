@@ -21,13 +21,13 @@ from collectors.diagnostics import DiagnosticsBuffer, RecentMessage
 from collectors.directory import DeviceDirectory
 from collectors.domain.base import Enricher
 from collectors.metrics import MQTT_TOO_LARGE
-from collectors.model import Point
 from collectors.pipeline import FieldMapperLike, Input, Pipeline, ReadingConsumer
 from collectors.quarantine import QuarantineStore
 from collectors.sinks.base import Sink
 from collectors.sinks.spool import DiskSpool
 from collectors.sinks.writer import BatchWriter
 from collectors.transport.mqtt import MqttEndpoint, MqttSubscriber
+from core.model import Point
 
 log = logging.getLogger(__name__)
 

@@ -10,13 +10,11 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 import typer
 
+from core.time import BANGKOK
 from nakhon.config import ConfigError, Settings, load_settings
-
-BANGKOK = ZoneInfo("Asia/Bangkok")
 
 app = typer.Typer(
     name="nakhon",

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from collectors.model import DeviceInfo, Point, Reading
+from core.model import DeviceInfo, Point, Reading
 from gateway.api.auth import require_role
 from gateway.registry.store import RegistryStore
 from rules.acklink import SECRET_FILE_NAME

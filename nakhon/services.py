@@ -14,9 +14,9 @@ from typing import Any
 from collectors.diagnostics import RecentMessage
 from collectors.directory import DeviceDirectory
 from collectors.health import MetricsServer
-from collectors.model import DeviceInfo, Point, Reading
 from collectors.service import CollectorService
 from collectors.sinks.base import Sink
+from core.model import DeviceInfo, Point, Reading
 from gateway.registry.directory import RegistryDirectory
 from gateway.registry.store import RecentMessage as RegistryRecentMessage
 from gateway.registry.store import RegistryStore

@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, SecretStr
 
-from collectors.model import DeviceInfo, Reading
+from core.model import DeviceInfo, Reading
 from rules.acklink import DEFAULT_TTL_S, AckLinkSigner, resolve_secret
 from rules.api import build_router
 from rules.check import load_rules_dir

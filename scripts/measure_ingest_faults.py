@@ -23,7 +23,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collectors.directory import StaticDirectory
-from collectors.model import DeviceInfo
+from core.model import DeviceInfo
 from nakhon.app import build_collector
 from nakhon.config import load_settings
 from nakhon.localservers import InfluxServer, MosquittoServer

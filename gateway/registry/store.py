@@ -22,9 +22,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from collectors.feeds import FEED_SPECS
-from collectors.model import DeviceInfo
-from gateway.db import utcnow
+from core.db import MIGRATIONS_DIR, utcnow
+from core.feeds import FEED_SPECS
+from core.model import DeviceInfo
 from gateway.errors import (
     ConflictError,
     DeviceNotFoundError,
@@ -69,7 +69,6 @@ log = logging.getLogger(__name__)
 RECENT_MESSAGES_KEPT = 20
 RECENT_PAYLOAD_BYTES = 2048
 CHUNK = 500  # ids per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from collectors.model import DeviceInfo
+from core.model import DeviceInfo
 from rules.settings import RulesSettings, build_rules_service
 
 

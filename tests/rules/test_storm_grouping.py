@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.time import NS
 from rules.notify.memory import MemoryNotifier
 from rules.settings import RulesSettings, build_rules_service
-from rules.timeutil import NS, FakeClock
+from rules.timeutil import FakeClock
 from tests.rules.conftest import T0, device, reading
 
 CITIES = ("chiangmai", "lampang", "lamphun")
