@@ -1,9 +1,9 @@
-"""The derived-field list `rules check` uses is exactly what the enrichers set (collectors/domain/fields.py)."""
+"""The derived-field list `rules check` uses is exactly what the enrichers set (core/fields.py)."""
 
 from __future__ import annotations
 
 from collectors.domain import default_enrichers
-from collectors.domain.fields import DERIVED_FIELDS, DERIVED_TAGS
+from core.fields import DERIVED_FIELDS, DERIVED_TAGS
 from core.model import DeviceInfo, Reading
 
 NS = 1_000_000_000
