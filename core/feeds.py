@@ -87,7 +87,11 @@ class FeedRegistry(Mapping[str, FeedSpec]):
         return self._specs
 
     def __getitem__(self, feed: str) -> FeedSpec:
-        return self._loaded()[feed]
+        try:  # the pipeline looks a spec up per message: one dict lookup when it is there
+            return self._specs[feed]
+        except KeyError:
+            self._loaded()  # raises FeedsNotRegistered when nothing is registered yet
+            raise
 
     def __iter__(self) -> Iterator[str]:
         # in the order of FEEDS, whatever order the plugins registered in

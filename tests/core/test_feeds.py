@@ -19,6 +19,11 @@ def test_reading_an_empty_registry_fails_loudly_instead_of_saying_no_feeds() -> 
         _ = "air" in empty
     with pytest.raises(FeedsNotRegistered):
         list(empty)
+    with pytest.raises(FeedsNotRegistered):
+        empty["air"]
+    empty.register(AIR)
+    with pytest.raises(KeyError):  # registered, but not this feed: the ordinary "no such key"
+        empty["flood"]
 
 
 def test_a_spec_that_contradicts_the_names_is_refused() -> None:
