@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from collectors.model import RecentMessage
+from core.model import RecentMessage
 
 MAX_PAYLOAD_CHARS = 2048
 MAX_PAYLOAD_BYTES = MAX_PAYLOAD_CHARS  # kept per message (a cut multi-byte character shows as U+FFFD)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from collectors.model import DeviceInfo
+from core.model import DeviceInfo
 
 
 class DeviceDirectory(Protocol):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-
-class NakhonError(Exception):
-    """Base of nakhon's own errors."""
+from core.errors import NakhonError
 
 
 class RejectedMessage(NakhonError):

@@ -21,8 +21,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from collectors.errors import NakhonError
-from collectors.model import Point
+from core.errors import NakhonError
+from core.model import Point
 
 __all__ = ["LineProtocolError", "encode_batch", "encode_point"]
 

@@ -27,10 +27,10 @@ from collectors.feeds.fastcheck import FastCheck
 from collectors.formats._common import mqtt_topic_matches
 from collectors.formats.base import PayloadFormat
 from collectors.metrics import MESSAGES_RECEIVED
-from collectors.model import DeviceInfo, Point, RawReading, Reading
 from collectors.quarantine import QuarantineStore
 from collectors.sinks.writer import WriterFull
 from collectors.timecheck import TimePolicy
+from core.model import DeviceInfo, Point, RawReading, Reading
 
 log = logging.getLogger(__name__)
 

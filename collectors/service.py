@@ -21,7 +21,6 @@ from collectors.diagnostics import DiagnosticsBuffer
 from collectors.directory import DeviceDirectory
 from collectors.domain.base import Enricher
 from collectors.metrics import MQTT_TOO_LARGE
-from collectors.model import Point, RecentMessage
 from collectors.pipeline import FieldMapperLike, Input, Pipeline, ReadingConsumer
 from collectors.quarantine import QuarantineStore
 from collectors.sinks.base import Sink
@@ -29,6 +28,7 @@ from collectors.sinks.spool import DiskSpool
 from collectors.sinks.writer import BatchWriter
 from collectors.timecheck import TimePolicy
 from collectors.transport.mqtt import MqttEndpoint, MqttSubscriber
+from core.model import Point, RecentMessage
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
-from zoneinfo import ZoneInfo
 
 import typer
 from pydantic import ValidationError
 
+from core.time import BANGKOK
 from gateway.broker.dynsec import Provisioner
 from gateway.errors import FieldProblem, GatewayError, InvalidInputError
 from gateway.registry.schemas import ROLES, DeviceOut, DeviceSpec, MaintenanceSpec
@@ -32,7 +32,6 @@ T = TypeVar("T")
 devices_app = typer.Typer(help="Register and manage devices / จัดการอุปกรณ์", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens / โทเค็น API", no_args_is_help=True)
 
-BANGKOK = ZoneInfo("Asia/Bangkok")
 
 
 def _actor() -> str:

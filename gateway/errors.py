@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from collectors.errors import NakhonError
+from core.errors import NakhonError
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,11 +24,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from collectors.health import MetricsServer
-from collectors.model import Point
 from collectors.service import CollectorService
 from collectors.sinks.base import Sink
 from collectors.sinks.writer import BatchWriter
 from collectors.transport.mqtt import MQTTv50
+from core.model import Point
 from gateway.registry.directory import RegistryDirectory
 from gateway.registry.store import RegistryStore
 from nakhon.collector_wiring import build_collector, make_sink

@@ -11,13 +11,11 @@ from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
-from zoneinfo import ZoneInfo
 
 import typer
 
+from core.time import BANGKOK
 from nakhon.config import ConfigError, Settings, load_settings
-
-BANGKOK = ZoneInfo("Asia/Bangkok")
 
 app = typer.Typer(
     name="nakhon",

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from prometheus_client import REGISTRY
 from rich.console import Console, Group
@@ -30,13 +29,13 @@ from rich.table import Table
 
 from collectors.feeds import FEED_SPECS
 from collectors.transport.mqtt import MQTTv311
+from core.time import BANGKOK
 from nakhon.app import App, start_app
 from nakhon.config import Settings
 from nakhon.demo_story import CATCH_UP_S, RECEIVER, DemoInbox, DutyOfficer, message_text, story_incidents, write_routing
 from nakhon.registry_wiring import import_devices_csv
 from nakhon.sim.clock import SimClock, catch_up_start_ms
 
-BANGKOK = ZoneInfo("Asia/Bangkok")
 SHOWN_FIELDS = {
     "air": ("pm25_ugm3", "aqi_th"),
     "flood": ("level_m", "level_pct_bank"),

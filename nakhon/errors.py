@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collectors.errors import NakhonError
+from core.errors import NakhonError
 
 
 class MissingDependencyError(NakhonError):

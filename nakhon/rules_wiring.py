@@ -28,7 +28,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from collectors.model import DeviceInfo, Point
+from core.model import DeviceInfo, Point
 from gateway.api.auth import require_role
 from gateway.registry.directory import RegistryDirectory
 from gateway.registry.store import RegistryStore

@@ -29,9 +29,10 @@ from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from rules.notify.render import FEED_TH, SEVERITY_TH, STATE_TH, TEMPLATES_DIR
+from core.time import NS
+from rules.labels import FEED_TH, SEVERITY_TH, STATE_TH, TEMPLATES_DIR
 from rules.store import Alert, AlertStore
-from rules.timeutil import NS, format_en, format_th
+from rules.timeutil import format_en, format_th
 
 log = logging.getLogger(__name__)
 

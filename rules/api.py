@@ -34,11 +34,12 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 from starlette.concurrency import run_in_threadpool
 
+from core.time import NS
 from rules.acklink import PAGE_HEADERS, AckLinkSigner, AckPages, acknowledge_once
 from rules.matchers import _TEXT as MATCHER_TEXT
 from rules.matchers import MATCHABLE, Matcher
 from rules.store import STATES, AlertStore
-from rules.timeutil import NS, Clock, ns_from_datetime, parse_duration
+from rules.timeutil import Clock, ns_from_datetime, parse_duration
 
 # the gateway's roles are admin, engineer, operator, viewer
 VIEW_ROLES = ("viewer", "operator", "engineer", "admin")

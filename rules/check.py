@@ -6,32 +6,15 @@ ruleset = load_rules_dir("rules/defaults")      # raises RuleLoadError(errors) o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from rules.model import Rule, RuleFile, RuleSet, ThresholdConfig
 from rules.semantic import rule_problems
-from rules.yamlload import YamlError, line_for, load_yaml_with_lines
+from rules.yamlload import RuleError, RuleLoadError, YamlError, line_for, load_yaml_with_lines
 
 DEFAULTS_DIR = Path(__file__).parent / "defaults"
-
-
-@dataclass(frozen=True, slots=True)
-class RuleError:
-    file: str
-    line: int | None
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line if self.line is not None else '?'}: {self.message}"
-
-
-class RuleLoadError(ValueError):
-    def __init__(self, errors: list[RuleError]) -> None:
-        super().__init__("invalid rules:\n" + "\n".join(str(e) for e in errors))
-        self.errors = errors
 
 
 def _loc_text(loc: tuple[str | int, ...]) -> str:

@@ -15,12 +15,13 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from collectors.model import DeviceInfo, Point, Reading
+from core.model import DeviceInfo, Point, Reading
+from core.time import BANGKOK, NS
 from rules.check import check_rules_dir, load_rules_dir
 from rules.engine import RulesEngine
 from rules.matchers import Matcher
 from rules.store import AlertStore
-from rules.timeutil import BANGKOK, NS, FakeClock, format_en, ns_from_datetime, parse_duration, to_bangkok
+from rules.timeutil import FakeClock, format_en, ns_from_datetime, parse_duration, to_bangkok
 
 alerts_app = typer.Typer(help="Alerts: list, acknowledge, silence. / การแจ้งเตือน", no_args_is_help=True)
 silence_app = typer.Typer(help="Silences: add, list, expire.", no_args_is_help=True)

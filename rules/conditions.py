@@ -11,13 +11,11 @@ import operator
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
-from functools import lru_cache
+from datetime import timedelta
 from typing import Any
 
-import holidays as holidays_lib
-
-from collectors.model import DeviceInfo, Reading
+from core.model import DeviceInfo, Reading
+from core.time import NS, is_thai_holiday
 from rules.model import (
     Absent,
     All,
@@ -35,7 +33,7 @@ from rules.model import (
     ThresholdRef,
     walk,
 )
-from rules.timeutil import NS, to_bangkok
+from rules.timeutil import to_bangkok
 
 _ONE_DAY = timedelta(days=1)
 
@@ -172,14 +170,6 @@ def _num(v: Any) -> float | None:
         return 1.0 if v else 0.0
     return float(v) if _is_number(v) else None
 
-
-@lru_cache(maxsize=32)
-def _thai_holidays(year: int) -> holidays_lib.HolidayBase:
-    return holidays_lib.country_holidays("TH", years=year)
-
-
-def is_thai_holiday(day: date) -> bool:
-    return day in _thai_holidays(day.year)
 
 
 def in_schedule(spec: ScheduleSpec, t_ns: int) -> bool:

@@ -28,7 +28,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from collectors.model import DeviceInfo, Reading
+from core.model import DeviceInfo, Reading
+from core.time import NS
 from rules.conditions import Context, DeviceMemory, Result, evaluate, heartbeat_s, history_windows, remember
 from rules.evidence import summary_context
 from rules.lifecycle import AlertLifecycle, CommitPolicy, EmitPoint
@@ -37,7 +38,7 @@ from rules.model import Absent, Rule, RuleSet
 from rules.notify.pipeline import NotificationPipeline
 from rules.notify.render import Renderer
 from rules.store import Alert, AlertStore
-from rules.timeutil import NS, Clock, SystemClock
+from rules.timeutil import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from collectors.model import DeviceInfo, Reading
+from core.model import DeviceInfo, Reading
 
 CityNames = Callable[[str], "tuple[str, str] | None"]
 """City slug -> (Thai name, English name), e.g. the registry's; None when unknown (the slug is shown)."""

@@ -1,5 +1,6 @@
-"""The fields a rule on a feed can use: the feed schema's canonical fields (collectors/feeds) and the derived
-fields and tags (collectors/domain/fields.py), with type and range — what `rules check` checks against."""
+"""The fields a rule on a feed can use: the feed schema's canonical fields (core.feeds, registered by
+collectors/feeds) and the derived fields and tags (core/fields.py), with type and range — what
+`rules check` checks against."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from annotated_types import Ge, Le
 
-from collectors.domain.fields import DERIVED_FIELDS, DERIVED_TAGS, FieldKind
-from collectors.feeds import FEED_SPECS
+from core.feeds import FEED_SPECS
+from core.fields import DERIVED_FIELDS, DERIVED_TAGS, FieldKind
 
 
 @dataclass(frozen=True, slots=True)

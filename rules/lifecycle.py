@@ -1,7 +1,7 @@
 """The alert lifecycle: pending -> firing -> resolved, acknowledgement at any point.
 
 Each state change is written to the store first (the database guarantees one open alert per (rule, device)),
-then counted (`nakhon_alerts_state_changes_total{rule,state}`), turned into a `collectors.model.Point` for
+then counted (`nakhon_alerts_state_changes_total{rule,state}`), turned into a `core.model.Point` for
 the `alerts` measurement (handed to the injected async sink callback), and handed to the notification pipeline.
 
 Batches: between `begin()` and `commit()` the changes are only recorded (snapshots in memory); `commit()`
@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from collectors.model import DeviceInfo, Point
+from core.model import DeviceInfo, Point
 from rules.metrics import ALERT_BATCH_FAILURES, ALERT_POINT_ERRORS, ALERT_STATE_CHANGES
 from rules.store import Alert, AlertStore, AlertWrite
 

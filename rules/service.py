@@ -23,7 +23,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from collectors.model import DeviceInfo, Reading
+from core.model import DeviceInfo, Reading
 from rules.acklink import AckLinkSigner, resolve_secret
 from rules.api import build_router
 from rules.check import load_rules_dir

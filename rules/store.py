@@ -4,8 +4,8 @@ One open alert per (rule, device) is enforced by the database: `open_key` is UNI
 "rule|device_id" while the alert is pending or firing, NULL once resolved (NULLs never collide), so two
 evaluators racing to open the same alert get one row. Times are UTC nanoseconds (BigInteger).
 
-The tables live on the registry's shared `gateway.db.Base`, so one Alembic history migrates them together
-(`gateway/migrations/versions/0002_rules.py`): in production the schema comes from `RegistryStore(url).migrate()`.
+The tables live on the registry's shared `core.db.Base`, so one Alembic history migrates them together
+(`core/migrations/versions/0002_rules.py`): in production the schema comes from `RegistryStore(url).migrate()`.
 `AlertStore` only creates its own tables itself on a database that Alembic does not manage (unit tests, a
 throwaway `sqlite://` replay); on a migrated database it checks that the migration created them.
 """
@@ -44,8 +44,9 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.dml import Insert, Update
 
-from gateway.db import Base
-from rules.timeutil import NS, format_en, to_utc
+from core.db import Base
+from core.time import NS
+from rules.timeutil import format_en, to_utc
 
 ALEMBIC_VERSION_TABLE = "alembic_version"
 

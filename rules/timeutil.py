@@ -9,13 +9,10 @@ import re
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
-from zoneinfo import ZoneInfo
 
 from pydantic import BeforeValidator
 
-BANGKOK = ZoneInfo("Asia/Bangkok")
-NS = 1_000_000_000
-BE_OFFSET = 543  # Buddhist era = Common era + 543
+from core.time import BANGKOK, BE_OFFSET, NS, THAI_MONTHS_ABBR
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -103,36 +100,6 @@ def ns_from_datetime(dt: datetime) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp()) * NS + dt.microsecond * 1000
-
-
-THAI_MONTHS = (
-    "มกราคม",
-    "กุมภาพันธ์",
-    "มีนาคม",
-    "เมษายน",
-    "พฤษภาคม",
-    "มิถุนายน",
-    "กรกฎาคม",
-    "สิงหาคม",
-    "กันยายน",
-    "ตุลาคม",
-    "พฤศจิกายน",
-    "ธันวาคม",
-)
-THAI_MONTHS_ABBR = (
-    "ม.ค.",
-    "ก.พ.",
-    "มี.ค.",
-    "เม.ย.",
-    "พ.ค.",
-    "มิ.ย.",
-    "ก.ค.",
-    "ส.ค.",
-    "ก.ย.",
-    "ต.ค.",
-    "พ.ย.",
-    "ธ.ค.",
-)
 
 
 def format_th(t_ns: int) -> str:

@@ -8,6 +8,7 @@ line_for(lines, ("rules", 0, "when", "compare", "op"))  -> deepest known line (u
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -19,6 +20,24 @@ class YamlError(ValueError):
     def __init__(self, message: str, line: int | None) -> None:
         super().__init__(message)
         self.line = line
+
+
+# The errors of a rule or routing file, by file and line (here, below both rules/check.py and the notify
+# routing that raise them, so that neither imports the other).
+@dataclass(frozen=True, slots=True)
+class RuleError:
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line if self.line is not None else '?'}: {self.message}"
+
+
+class RuleLoadError(ValueError):
+    def __init__(self, errors: list[RuleError]) -> None:
+        super().__init__("invalid rules:\n" + "\n".join(str(e) for e in errors))
+        self.errors = errors
 
 
 def load_yaml_with_lines(text: str) -> tuple[Any, dict[Path, int]]:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.localservers import InfluxServer, MosquittoServer
 from collectors.directory import StaticDirectory
-from collectors.model import DeviceInfo
+from core.model import DeviceInfo
 from nakhon.collector_wiring import build_collector
 from nakhon.config import load_settings
 from tests.publishing import AckingPublisher

@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 .venv/bin/ruff check .
-.venv/bin/mypy collectors gateway rules nakhon bench dashboards
+.venv/bin/mypy core collectors gateway rules nakhon bench dashboards
+.venv/bin/lint-imports --no-cache  # the layering contract in pyproject.toml ([tool.importlinter])
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

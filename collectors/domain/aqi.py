@@ -41,7 +41,7 @@ from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any
 
 from collectors.domain.base import restorable
-from collectors.model import DeviceInfo, Reading
+from core.model import DeviceInfo, Reading
 
 POLLUTANTS: tuple[str, ...] = ("pm25", "pm10", "o3", "co", "no2", "so2")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
-from collectors.model import DeviceInfo, Reading
+from core.model import DeviceInfo, Reading
 
 #: Restored state stamped further ahead of the wall clock than this is dropped: it can only come from a
 #: reading with a wrong clock (saved before the pipeline's bad_time check existed) and would block the device.

@@ -32,7 +32,7 @@ from shapely.geometry import Point, shape
 from shapely.prepared import PreparedGeometry, prep
 
 from collectors.domain.base import restorable
-from collectors.model import DeviceInfo, Reading
+from core.model import DeviceInfo, Reading
 
 # Press-reported, UNVERIFIED (thailand.md): keyed by road class.
 DEFAULT_SPEED_LIMITS_KMH: dict[str, float] = {

@@ -30,18 +30,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from datetime import date, datetime, timedelta, timezone
-from functools import lru_cache
+from datetime import date, datetime
 from typing import Any, Literal
-
-import holidays
 
 from collectors.domain.base import restorable
 from collectors.errors import RejectedMessage
-from collectors.model import DeviceInfo, Reading
-
-# Thailand keeps UTC+7 all year (no DST), so a fixed offset is exact and needs no tz database.
-BANGKOK = timezone(timedelta(hours=7), "Asia/Bangkok")
+from core.model import DeviceInfo, Reading
+from core.time import BANGKOK, BANGKOK_UTC_OFFSET_S, thai_holiday_names
 
 TouPeriod = Literal["on_peak", "off_peak"]
 ON_PEAK_START_HOUR = 9
@@ -64,18 +59,13 @@ def bangkok_time(time_ns: int) -> datetime:
     return datetime.fromtimestamp(seconds, tz=BANGKOK).replace(microsecond=ns // 1000)
 
 
-@lru_cache(maxsize=32)
-def _thai_holidays(year: int) -> holidays.HolidayBase:
-    return holidays.country_holidays("TH", years=year, language="en_US")
-
-
 def _substitution_only(names: list[str]) -> bool:
     # `holidays` names a substitution day "<holiday> (in lieu)" (วันหยุดชดเชย) in en_US
     return bool(names) and all("(in lieu)" in name for name in names)
 
 
 _DAY_NS = 86_400 * _NS
-_BANGKOK_OFFSET_NS = 7 * 3600 * _NS
+_BANGKOK_OFFSET_NS = BANGKOK_UTC_OFFSET_S * _NS
 _ON_PEAK_START_NS = ON_PEAK_START_HOUR * 3600 * _NS
 _ON_PEAK_END_NS = ON_PEAK_END_HOUR * 3600 * _NS
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
@@ -100,7 +90,7 @@ class TouCalendar:
             return False
         if day.weekday() >= 5 or (day.month, day.day) == (5, 1):
             return True
-        names = _thai_holidays(day.year).get_list(day)
+        names = thai_holiday_names(day)
         return bool(names) and not _substitution_only(names)
 
     def _off_peak(self, day_number: int) -> bool:

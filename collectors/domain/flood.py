@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from collectors.domain.base import restorable
-from collectors.model import DeviceInfo, Reading
+from core.model import DeviceInfo, Reading
 
 
 class BankLegendBand(BaseModel):

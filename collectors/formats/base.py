@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from collectors.model import RawReading
+from core.model import RawReading
 
 
 class PayloadFormat(Protocol):

@@ -31,7 +31,7 @@ from collectors.mapping.profiles import (
     parse_profile,
 )
 from collectors.mapping.units import UnitError, canonical_unit, conversion
-from collectors.model import RawReading
+from core.model import RawReading
 
 _TRUE = frozenset({"true", "on", "yes", "1", "open", "opened"})
 _FALSE = frozenset({"false", "off", "no", "0", "closed", "close"})

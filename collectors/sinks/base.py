@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from collectors.errors import SinkRejected
-from collectors.model import FieldValue, Point
+from core.model import FieldValue, Point
 
 _ESC_KEY = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
 

@@ -33,8 +33,8 @@ import httpx
 
 from collectors.errors import SinkBodyTooLarge, SinkRejected, SinkUnavailable
 from collectors.lineprotocol import LineProtocolError, encode_batch, encode_point
-from collectors.model import Point
 from collectors.sinks.base import SinkConfigError
+from core.model import Point
 
 __all__ = ["InfluxV1Sink"]
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from collectors.errors import SinkRejected, SinkUnavailable
-from collectors.model import FieldValue, Point
 from collectors.sinks.base import field_type, point_problem, series_key
+from core.model import FieldValue, Point
 
 __all__ = ["MemorySink"]
 

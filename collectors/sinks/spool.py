@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from collectors.errors import SpoolFull
 from collectors.metrics import SPOOL_BYTES, SPOOL_DEPTH_POINTS, SPOOL_FULL
-from collectors.model import Point
+from core.model import Point
 
 if TYPE_CHECKING:
     from collectors.sinks.base import Sink

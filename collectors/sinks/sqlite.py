@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from collectors.errors import SinkRejected, SinkUnavailable
-from collectors.model import FieldValue, Point
 from collectors.sinks.base import field_type, point_problem, series_key
+from core.model import FieldValue, Point
 
 __all__ = ["SQLiteSink"]
 

@@ -57,9 +57,9 @@ from collectors.metrics import (
     SINK_WRITE_SECONDS,
     SPOOL_FULL,
 )
-from collectors.model import Point
 from collectors.sinks.base import Sink, SinkConfigError
 from collectors.sinks.spool import DiskSpool
+from core.model import Point
 
 __all__ = ["BatchWriter", "WriterClosed", "WriterFull"]
 

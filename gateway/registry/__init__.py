@@ -2,7 +2,7 @@
 overrides, tokens, audit, city names, recent messages, the collectors' view) built together by `RegistryStore`,
 and the collectors' in-memory directory."""
 
-from collectors.model import RecentMessage
+from core.model import RecentMessage
 from gateway.registry.csv_import import ParsedCsv, parse_device_csv
 from gateway.registry.directory import RegistryDirectory
 from gateway.registry.store import RegistryStore

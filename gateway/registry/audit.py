@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway.db import utcnow
+from core.db import utcnow
 from gateway.registry.database import RegistryDatabase, equal_to
 from gateway.registry.models import AuditEntry
 from gateway.registry.schemas import AuditOut, Page

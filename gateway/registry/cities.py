@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from gateway.db import utcnow
+from core.db import utcnow
 from gateway.errors import FieldProblem, InvalidInputError
 from gateway.registry.audit import audit_in
 from gateway.registry.database import RegistryDatabase

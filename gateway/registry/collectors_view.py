@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from collectors.model import DeviceInfo
+from core.model import DeviceInfo
 from gateway.registry.database import RegistryDatabase
 from gateway.registry.models import Device, DeviceOverride, DeviceProfile
 

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from gateway.db import utcnow
+from core.db import utcnow
 from gateway.errors import ConflictError, FieldProblem
 from gateway.registry.csv_import import ParsedCsv
 from gateway.registry.database import RegistryDatabase, chunks, iso

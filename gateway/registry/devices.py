@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from collectors.feeds import FEED_SPECS
-from gateway.db import utcnow
+from core.db import utcnow
+from core.feeds import FEED_SPECS
 from gateway.errors import ConflictError, DeviceNotFoundError, FieldProblem, InvalidInputError
 from gateway.registry.audit import audit_in
 from gateway.registry.database import RegistryDatabase, chunks, equal_to, snapshot

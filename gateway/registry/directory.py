@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 
-from collectors.model import DeviceInfo
+from core.model import DeviceInfo
 from gateway.registry.store import RegistryStore
 
 log = logging.getLogger(__name__)

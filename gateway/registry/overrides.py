@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collectors.feeds import FEED_SPECS
-from gateway.db import utcnow
+from core.db import utcnow
+from core.feeds import FEED_SPECS
 from gateway.errors import FieldProblem, InvalidInputError
 from gateway.registry.audit import audit_in
 from gateway.registry.database import RegistryDatabase

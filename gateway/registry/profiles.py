@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway.db import utcnow
+from core.db import utcnow
 from gateway.errors import ConflictError, FieldProblem, InvalidInputError, ProfileNotFoundError
 from gateway.registry.audit import audit_in
 from gateway.registry.database import RegistryDatabase, snapshot

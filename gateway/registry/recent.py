@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select
 
-from collectors.model import RecentMessage
-from gateway.db import utcnow
+from core.db import utcnow
+from core.model import RecentMessage
 from gateway.registry.database import RegistryDatabase, chunks
 from gateway.registry.devices import DeviceStore
 from gateway.registry.models import DeviceRecentMessage

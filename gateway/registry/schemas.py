@@ -23,7 +23,7 @@ from pydantic import (
     field_validator,
 )
 
-from collectors.feeds import FEED_SPECS
+from core.feeds import FEED_SPECS
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 DEV_EUI_PATTERN = re.compile(r"^[0-9a-f]{16}$")
@@ -140,12 +140,16 @@ def _site_json_schema() -> dict[str, Any]:
 
 
 SiteValues = Annotated[dict[str, Any], AfterValidator(check_site), WithJsonSchema(_site_json_schema())]
-# Every feed's field names (which of them a profile may list depends on its feed: checked by the model).
-_ALL_FIELDS = sorted({f for spec in FEED_SPECS.values() for f in spec.field_names})
-ExpectedFields = Annotated[
-    list[str],
-    Field(max_length=64, json_schema_extra={"uniqueItems": True, "items": {"type": "string", "enum": _ALL_FIELDS}}),
-]
+
+
+def _expected_fields_json_schema(schema: dict[str, Any]) -> None:
+    # Every feed's field names (which of them a profile may list depends on its feed: checked by the model),
+    # read when the schema is generated: by then the feed plugins have registered their specs in core.feeds.
+    every_field = sorted({f for spec in FEED_SPECS.values() for f in spec.field_names})
+    schema.update({"uniqueItems": True, "items": {"type": "string", "enum": every_field}})
+
+
+ExpectedFields = Annotated[list[str], Field(max_length=64, json_schema_extra=_expected_fields_json_schema)]
 
 
 class StrictInput(BaseModel):

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from gateway.db import utcnow
+from core.db import utcnow
 from gateway.errors import ConflictError, FieldProblem, InvalidInputError, TokenNotFoundError
 from gateway.registry.audit import audit_in
 from gateway.registry.database import RegistryDatabase, iso

@@ -27,8 +27,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from prometheus_client import Counter
 from pydantic import ValidationError
 
+from core.db import utcnow
 from gateway.api.routes import MAX_IMPORT_BYTES
-from gateway.db import utcnow
 from gateway.errors import FieldProblem, GatewayError
 from gateway.registry.csv_import import parse_device_csv
 from gateway.registry.schemas import DeviceSpec
@@ -543,8 +543,9 @@ def build_console_router(console: Console) -> APIRouter:
     @router.post("/silences", response_class=HTMLResponse)
     @answered()
     async def silence(request: Request) -> Response:
+        from core.time import NS
         from rules.matchers import Matcher
-        from rules.timeutil import NS, parse_duration
+        from rules.timeutil import parse_duration
 
         who, csrf, form = await changing(request, "operator", "engineer")
         if console.alerts is None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from rules.notify.render import FEED_TH, SEVERITY_TH, STATE_TH
-from rules.timeutil import BANGKOK, BE_OFFSET, THAI_MONTHS_ABBR
+from core.time import BANGKOK, BE_OFFSET, THAI_MONTHS_ABBR
+from rules.labels import FEED_EN, FEED_TH, SEVERITY_TH, STATE_TH
 
 TEXT: dict[str, tuple[str, str]] = {  # key: (English, Thai)
     "app": ("nakhon console", "คอนโซลนคร"),
@@ -141,7 +141,6 @@ TEXT: dict[str, tuple[str, str]] = {  # key: (English, Thai)
 
 ROLE_TH = {"admin": "ผู้ดูแลระบบ", "engineer": "วิศวกร", "operator": "เจ้าหน้าที่เวร", "viewer": "ผู้ดูข้อมูล"}
 SEVERITY_EN = {"info": "info", "warning": "warning", "critical": "critical"}
-FEED_EN = {"air": "air quality", "flood": "water level", "energy": "energy", "bus": "school bus"}
 
 
 class Words:

@@ -21,7 +21,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
-from gateway.db import utcnow
+from core.db import utcnow
 from gateway.errors import ConflictError, FieldProblem, GatewayError, InvalidInputError
 from gateway.registry.schemas import ROLES
 from gateway.registry.store import RegistryStore

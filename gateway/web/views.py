@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from gateway.db import utcnow
+from core.db import utcnow
 from gateway.registry.models import Device, DeviceProfile, DeviceRecentMessage
 from gateway.web.users import StaffPrincipal
 

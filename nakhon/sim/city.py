@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from collectors.model import FEEDS
+from core.feeds import FEEDS
 
 LatLon = tuple[float, float]
 

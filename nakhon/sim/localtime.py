@@ -1,6 +1,6 @@
 """Bangkok calendar days for the simulator: working days, seasons and Thai public holidays.
 
-Asia/Bangkok is UTC+7 all year (no daylight saving), so local time is computed with a fixed offset.
+Asia/Bangkok is UTC+7 all year (no daylight saving), so local time is computed with a fixed offset (core.time).
 """
 
 from __future__ import annotations
@@ -8,20 +8,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
-BANGKOK_UTC_OFFSET_S = 7 * 3600
+from core.time import BANGKOK_UTC_OFFSET_S, is_thai_holiday
+
 DAY_S = 86_400
 DRY_SEASON_MONTHS = frozenset({12, 1, 2, 3, 4})  # north-east monsoon + hot season: haze
 WET_SEASON_MONTHS = frozenset({5, 6, 7, 8, 9, 10})  # south-west monsoon: afternoon showers
-
-try:  # Thai public holidays count as non-working days (energy profiles, school runs).
-    import holidays as _holidays
-
-    _TH_HOLIDAYS: Any = _holidays.country_holidays("TH")
-except Exception:  # pragma: no cover - optional
-    _TH_HOLIDAYS = None
-
 
 @dataclass(frozen=True, slots=True)
 class LocalDay:
@@ -49,7 +41,7 @@ class LocalDay:
 @lru_cache(maxsize=4096)
 def local_day(day: int) -> LocalDay:
     date = dt.date(1970, 1, 1) + dt.timedelta(days=day)
-    holiday = bool(_TH_HOLIDAYS is not None and date in _TH_HOLIDAYS)
+    holiday = is_thai_holiday(date)  # Thai public holidays are non-working days (energy profiles, school runs)
     return LocalDay(day, day * DAY_S - BANGKOK_UTC_OFFSET_S, date.weekday(), date.month, holiday)
 
 

@@ -16,11 +16,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from core.time import NS
 from rules.metrics import NOTIFICATIONS, NOTIFICATIONS_FAILING, RECEIVER_QUEUE_DEPTH
 from rules.notify.base import BatchNotifier, Notifier, PermanentNotifyError, RetryableNotifyError
 from rules.notify.outbox import Outbox, OwedMessage
 from rules.notify.retry import RetryPolicy
-from rules.timeutil import NS, Clock
+from rules.timeutil import Clock
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

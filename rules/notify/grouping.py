@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from core.time import NS
 from rules.notify.routing import ResolvedRoute
 from rules.store import Alert
-from rules.timeutil import NS
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 

@@ -20,7 +20,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from collectors.model import DeviceInfo
+from core.model import DeviceInfo
+from core.time import NS
 from rules.notify.apprise_notifier import AppriseNotifier
 from rules.notify.base import Notifier, NotifyMessage
 from rules.notify.delivery import ReceiverWorker
@@ -36,7 +37,7 @@ from rules.notify.smtp import SmtpNotifier, is_smtp_url
 from rules.notify.suppress import Suppressor
 from rules.notify.webhook import WebhookNotifier, is_webhook_url
 from rules.store import Alert, AlertStore
-from rules.timeutil import NS, Clock, SystemClock
+from rules.timeutil import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -10,41 +10,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from jinja2 import FileSystemLoader, StrictUndefined, Template, Undefined, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
-from collectors.model import DeviceInfo
+from core.model import DeviceInfo
 from rules.evidence import CityNames, city_name
+from rules.labels import FEED_EN, FEED_TH, KIND_EN, KIND_TH, SEVERITY_EN, SEVERITY_TH, STATE_TH, TEMPLATES_DIR
 from rules.notify import text
 from rules.store import Alert
 from rules.timeutil import format_en, format_th
 
-if TYPE_CHECKING:
-    from rules.acklink import AckLinkSigner
-
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 SUMMARY_CACHE_SIZE = 1024
 RENDERED_CACHE_SIZE = 4096  # rendered texts kept per summary template (a storm repeats the same few values)
 
-SEVERITY_TH = {"info": "ข้อมูล", "warning": "เฝ้าระวัง", "critical": "วิกฤต"}
-STATE_TH = {"pending": "รอยืนยัน", "firing": "เกิดเหตุ", "resolved": "คลี่คลายแล้ว"}
-KIND_TH = {
-    "firing": "แจ้งเตือน",
-    "resolved": "คลี่คลายแล้ว",
-    "reminder": "เตือนซ้ำ (ยังไม่มีผู้รับทราบ)",
-    "escalation": "ยกระดับ (ยังไม่มีผู้รับทราบ)",
-}
-KIND_EN = {
-    "firing": "Alert",
-    "resolved": "Resolved",
-    "reminder": "Reminder (not acknowledged)",
-    "escalation": "Escalation (not acknowledged)",
-}
-FEED_TH = {"air": "คุณภาพอากาศ", "flood": "ระดับน้ำ", "energy": "พลังงานไฟฟ้า", "bus": "รถรับส่งนักเรียน"}
-FEED_EN = {"air": "air quality", "flood": "water level", "energy": "energy", "bus": "school bus"}
-SEVERITY_EN = {"info": "Info", "warning": "Warning", "critical": "Critical"}
+
+class AckLinks(Protocol):
+    """What the renderer needs of an acknowledgement-link signer (`rules.acklink.AckLinkSigner`): named here,
+    so that this module and rules/acklink.py do not import each other."""
+
+    def url(self, public_url: str, alert_id: str, receiver: str, now_ns: int) -> str: ...
+
 
 
 SUBJECT_MAX = 140  # characters of a subject line (mail clients and LINE previews cut longer ones)
@@ -77,7 +64,7 @@ class Renderer:
         public_url: str = "http://localhost:8000",
         templates_dir: Path | None = None,
         *,
-        ack_links: AckLinkSigner | None = None,
+        ack_links: AckLinks | None = None,
         city_names: CityNames | None = None,
         device_lookup: Callable[[str], DeviceInfo | None] | None = None,
     ) -> None:

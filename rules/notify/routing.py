@@ -33,10 +33,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from rules.check import RuleError, RuleLoadError
 from rules.model import ScheduleSpec
 from rules.timeutil import Duration
-from rules.yamlload import YamlError, line_for, load_yaml_with_lines
+from rules.yamlload import RuleError, RuleLoadError, YamlError, line_for, load_yaml_with_lines
 
 
 class _Strict(BaseModel):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from collectors.model import DeviceInfo
+from core.model import DeviceInfo
 from rules.conditions import in_schedule
 from rules.matchers import matches_all
 from rules.notify.routing import ResolvedRoute, Router

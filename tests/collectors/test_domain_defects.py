@@ -16,11 +16,11 @@ from collectors.domain import default_enrichers
 from collectors.formats import make_format
 from collectors.mapping import FieldMapper
 from collectors.mapping.profiles import builtin_profiles
-from collectors.model import DeviceInfo, Point
 from collectors.pipeline import Input, Pipeline
 from collectors.quarantine import QuarantineStore
 from collectors.sinks.memory import MemorySink
 from collectors.sinks.writer import BatchWriter
+from core.model import DeviceInfo, Point
 
 NS = 1_000_000_000
 RECEIVED_NS = 1_795_825_300 * NS  # 2026-11-28T00:21:40Z
@@ -212,7 +212,7 @@ def test_energy_used_just_before_nine_is_off_peak() -> None:
     from datetime import datetime
 
     from collectors.domain.energy import EnergyEnricher
-    from collectors.model import Reading
+    from core.model import Reading
 
     nine = int(datetime.fromisoformat("2026-11-27T09:00:00+07:00").timestamp()) * NS
     enricher = EnergyEnricher()
@@ -228,7 +228,7 @@ def test_energy_used_just_before_nine_is_off_peak() -> None:
 
 def test_demand_is_the_block_integral_when_no_reading_falls_on_a_boundary() -> None:
     from collectors.domain.energy import EnergyEnricher
-    from collectors.model import Reading
+    from core.model import Reading
 
     enricher = EnergyEnricher()
     device = DeviceInfo("m", "energy", CITY, "d")

@@ -23,16 +23,16 @@ from pydantic import Field, ValidationError, field_validator
 from collectors.directory import StaticDirectory
 from collectors.domain import default_enrichers
 from collectors.feeds import FEED_SPECS
-from collectors.feeds._schema import FeedModel, Measure
 from collectors.feeds.fastcheck import FastCheck
 from collectors.formats import make_format
 from collectors.mapping import FieldMapper
 from collectors.mapping.profiles import builtin_profiles
-from collectors.model import DeviceInfo, Point
 from collectors.pipeline import Input, Pipeline
 from collectors.quarantine import QuarantineStore
 from collectors.sinks.memory import MemorySink
 from collectors.sinks.writer import BatchWriter
+from core.feeds import FeedModel, Measure
+from core.model import DeviceInfo, Point
 
 MODELS = {feed: spec.model for feed, spec in FEED_SPECS.items()}
 

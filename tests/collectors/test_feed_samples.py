@@ -12,11 +12,11 @@ import pytest
 from collectors.directory import StaticDirectory
 from collectors.feeds import FEED_SPECS
 from collectors.formats import make_format
-from collectors.model import DeviceInfo
 from collectors.pipeline import Input, Pipeline
 from collectors.quarantine import QuarantineStore
 from collectors.sinks.memory import MemorySink
 from collectors.sinks.writer import BatchWriter
+from core.model import DeviceInfo
 
 FEEDS_DIR = Path(__file__).resolve().parents[2] / "collectors" / "feeds"
 

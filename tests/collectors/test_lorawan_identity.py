@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from collectors.directory import StaticDirectory
-from collectors.model import DeviceInfo
+from core.model import DeviceInfo
 from tests.collectors.test_pipeline import Harness
 
 DEVICES = [

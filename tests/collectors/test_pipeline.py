@@ -14,11 +14,11 @@ from collectors.domain import default_enrichers
 from collectors.formats import make_format
 from collectors.mapping import FieldMapper
 from collectors.mapping.profiles import builtin_profiles
-from collectors.model import DeviceInfo, Reading
 from collectors.pipeline import Input, Pipeline, topic_matches
 from collectors.quarantine import QuarantineStore
 from collectors.sinks.memory import MemorySink
 from collectors.sinks.writer import BatchWriter
+from core.model import DeviceInfo, Reading
 
 DEVICES = [
     DeviceInfo("air-001", "air", "laem-chabang", "ทุ่งสุขลา", name="โรงเรียน A"),

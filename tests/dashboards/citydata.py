@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from collectors.domain import default_enrichers
 from collectors.feeds import FEED_SPECS
-from collectors.model import DeviceInfo, Point, Reading
 from collectors.sinks.influx import InfluxV1Sink
+from core.model import DeviceInfo, Point, Reading
 from nakhon.sim.city import City, SimDevice
 from nakhon.sim.signals import Simulation
 from rules.check import load_rules_dir

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from prometheus_client import start_http_server
 
-from collectors.model import DeviceInfo, Reading
+from core.model import DeviceInfo, Reading
 from rules.engine import offer
 from rules.notify.memory import MemoryNotifier
 from rules.service import build_rules_service

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from collectors.feeds import FEED_SPECS
-from collectors.model import Reading
+from core.model import Reading
 from dashboards import build
 from tests.dashboards.grafana import JSON_DIR, Query, identifiers, load_dashboards, queries
 

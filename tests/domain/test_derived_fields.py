@@ -1,10 +1,10 @@
-"""The derived-field list `rules check` uses is exactly what the enrichers set (collectors/domain/fields.py)."""
+"""The derived-field list `rules check` uses is exactly what the enrichers set (core/fields.py)."""
 
 from __future__ import annotations
 
 from collectors.domain import default_enrichers
-from collectors.domain.fields import DERIVED_FIELDS, DERIVED_TAGS
-from collectors.model import DeviceInfo, Reading
+from core.fields import DERIVED_FIELDS, DERIVED_TAGS
+from core.model import DeviceInfo, Reading
 
 NS = 1_000_000_000
 T0 = 1_767_668_400 * NS  # 2026-01-06 10:00 Asia/Bangkok (a working day: on-peak)

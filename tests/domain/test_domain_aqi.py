@@ -21,7 +21,7 @@ from collectors.domain.aqi import (
     us_sub_index,
     us_sub_index_exact,
 )
-from collectors.model import DeviceInfo, Reading
+from core.model import DeviceInfo, Reading
 
 # Tables re-typed from /work/shared/reference/thailand.md (not imported from the code under test).
 Rows = dict[str, list[tuple[float, float, int, int]]]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from collectors.domain.bus import BusEnricher, SpeedZones, haversine_km
-from collectors.model import DeviceInfo, Reading
+from core.model import DeviceInfo, Reading
 
 S = 1_000_000_000
 T0 = 1_780_000_000 * S

@@ -8,7 +8,8 @@ from pathlib import Path
 from collectors.domain import DomainConfig, default_enrichers
 from collectors.domain.bus import BusEnricher
 from collectors.domain.energy import EnergyEnricher
-from collectors.model import FEEDS, DeviceInfo, Reading
+from core.feeds import FEEDS
+from core.model import DeviceInfo, Reading
 
 
 def test_one_enricher_per_feed() -> None:

@@ -17,7 +17,7 @@ from collectors.domain.energy import (
     register_interval,
     tou_period,
 )
-from collectors.model import DeviceInfo, FieldValue, Reading
+from core.model import DeviceInfo, FieldValue, Reading
 
 S = 1_000_000_000
 ICT = timezone(timedelta(hours=7))  # Thailand, UTC+7, no DST

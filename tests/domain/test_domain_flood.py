@@ -14,7 +14,7 @@ from collectors.domain.flood import (
     level_pct_bank,
     rise_cm_per_10min,
 )
-from collectors.model import DeviceInfo, FieldValue, Reading
+from core.model import DeviceInfo, FieldValue, Reading
 
 S = 1_000_000_000
 T0 = 1_780_000_000 * S

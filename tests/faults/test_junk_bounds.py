@@ -11,8 +11,8 @@ import orjson
 
 from collectors.diagnostics import MAX_PAYLOAD_BYTES, DiagnosticsBuffer
 from collectors.directory import StaticDirectory
-from collectors.model import DeviceInfo
 from collectors.sinks.memory import MemorySink
+from core.model import DeviceInfo
 from nakhon.collector_wiring import build_collector
 from nakhon.config import load_settings
 from tests.faults.mqtt_helpers import Recorder, durable_broker, wait_until

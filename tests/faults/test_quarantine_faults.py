@@ -11,9 +11,9 @@ import httpx
 import orjson
 
 from collectors.directory import StaticDirectory
-from collectors.model import DeviceInfo
 from collectors.quarantine import QuarantineStore
 from collectors.sinks.influx import InfluxV1Sink
+from core.model import DeviceInfo
 from nakhon.collector_wiring import build_collector
 from nakhon.config import load_settings
 from nakhon.replay import replay

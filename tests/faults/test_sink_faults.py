@@ -8,10 +8,10 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
-from collectors.model import Point
 from collectors.sinks.influx import InfluxV1Sink
 from collectors.sinks.spool import DiskSpool
 from collectors.sinks.writer import BatchWriter
+from core.model import Point
 from tests.servers import InfluxServer
 from tests.sinks.helpers import T0, influx_points
 

@@ -11,7 +11,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import inspect, text
 
-from gateway.registry.store import MIGRATIONS_DIR, RegistryStore
+from core.db import MIGRATIONS_DIR
+from gateway.registry.store import RegistryStore
 from tests.gateway.pg import fresh_database
 
 BEFORE = "0003_city_names"

@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from collectors.health import MetricsServer
-from collectors.model import DeviceInfo, Reading
 from collectors.service import CollectorService
 from collectors.sinks.sqlite import SQLiteSink
 from collectors.sinks.writer import BatchWriter
+from core.model import DeviceInfo, Reading
 from gateway.registry.directory import RegistryDirectory
 from gateway.registry.store import RegistryStore
 from nakhon.app import App, start_app

@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 
 from collectors.directory import StaticDirectory
-from collectors.model import DeviceInfo
 from collectors.sinks.sqlite import SQLiteSink
+from core.model import DeviceInfo
 from nakhon.collector_wiring import build_collector
 from nakhon.config import load_settings
 from tests.publishing import AckingPublisher

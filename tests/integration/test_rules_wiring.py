@@ -156,7 +156,7 @@ def test_rules_settings_follow_nakhon_settings(tmp_path: Path) -> None:
 
 async def test_runtime_offer_waits_when_the_queue_is_full(tmp_path: Path) -> None:
     """Backpressure, not loss: with the queue full, `offer` waits until the engine takes a reading."""
-    from collectors.model import Reading
+    from core.model import Reading
     from gateway.registry.directory import RegistryDirectory
     from nakhon.registry_wiring import open_registry
     from nakhon.rules_wiring import build_rules

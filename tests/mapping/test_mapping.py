@@ -9,7 +9,7 @@ import pytest
 from collectors.errors import RejectedMessage
 from collectors.mapping import FieldMapper, Profile, builtin_profiles, parse_profile
 from collectors.mapping.units import conversion
-from collectors.model import DeviceRef, RawReading
+from core.model import DeviceRef, RawReading
 
 MAPPER = FieldMapper()
 P = builtin_profiles()

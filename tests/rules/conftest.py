@@ -8,13 +8,14 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from collectors.model import DeviceInfo, Point, Reading
+from core.model import DeviceInfo, Point, Reading
+from core.time import BANGKOK, NS
 from rules.notify.memory import MemoryNotifier
 from rules.notify.pipeline import NotificationPipeline, RetryPolicy
 from rules.notify.render import Renderer
 from rules.notify.routing import parse_routing
 from rules.store import AlertStore
-from rules.timeutil import BANGKOK, NS, FakeClock, ns_from_datetime
+from rules.timeutil import FakeClock, ns_from_datetime
 from tests.gateway.pg import fresh_database, postgres_server
 
 

@@ -12,7 +12,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from collectors.model import DeviceInfo
+from core.model import DeviceInfo
 from rules.service import build_rules_service
 from rules.settings import RulesSettings
 

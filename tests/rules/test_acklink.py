@@ -15,13 +15,14 @@ import pytest
 from fastapi import FastAPI, HTTPException
 from fastapi.testclient import TestClient
 
+from core.time import NS
 from rules.acklink import AckLinkSigner, load_or_create_secret, resolve_secret
 from rules.api import build_router
 from rules.notify.render import Renderer
 from rules.service import build_rules_service
 from rules.settings import RulesSettings
 from rules.store import Alert, AlertStore
-from rules.timeutil import NS, FakeClock
+from rules.timeutil import FakeClock
 from tests.rules.conftest import T0, make_pipeline, minutes
 from tests.rules.test_pipeline import ROUTING, fire
 from tests.rules.test_render import alert as render_alert

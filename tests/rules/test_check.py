@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from rules.check import RuleLoadError, check_rules_dir, load_rules_dir
+from rules.check import check_rules_dir, load_rules_dir
 from rules.notify.routing import parse_routing
 from rules.timeutil import parse_duration
+from rules.yamlload import RuleLoadError
 
 GOOD = """\
 rules:

@@ -3,12 +3,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from collectors.model import DeviceInfo, Reading
+from core.model import DeviceInfo, Reading
+from core.time import NS
 from rules.check import load_rules_dir
 from rules.engine import RulesEngine, offer
 from rules.metrics import RULES_QUEUE_DROPPED
 from rules.model import Rule, RuleSet
-from rules.timeutil import NS
 from tests.rules.conftest import T0, PointSink, device, minutes, reading
 
 

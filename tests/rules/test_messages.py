@@ -16,13 +16,14 @@ import pytest
 from jinja2 import StrictUndefined
 
 from collectors.domain import default_enrichers
-from collectors.model import DeviceInfo, Reading
+from core.model import DeviceInfo, Reading
+from core.time import NS
 from rules.acklink import AckPages
 from rules.check import load_rules_dir
 from rules.engine import RulesEngine
 from rules.notify.render import Renderer
 from rules.store import AlertStore
-from rules.timeutil import NS, FakeClock
+from rules.timeutil import FakeClock
 from tests.rules.conftest import T0, PointSink, make_pipeline
 
 ROUTING = """

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, inspect, text
 
 import gateway.web.models  # noqa: F401 - and the console's staff tables (0003_staff_users)
 import rules.store  # noqa: F401 - puts the rules tables on the shared metadata
-from gateway.db import Base
+from core.db import Base
 from gateway.registry.models import Device
 from gateway.registry.store import RegistryStore
 from rules.store import RULES_TABLES, AlertStore, SchemaMissingError
@@ -45,7 +45,7 @@ def _head() -> str:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from gateway.registry.store import MIGRATIONS_DIR
+    from core.db import MIGRATIONS_DIR
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -75,7 +75,7 @@ def _script_heads() -> set[str]:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from gateway.registry.store import MIGRATIONS_DIR
+    from core.db import MIGRATIONS_DIR
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -152,7 +152,7 @@ def test_downgrade_removes_only_the_rules_tables(tmp_path: Path) -> None:
     from alembic import command
     from alembic.config import Config
 
-    from gateway.registry.store import MIGRATIONS_DIR
+    from core.db import MIGRATIONS_DIR
 
     url = f"sqlite:///{tmp_path / 'registry.db'}"
     registry = RegistryStore(url)

@@ -14,14 +14,14 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
-from collectors.model import DeviceInfo, Reading
+from core.model import DeviceInfo, Reading
+from core.time import NS
 from rules.check import load_rules_dir
 from rules.engine import RulesEngine
 from rules.lifecycle import CommitPolicy
 from rules.notify.base import NotifyMessage
 from rules.notify.render import Renderer
 from rules.store import AlertStore, AlertWrite
-from rules.timeutil import NS
 from tests.rules.conftest import T0, PointSink, device, make_pipeline, minutes, reading
 
 FLOOD = ["flood_level_high", "flood_level_overbank"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.time import NS
 from rules.notify.memory import MemoryNotifier
 from rules.service import build_rules_service
 from rules.settings import RulesSettings
-from rules.timeutil import NS, FakeClock
+from rules.timeutil import FakeClock
 from tests.rules.conftest import T0, device, reading
 
 CITIES = ("chiangmai", "lampang", "lamphun")

@@ -65,7 +65,7 @@ def test_the_glossary_lists_every_thai_word_the_messages_use() -> None:
     from pathlib import Path
 
     from collectors.domain.aqi import THAI_BANDS
-    from rules.notify.render import FEED_TH, KIND_TH, SEVERITY_TH, STATE_TH
+    from rules.labels import FEED_TH, KIND_TH, SEVERITY_TH, STATE_TH
     from rules.notify.text import _DURATION_PARTS, COLOUR_TH
 
     glossary = (Path(__file__).parents[2] / "rules" / "templates" / "GLOSSARY.md").read_text(encoding="utf-8")

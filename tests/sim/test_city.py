@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from collectors.model import FEEDS
+from core.feeds import FEEDS
 from nakhon.sim.city import DEFAULT_MIX, City, split_counts
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from collectors.model import FieldValue, Point
+from core.model import FieldValue, Point
 from tests.servers import InfluxServer, free_port
 
 T0 = 1_763_700_000_000_000_000  # 2025-11-21, ns

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from collectors.errors import SinkRejected
-from collectors.model import Point
 from collectors.sinks.base import Sink, series_key
 from collectors.sinks.influx import InfluxV1Sink
 from collectors.sinks.memory import MemorySink
 from collectors.sinks.sqlite import SQLiteSink
+from core.model import Point
 from tests.servers import InfluxServer
 
 from .helpers import T0, influx_field_types, influx_points, pt

@@ -12,11 +12,11 @@ import httpx
 import pytest
 
 from collectors.errors import SinkRejected, SinkUnavailable
-from collectors.model import Point
 from collectors.sinks.base import SinkConfigError
 from collectors.sinks.influx import InfluxV1Sink
 from collectors.sinks.spool import DiskSpool
 from collectors.sinks.writer import BatchWriter
+from core.model import Point
 from tests.servers import InfluxServer, free_port
 
 from .helpers import T0, LocalApp, influx_points, pt, read_body, respond

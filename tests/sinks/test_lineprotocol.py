@@ -12,7 +12,7 @@ from influxdb_client import Point as OraclePoint
 from influxdb_client import WritePrecision
 
 from collectors.lineprotocol import LineProtocolError, encode_batch, encode_point
-from collectors.model import FieldValue, Point
+from core.model import FieldValue, Point
 
 _ESC_KEY = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
 

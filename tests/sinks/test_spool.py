@@ -11,9 +11,9 @@ import pytest
 
 from collectors.errors import SinkUnavailable, SpoolFull
 from collectors.metrics import SPOOL_BYTES, SPOOL_DEPTH_POINTS, SPOOL_FULL
-from collectors.model import Point
 from collectors.sinks.memory import MemorySink
 from collectors.sinks.spool import DiskSpool
+from core.model import Point
 
 from .helpers import pt
 

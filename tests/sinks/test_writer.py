@@ -10,11 +10,11 @@ import pytest
 
 from collectors.errors import SinkRejected
 from collectors.metrics import POINTS_STORED, SINK_UP, SINK_WRITE_ERRORS, SPOOL_FULL
-from collectors.model import Point
 from collectors.sinks.base import SinkConfigError
 from collectors.sinks.memory import MemorySink
 from collectors.sinks.spool import DiskSpool
 from collectors.sinks.writer import BatchWriter, WriterClosed, WriterFull
+from core.model import Point
 
 from .helpers import pt
 

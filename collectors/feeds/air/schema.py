@@ -1,6 +1,6 @@
 """Air-quality stations: particulates, gases and weather (units in the field names)."""
 
-from collectors.feeds._schema import FeedModel, FeedSpec, Measure
+from core.feeds import FeedModel, FeedSpec, Measure
 
 
 class AirReading(FeedModel):

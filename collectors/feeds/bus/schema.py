@@ -4,7 +4,7 @@ from typing import Annotated
 
 from pydantic import Field, StrictBool, StrictInt
 
-from collectors.feeds._schema import FeedModel, FeedSpec, Measure
+from core.feeds import FeedModel, FeedSpec, Measure
 
 
 class BusReading(FeedModel):

@@ -1,6 +1,6 @@
 """Energy meters: cumulative import register and instantaneous electrical values."""
 
-from collectors.feeds._schema import FeedModel, FeedSpec, Measure
+from core.feeds import FeedModel, FeedSpec, Measure
 
 
 class EnergyReading(FeedModel):

@@ -1,6 +1,6 @@
 """Flood / water-level gauges: level above the site datum (m MSL where the site is surveyed), rain, battery."""
 
-from collectors.feeds._schema import FeedModel, FeedSpec, Measure
+from core.feeds import FeedModel, FeedSpec, Measure
 
 
 class FloodReading(FeedModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collectors.errors import RejectedMessage
 from collectors.formats._common import loads_object, lorawan_values, rejected_for, time_to_ns
-from collectors.model import DeviceRef, RawReading
+from core.model import DeviceRef, RawReading
 
 
 class ChirpStackFormat:

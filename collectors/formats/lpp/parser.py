@@ -13,7 +13,7 @@ import binascii
 from typing import Any, Literal
 
 from collectors.errors import RejectedMessage
-from collectors.model import DeviceRef, RawReading
+from core.model import DeviceRef, RawReading
 
 
 class LppError(ValueError):

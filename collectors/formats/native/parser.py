@@ -11,7 +11,8 @@ import orjson
 
 from collectors.errors import RejectedMessage
 from collectors.formats._common import EPOCH_MS_MAX, EPOCH_S_MAX, json_type, time_to_ns
-from collectors.model import FEEDS, DeviceRef, RawReading
+from core.feeds import FEEDS
+from core.model import DeviceRef, RawReading
 
 _FEEDS = frozenset(FEEDS)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from collectors.errors import RejectedMessage
 from collectors.formats._common import NS_PER_S, json_type, loads_json, mqtt_topic_matches
-from collectors.model import DeviceRef, RawReading
+from core.model import DeviceRef, RawReading
 
 RELATIVE_LIMIT = 2**28  # RFC 8428 4.5.3: times below this are relative to the current time
 SUPPORTED_VERSION = 10  # RFC 8428 default base version

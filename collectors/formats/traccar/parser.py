@@ -11,7 +11,7 @@ from typing import Any
 
 from collectors.errors import RejectedMessage
 from collectors.formats._common import json_type, loads_json, rejected_for, time_to_ns
-from collectors.model import DeviceRef, RawReading
+from core.model import DeviceRef, RawReading
 
 #: 1 knot = 1852 m/h exactly (international nautical mile), so 1 kn = 1.852 km/h.
 KMH_PER_KNOT = 1.852

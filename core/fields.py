@@ -1,4 +1,5 @@
-"""The derived fields and tags each feed's enricher may add, with their types and ranges.
+"""The derived fields and tags each feed's enricher (collectors/domain/) may add, with their types and ranges:
+declared in the core, as the feeds are, because the rules read them too.
 
 This is the list `nakhon rules check` checks rule fields against (with the feed schemas' canonical fields):
 a rule on a field no reading ever has can never fire. `tests/domain/test_derived_fields.py` runs the

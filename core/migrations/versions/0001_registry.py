@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import gateway.db
+import core.db
 
 
 revision: str = '0001_registry'
@@ -28,15 +28,15 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=64), nullable=False),
     sa.Column('role', sa.String(length=16), nullable=False),
     sa.Column('token_hash', sa.String(length=64), nullable=False),
-    sa.Column('created_at', gateway.db.UtcDateTime(timezone=True), nullable=False),
-    sa.Column('revoked_at', gateway.db.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', core.db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', core.db.UtcDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_tokens')),
     sa.UniqueConstraint('name', name=op.f('uq_api_tokens_name')),
     sa.UniqueConstraint('token_hash', name=op.f('uq_api_tokens_token_hash'))
     )
     op.create_table('audit_log',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
-    sa.Column('at', gateway.db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('at', core.db.UtcDateTime(timezone=True), nullable=False),
     sa.Column('actor', sa.String(length=200), nullable=False),
     sa.Column('action', sa.String(length=64), nullable=False),
     sa.Column('entity_type', sa.String(length=32), nullable=False),
@@ -58,8 +58,8 @@ def upgrade() -> None:
     sa.Column('field_mapping', sa.String(length=64), nullable=True),
     sa.Column('default_thresholds', sa.JSON(), nullable=False),
     sa.Column('heartbeat_s', sa.Integer(), nullable=True),
-    sa.Column('created_at', gateway.db.UtcDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', gateway.db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', core.db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', core.db.UtcDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('name', name=op.f('pk_device_profiles'))
     )
     with op.batch_alter_table('device_profiles', schema=None) as batch_op:
@@ -68,7 +68,7 @@ def upgrade() -> None:
     op.create_table('device_recent_messages',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('device_id', sa.String(length=200), nullable=False),
-    sa.Column('received_at', gateway.db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('received_at', core.db.UtcDateTime(timezone=True), nullable=False),
     sa.Column('topic', sa.String(length=1024), nullable=False),
     sa.Column('payload', sa.Text(), nullable=False),
     sa.Column('accepted', sa.Boolean(), nullable=False),
@@ -91,11 +91,11 @@ def upgrade() -> None:
     sa.Column('site', sa.JSON(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('heartbeat_s', sa.Integer(), nullable=True),
-    sa.Column('maintenance_until', gateway.db.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('maintenance_until', core.db.UtcDateTime(timezone=True), nullable=True),
     sa.Column('mqtt_username', sa.String(length=64), nullable=True),
     sa.Column('mqtt_password_hash', sa.String(length=255), nullable=True),
-    sa.Column('created_at', gateway.db.UtcDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', gateway.db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', core.db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', core.db.UtcDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['profile'], ['device_profiles.name'], name=op.f('fk_devices_profile_device_profiles'), ondelete='RESTRICT'),
     sa.PrimaryKeyConstraint('device_id', name=op.f('pk_devices')),
     sa.UniqueConstraint('dev_eui', name=op.f('uq_devices_dev_eui'))
@@ -112,7 +112,7 @@ def upgrade() -> None:
     sa.Column('device_id', sa.String(length=64), nullable=False),
     sa.Column('thresholds', sa.JSON(), nullable=False),
     sa.Column('calibration', sa.JSON(), nullable=False),
-    sa.Column('updated_at', gateway.db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', core.db.UtcDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['device_id'], ['devices.device_id'], name=op.f('fk_device_overrides_device_id_devices'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('device_id', name=op.f('pk_device_overrides'))
     )

@@ -1,23 +1,25 @@
 """Alembic environment: run by `RegistryStore.migrate()` with a connection in `config.attributes`,
-or by the `alembic` command with `sqlalchemy.url` set (used to generate new revisions)."""
+or by the `alembic` command with `sqlalchemy.url` set (used to generate new revisions).
+
+The migrations import no component: the revisions spell out their tables, and upgrading needs nothing else.
+Comparing with the models (autogenerate) needs the models' tables on `core.db.Base.metadata`: a caller that
+has imported them passes nothing; the `alembic` command names them, e.g.
+`alembic -x models=gateway.registry.models,gateway.web.models,rules.store revision --autogenerate -m ...`.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-import gateway.registry.models  # noqa: F401 - registers the registry tables on Base.metadata
-from gateway.db import Base
+from core.db import Base
 
-# The rules engine keeps its alert tables on the same Base; they join the metadata when it is installed.
-try:
-    import rules.store  # type: ignore[import-not-found]  # noqa: F401
-except ImportError as exc:
-    if exc.name not in ("rules", "rules.store"):  # rules.store exists but is broken: say so, don't hide it
-        raise
-
-target_metadata = Base.metadata
 config = context.config
+for _module in filter(None, context.get_x_argument(as_dictionary=True).get("models", "").split(",")):
+    importlib.import_module(_module.strip())  # puts that component's tables on Base.metadata
+target_metadata = config.attributes.get("target_metadata", Base.metadata)
 
 
 def run_migrations(connection: object) -> None:

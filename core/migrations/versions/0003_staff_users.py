@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from gateway.db import UtcDateTime
+from core.db import UtcDateTime
 
 revision: str = "0003_staff_users"
 down_revision: str | Sequence[str] | None = "0003_notification_outbox"

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-FieldValue = float | int | bool | str
+from core.feeds import measurement_for
 
-FEEDS: tuple[str, ...] = ("air", "flood", "energy", "bus")
+FieldValue = float | int | bool | str
 
 
 @dataclass(slots=True)
@@ -92,8 +92,6 @@ class Reading:
 
     @property
     def measurement(self) -> str:
-        from collectors.feeds import measurement_for
-
         return measurement_for(self.feed)
 
     def to_point(self) -> Point:

@@ -1,17 +1,20 @@
 """The one SQLAlchemy `DeclarativeBase` of nakhon's relational store.
 
-The registry defines its tables here; other components add theirs to the same metadata
-(`from gateway.db import Base`) so that one Alembic history migrates them together.
+Each component defines its tables on this one metadata (`from core.db import Base`: the registry, the console,
+the rules' alert store), so that one Alembic history, `core/migrations/` (`MIGRATIONS_DIR`), migrates them together.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Dialect, MetaData
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 # Stable constraint names, so Alembic (and SQLite batch migrations) can find them again.
 NAMING_CONVENTION = {
@@ -64,4 +67,4 @@ class Base(DeclarativeBase):
     }
 
 
-__all__ = ["NAMING_CONVENTION", "Base", "UtcDateTime", "utcnow"]
+__all__ = ["MIGRATIONS_DIR", "NAMING_CONVENTION", "Base", "UtcDateTime", "utcnow"]

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import gateway.db
+import core.db
 
 revision: str = "0003_security"
 down_revision: str | Sequence[str] | None = "0002_rules"
@@ -27,8 +27,8 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     if op.get_bind().dialect.name != "sqlite":  # SQLite does not enforce VARCHAR lengths
         op.alter_column("devices", "mqtt_username", type_=sa.String(length=80), existing_type=sa.String(length=64))
-    op.add_column("api_tokens", sa.Column("expires_at", gateway.db.UtcDateTime(timezone=True), nullable=True))
-    op.add_column("api_tokens", sa.Column("last_used_at", gateway.db.UtcDateTime(timezone=True), nullable=True))
+    op.add_column("api_tokens", sa.Column("expires_at", core.db.UtcDateTime(timezone=True), nullable=True))
+    op.add_column("api_tokens", sa.Column("last_used_at", core.db.UtcDateTime(timezone=True), nullable=True))
     op.add_column("api_tokens", sa.Column("cities", sa.JSON(), nullable=True))
 
 
