@@ -289,43 +289,33 @@ def demo(
     )
 
 
-def _mount_optional() -> None:
-    """Mount the component CLIs (each lives with its component)."""
-    try:
-        from gateway.cli import devices_app, tokens_app
+def _mount_components() -> None:
+    """Mount the component CLIs (each lives with its component) and, by entry point, the commands of the
+    packages above the app shell (the benchmarks), which nakhon never imports."""
+    from collectors.mapping.cli import profiles_app
+    from gateway.cli import devices_app, tokens_app
+    from gateway.web.cli import users_app
+    from nakhon.sim.cli import simulate
+    from rules.cli import alerts_app, rules_app
 
-        app.add_typer(devices_app, name="devices", help="Register and manage devices (field work).")
-        app.add_typer(tokens_app, name="tokens", help="API tokens and roles.")
-        from gateway.web.cli import users_app
-
-        app.add_typer(users_app, name="users", help="Staff accounts of the web console.")
-    except ImportError as exc:  # pragma: no cover - only while a component is missing
-        logging.getLogger(__name__).debug("gateway CLI unavailable: %s", exc)
-    try:
-        from rules.cli import alerts_app, rules_app
-
-        app.add_typer(alerts_app, name="alerts", help="Alerts: list, acknowledge, silence.")
-        app.add_typer(rules_app, name="rules", help="Rules: check and test.")
-    except ImportError as exc:  # pragma: no cover
-        logging.getLogger(__name__).debug("rules CLI unavailable: %s", exc)
-    try:
-        from collectors.mapping.cli import profiles_app
-
-        app.add_typer(profiles_app, name="profiles", help="Device profiles: list, show, check.")
-    except ImportError as exc:  # pragma: no cover
-        logging.getLogger(__name__).debug("profiles CLI unavailable: %s", exc)
-    try:
-        from nakhon.sim.cli import simulate
-
-        app.command("simulate", help="Publish the simulated city to a broker.")(simulate)
-    except ImportError as exc:  # pragma: no cover
-        logging.getLogger(__name__).debug("simulator unavailable: %s", exc)
-    # Commands of the packages above the app shell (the benchmarks), found by entry point: never imported here.
+    app.add_typer(devices_app, name="devices", help="Register and manage devices (field work).")
+    app.add_typer(tokens_app, name="tokens", help="API tokens and roles.")
+    app.add_typer(users_app, name="users", help="Staff accounts of the web console.")
+    app.add_typer(alerts_app, name="alerts", help="Alerts: list, acknowledge, silence.")
+    app.add_typer(rules_app, name="rules", help="Rules: check and test.")
+    app.add_typer(profiles_app, name="profiles", help="Device profiles: list, show, check.")
+    app.command("simulate", help="Publish the simulated city to a broker.")(simulate)
     for entry in entry_points(group="nakhon.commands"):
         entry.load()(app)
 
 
-_mount_optional()
+try:
+    _mount_components()
+except ImportError as exc:  # a missing module names itself; it never silently removes the commands needing it
+    from nakhon.errors import MissingDependencyError
+
+    print(MissingDependencyError.from_import_error(exc), file=sys.stderr)
+    raise SystemExit(3) from None
 
 
 def main() -> None:

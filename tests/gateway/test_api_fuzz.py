@@ -71,7 +71,8 @@ def _refused_by_a_rule(response: Any) -> bool:
 
 
 def _beyond_the_schema(error: dict[str, Any]) -> bool:
-    words = RULES_BEYOND_THE_SCHEMA.get(str(error.get("field")))
+    # An item of a list is named by its path (`matchers.5.function-after[...]`): the rule is the list's.
+    words = RULES_BEYOND_THE_SCHEMA.get(str(error.get("field")).split(".", 1)[0])
     return words is not None and words in str(error.get("message", ""))
 
 

@@ -179,6 +179,21 @@ def test_a_missing_dependency_stops_nakhon_run_naming_it(tmp_path: Path) -> None
     assert not data_dir.exists()  # nothing was opened, let alone started
 
 
+def test_a_missing_component_cli_is_named_not_hidden() -> None:
+    """The console's CLI module (`gateway.web.cli`) cannot be imported: the `nakhon` CLI stops naming it,
+    instead of quietly offering fewer commands (it used to drop `devices`, `tokens` and `users` at debug level)."""
+    program = (
+        "import sys\n"
+        "sys.modules['gateway.web.cli'] = None  # import gateway.web.cli -> ModuleNotFoundError\n"
+        "from nakhon.cli import main\n"
+        "sys.argv = ['nakhon', '--help']\n"
+        "main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3, (result.returncode, result.stdout, result.stderr)
+    assert "'gateway.web.cli'" in result.stderr and "Traceback" not in result.stderr
+
+
 async def test_a_failed_start_stops_what_had_started(tmp_path: Path) -> None:
     """The metrics port is taken: start_app raises the bind error and leaves nothing running (the collector's
     tasks, the rules engine's loop, the gateway's server are stopped)."""
