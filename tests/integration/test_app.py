@@ -4,7 +4,6 @@ flush order, and a missing dependency stops `nakhon run` instead of leaving it r
 from __future__ import annotations
 
 import asyncio
-import gc
 import subprocess
 import sys
 import time
@@ -34,9 +33,19 @@ BUILT_ONCE = (RegistryStore, RegistryDirectory, CollectorService, BatchWriter, R
               NotificationPipeline, GatewayServer, MetricsServer)  # fmt: skip
 
 
-def _live(cls: type) -> int:
-    gc.collect()
-    return sum(1 for o in gc.get_objects() if isinstance(o, cls))
+def _count_constructions(monkeypatch: pytest.MonkeyPatch) -> dict[type, int]:
+    """How many times each of BUILT_ONCE is constructed from now on (counted in __init__, so objects that other
+    tests left for the garbage collector do not count)."""
+    counts = dict.fromkeys(BUILT_ONCE, 0)
+    for cls in BUILT_ONCE:
+        original = cls.__init__
+
+        def counting(self: Any, *args: Any, _cls: type = cls, _original: Any = original, **kwargs: Any) -> None:
+            counts[_cls] += 1
+            _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "__init__", counting)
+    return counts
 
 
 def _settings(tmp_path: Path, broker_url: str, port: int) -> Any:
@@ -48,14 +57,16 @@ def _settings(tmp_path: Path, broker_url: str, port: int) -> Any:
     )
 
 
-async def test_the_app_builds_each_component_once_wired_through_constructors(tmp_path: Path) -> None:
+async def test_the_app_builds_each_component_once_wired_through_constructors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with MosquittoServer(tmp_path) as broker:
         port = free_port()
         settings = _settings(tmp_path, broker.url, port)
-        before = {cls: _live(cls) for cls in BUILT_ONCE}
+        built = _count_constructions(monkeypatch)
         app = await start_app(settings, "all", gateway_port=port, sink=SQLiteSink(tmp_path / "ts.db"))
         try:
-            assert {cls: _live(cls) - before[cls] for cls in BUILT_ONCE} == {cls: 1 for cls in BUILT_ONCE}
+            assert built == dict.fromkeys(BUILT_ONCE, 1)
             assert app.collector is not None and app.rules is not None and app.gateway is not None
             # the one seam between the stream and the engine: the queue the collectors offer to is the engine's
             assert app.collector.pipeline.readings_out is app.rules.queue

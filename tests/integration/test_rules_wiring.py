@@ -62,7 +62,7 @@ async def test_rules_engine_wired_into_services(tmp_path: Path) -> None:
         publisher: AckingPublisher | None = None
         try:
             assert running.rules is not None, "the composition root did not build the rules service"
-            _, token = await asyncio.to_thread(running.registry.create_token, "it-admin", "admin", actor="test")
+            _, token = await asyncio.to_thread(running.registry.tokens.create, "it-admin", "admin", actor="test")
             headers = {"Authorization": f"Bearer {token}"}
             base = f"http://127.0.0.1:{port}/api/v1"
 
@@ -179,7 +179,7 @@ async def test_runtime_offer_waits_when_the_queue_is_full(tmp_path: Path) -> Non
         assert van is not None
         heartbeat_devices = runtime.engine.devices
         assert sorted(d.device_id for d in heartbeat_devices()) == ["air-1", "van-7"]
-        await asyncio.to_thread(registry.retire_device, "air-1", actor="test")
+        await asyncio.to_thread(registry.devices.retire, "air-1", actor="test")
         directory.refresh()
         assert [d.device_id for d in heartbeat_devices()] == ["van-7"]  # only active devices are watched
         t0 = time.time_ns()
