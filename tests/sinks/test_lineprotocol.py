@@ -188,24 +188,22 @@ field_value: st.SearchStrategy[FieldValue] = st.one_of(
 )
 
 
+POINT_PARTS = {
+    "measurement": measurement,
+    "tags": st.dictionaries(name, tag_value, max_size=5),
+    "fields": st.dictionaries(name, field_value, min_size=1, max_size=5),
+    "time_ns": st.integers(min_value=-(2**62), max_value=2**62),
+}
+
+
 @settings(max_examples=300, deadline=None)
-@given(
-    measurement=measurement,
-    tags=st.dictionaries(name, tag_value, max_size=5),
-    fields=st.dictionaries(name, field_value, min_size=1, max_size=5),
-    time_ns=st.integers(min_value=-(2**62), max_value=2**62),
-)
+@given(**POINT_PARTS)
 def test_matches_oracle(measurement: str, tags: dict[str, str], fields: dict[str, FieldValue], time_ns: int) -> None:
     assert_same_as_oracle(Point(measurement, tags, fields, time_ns))
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    measurement=measurement,
-    tags=st.dictionaries(name, tag_value, max_size=5),
-    fields=st.dictionaries(name, field_value, min_size=1, max_size=5),
-    time_ns=st.integers(min_value=-(2**62), max_value=2**62),
-)
+@given(**POINT_PARTS)
 def test_a_series_encoded_again_from_the_memo_matches_the_oracle(
     measurement: str, tags: dict[str, str], fields: dict[str, FieldValue], time_ns: int
 ) -> None:
