@@ -234,7 +234,9 @@ def test_the_pipeline_stores_and_quarantines_the_same_with_and_without_the_fast_
 def test_a_malformed_message_is_quarantined_with_pydantics_reason_on_the_fast_path(tmp_path: Path) -> None:
     """The values a too-eager fast path would take (bool and numeric text for a number, out of range, an int
     for a bool, a float for an int) are quarantined `invalid_field`, with pydantic's words, and nothing is stored."""
-    docs: list[dict[str, Any]] = [{"pm25_ugm3": True}, {"pm25_ugm3": "12"}, {"pm25_ugm3": 1000.5}, {"humidity_pct": -1e-9}]
+    docs: list[dict[str, Any]] = [
+        {"pm25_ugm3": True}, {"pm25_ugm3": "12"}, {"pm25_ugm3": 1000.5}, {"humidity_pct": -1e-9},
+    ]
     bus: list[dict[str, Any]] = [{"ignition": 1}, {"occupancy": 2.0}, {"occupancy": 201}]
     batch = [("city/c/air/air-1", orjson.dumps({"ts": 1_795_741_200_000, **d})) for d in docs]
     batch += [("city/c/bus/bus-1", orjson.dumps({"ts": 1_795_741_200_000, **d})) for d in bus]

@@ -49,3 +49,14 @@ def test_fast_path_matches_exact_for_any_concentration(pollutant: str, c: float)
 def test_the_published_half_up_example_still_holds() -> None:
     assert aqi.thai_sub_index("no2", 30.0) == 13  # Air4Thai: NO2 30 ppb -> 13 (formula 12.5)
     assert Decimal("12.5") == aqi.thai_sub_index_exact("no2", 30.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(POLLUTANTS), st.integers(min_value=0, max_value=600), st.sampled_from([1.0, 0.1, 0.05]))
+def test_a_remembered_exact_result_is_the_exact_result(pollutant: str, n: int, step: float) -> None:
+    """Values on a reporting step take the exact path, whose results are memoised: asked again (from the memo),
+    the answer is still the exact one."""
+    c = n * step
+    for _ in range(2):
+        assert aqi.thai_sub_index(pollutant, c) == exact_thai(pollutant, c)
+        assert aqi.us_sub_index(pollutant, c) == exact_us(pollutant, c)

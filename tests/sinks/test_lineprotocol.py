@@ -188,12 +188,46 @@ field_value: st.SearchStrategy[FieldValue] = st.one_of(
 )
 
 
+POINT_PARTS = {
+    "measurement": measurement,
+    "tags": st.dictionaries(name, tag_value, max_size=5),
+    "fields": st.dictionaries(name, field_value, min_size=1, max_size=5),
+    "time_ns": st.integers(min_value=-(2**62), max_value=2**62),
+}
+
+
 @settings(max_examples=300, deadline=None)
-@given(
-    measurement=measurement,
-    tags=st.dictionaries(name, tag_value, max_size=5),
-    fields=st.dictionaries(name, field_value, min_size=1, max_size=5),
-    time_ns=st.integers(min_value=-(2**62), max_value=2**62),
-)
+@given(**POINT_PARTS)
 def test_matches_oracle(measurement: str, tags: dict[str, str], fields: dict[str, FieldValue], time_ns: int) -> None:
     assert_same_as_oracle(Point(measurement, tags, fields, time_ns))
+
+
+@settings(max_examples=200, deadline=None)
+@given(**POINT_PARTS)
+def test_a_series_encoded_again_from_the_memo_matches_the_oracle(
+    measurement: str, tags: dict[str, str], fields: dict[str, FieldValue], time_ns: int
+) -> None:
+    """The series head is memoised: the second point of a series (same tags, in another order too) is encoded
+    from the memo, and still exactly as the oracle encodes it."""
+    assert_same_as_oracle(Point(measurement, tags, fields, time_ns))
+    assert_same_as_oracle(Point(measurement, dict(reversed(list(tags.items()))), fields, time_ns + 1))
+    assert_same_as_oracle(Point(measurement, dict(tags), fields, time_ns + 2))
+
+
+def test_a_refused_tag_is_refused_every_time_not_memoised() -> None:
+    bad = Point("m", {"device_id": "a\nb"}, {"v": 1.0}, 1)
+    for _ in range(2):
+        with pytest.raises(LineProtocolError, match="control character"):
+            encode_point(bad)
+    good = Point("m", {"device_id": "a"}, {"v": 1.0}, 1)
+    assert encode_point(good) == encode_point(Point("m", {"device_id": "a"}, {"v": 1.0}, 1)) == "m,device_id=a v=1.0 1"
+
+
+def test_the_series_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from collectors import lineprotocol
+
+    monkeypatch.setattr(lineprotocol, "_HEAD_CACHE_LIMIT", 10)
+    lineprotocol._head_cache.clear()
+    for i in range(25):
+        assert encode_point(Point("m", {"device_id": f"d{i}"}, {"v": 1.0}, 1)) == f"m,device_id=d{i} v=1.0 1"
+        assert len(lineprotocol._head_cache) <= 10
