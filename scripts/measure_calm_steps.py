@@ -8,7 +8,7 @@ Run it from a directory without a `collectors/` or `nakhon/` package: `python -m
 directory first on sys.path, before the PYTHONPATH that selects a variant (an empty path: the installed tree).
 Per round and variant (alternating): a fresh set of `--stations` air stations gets a calm backlog (PM2.5 10) of
 `--messages` readings queued for the collector's offline session, the collector starts with that variant's code
-and drains it (`nakhon.bench_storm.drain`: until every point is stored and every reading evaluated). Besides the
+and drains it (`bench.storm.drain`: until every point is stored and every reading evaluated). Besides the
 drain rate it reports `drain_cpu_us_per_msg`: collector CPU from its TCP connection to the broker to the end
 of the drain, per reading (start-up excluded): the figure that stays comparable on a shared machine.
 `--pyspy variant:round` records a py-spy profile (raw format) of that drain.
@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import psutil
 
-from nakhon.bench import (
+from bench.ingest import (
     ProcessSampler,
     _import_devices,
     _servers,
@@ -39,7 +39,7 @@ from nakhon.bench import (
     _wait_healthy,
     _write_config,
 )
-from nakhon.bench_storm import SCENARIO_SPECS, _calm, _messages, drain, publish_backlog
+from bench.storm import SCENARIO_SPECS, _calm, _messages, drain, publish_backlog
 from nakhon.sim.city import City
 
 
