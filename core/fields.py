@@ -2,7 +2,7 @@
 declared in the core, as the feeds are, because the rules read them too.
 
 This is the list `nakhon rules check` checks rule fields against (with the feed schemas' canonical fields):
-a rule on a field no reading ever has can never fire. `tests/domain/test_derived_fields.py` runs the
+a rule on a field no reading ever has can never fire. `tests/collectors/domain/test_derived_fields.py` runs the
 enrichers and checks that they set exactly these names, so the list cannot drift from the code.
 `lo` / `hi` are None where a value is not bounded (percent of bank above 100 % is an overbank).
 """

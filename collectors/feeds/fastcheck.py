@@ -13,7 +13,7 @@ decided here: ask pydantic". It only decides what it can decide for certain:
 Anything else — NaN, ±inf, a value out of range, a bool for a number, a number as a string, a list, a huge int,
 a field of a kind not listed — returns None, so pydantic validates it and a rejection keeps its exact reason
 and text. A model with validators, aliases, serializers or another `extra` policy gets no fast path at all.
-The equivalence is property-tested against pydantic (tests/collectors/test_fastcheck.py).
+The equivalence is property-tested against pydantic (tests/collectors/feeds/test_fastcheck.py).
 """
 
 from __future__ import annotations

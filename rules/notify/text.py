@@ -3,7 +3,7 @@
 Every filter exists in both languages under the same name, so a rule's `summary_th` and `summary_en` are
 written alike and each reads naturally: `{{ for | duration }}` is "5 นาที" in Thai and "5 min" in English,
 `{{ value | qty('kmh') }}` is "78 กม./ชม." / "78 km/h". The words used are listed in
-`rules/templates/GLOSSARY.md`; `tests/rules/test_text.py` checks the two stay in step.
+`rules/templates/GLOSSARY.md`; `tests/rules/notify/test_text.py` checks the two stay in step.
 """
 
 from __future__ import annotations

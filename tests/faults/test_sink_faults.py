@@ -12,8 +12,8 @@ from collectors.sinks.influx import InfluxV1Sink
 from collectors.sinks.spool import DiskSpool
 from collectors.sinks.writer import BatchWriter
 from core.model import Point
+from tests.collectors.sinks.helpers import T0, influx_points
 from tests.servers import InfluxServer
-from tests.sinks.helpers import T0, influx_points
 
 
 class CountingSink(InfluxV1Sink):

@@ -1,4 +1,4 @@
-"""The rules service in its own process, for the kill tests (tests/rules/test_notify_faults.py):
+"""The rules service in its own process, for the kill tests (tests/rules/notify/test_notify_faults.py):
 
     python -m tests.rules.notify_child DB_URL ROUTING_FILE [--fire N]
 

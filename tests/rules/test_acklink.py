@@ -24,8 +24,8 @@ from rules.settings import RulesSettings
 from rules.store import Alert, AlertStore
 from rules.timeutil import FakeClock
 from tests.rules.conftest import T0, make_pipeline, minutes
-from tests.rules.test_pipeline import ROUTING, fire
-from tests.rules.test_render import alert as render_alert
+from tests.rules.notify.test_pipeline import ROUTING, fire
+from tests.rules.notify.test_render import alert as render_alert
 
 PUBLIC = "https://nakhon.cm.go.th/city"
 SECRET = b"k" * 32

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from rules.api import build_router
 from rules.store import AlertStore
 from tests.rules.conftest import T0, minutes
-from tests.rules.test_receivers import stub_require_role
+from tests.rules.notify.test_receivers import stub_require_role
 
 OPERATOR = {"x-role": "operator", "x-user": "somchai"}
 

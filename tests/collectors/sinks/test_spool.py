@@ -106,12 +106,13 @@ def test_rotates_segments_and_deletes_replayed_ones(spool_dir: Path) -> None:
 
 def test_survives_a_new_process(spool_dir: Path) -> None:
     code = (
-        "import sys; from collectors.sinks.spool import DiskSpool; from tests.sinks.test_spool import batch\n"
+        "import sys; from collectors.sinks.spool import DiskSpool\n"
+        "from tests.collectors.sinks.test_spool import batch\n"
         "s = DiskSpool(sys.argv[1], 1 << 20)\n"
         "for k in range(4): s.append(batch(k * 10, 10))\n"
         "os_exit = __import__('os')._exit; os_exit(0)\n"  # no close(): as if the process died
     )
-    subprocess.run([sys.executable, "-c", code, str(spool_dir)], check=True, cwd=Path(__file__).parents[2])
+    subprocess.run([sys.executable, "-c", code, str(spool_dir)], check=True, cwd=Path(__file__).parents[3])
     with DiskSpool(spool_dir, 1 << 20) as spool:
         assert spool.points == 40
         assert replay_all(spool) == [batch(k * 10, 10) for k in range(4)]

@@ -20,9 +20,9 @@ from rules.notify.routing import ReceiverConfig, parse_routing
 from rules.store import AlertStore
 from rules.timeutil import FakeClock
 from tests.rules.conftest import T0
+from tests.rules.notify.test_delivery import FakeSleep
+from tests.rules.notify.test_pipeline import fire
 from tests.rules.receivers import LineServer
-from tests.rules.test_delivery import FakeSleep
-from tests.rules.test_pipeline import fire
 from tests.servers import free_port
 
 TOKEN = "Zx9Q/LongLivedChannelToken+abc/def123="  # has "/" and "+", ends in "=" like real long-lived tokens

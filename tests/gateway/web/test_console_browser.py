@@ -13,8 +13,8 @@ import httpx
 import orjson
 import pytest
 
+from tests.gateway.web.conftest import ARTIFACTS, PASSWORD, Stack
 from tests.publishing import AckingPublisher
-from tests.web.conftest import ARTIFACTS, PASSWORD, Stack
 
 pytestmark = pytest.mark.slow
 WAIT_MS = 40_000  # how long a live page may take to show what arrived (a bound, not a measured figure)

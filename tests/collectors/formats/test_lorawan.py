@@ -10,7 +10,7 @@ import pytest
 from collectors.errors import RejectedMessage
 from collectors.formats import ChirpStackFormat, TTNFormat
 
-ROOT = Path(__file__).parents[2] / "collectors" / "formats"
+ROOT = Path(__file__).parents[3] / "collectors" / "formats"
 TTN = ROOT / "ttn" / "testdata"
 CS = ROOT / "chirpstack" / "testdata"
 RECEIVED = 1_700_000_000_000_000_000

@@ -11,7 +11,7 @@ from rules.notify.retry import RetryPolicy
 from rules.notify.routing import parse_routing
 from rules.timeutil import FakeClock
 from tests.rules.conftest import T0
-from tests.rules.test_pipeline import fire
+from tests.rules.notify.test_pipeline import fire
 
 ROUTING = """
 receivers:

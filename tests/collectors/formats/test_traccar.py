@@ -10,7 +10,7 @@ import pytest
 from collectors.errors import RejectedMessage
 from collectors.formats import TraccarFormat, make_format
 
-DATA = Path(__file__).parents[2] / "collectors" / "formats" / "traccar" / "testdata"
+DATA = Path(__file__).parents[3] / "collectors" / "formats" / "traccar" / "testdata"
 RECEIVED = 1_795_741_300 * 1_000_000_000
 NS = 1_000_000_000
 

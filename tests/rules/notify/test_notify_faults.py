@@ -24,11 +24,11 @@ from rules.notify.retry import RetryPolicy
 from rules.notify.routing import parse_routing
 from rules.store import AlertStore, OutboxRow
 from rules.timeutil import SystemClock
+from tests.rules.notify.test_pipeline import fire
 from tests.rules.receivers import SmtpServer, WebhookServer
-from tests.rules.test_pipeline import fire
 from tests.servers import free_port
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def routing_yaml(hook_port: int, smtp_port: int, cap: str = "1s") -> str:

@@ -143,7 +143,7 @@ def test_typed_errors_from_the_broker(broker: MosquittoServer) -> None:
 
 
 def test_deploy_config_matches_what_the_tests_run() -> None:
-    shipped = (Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    shipped = (Path(__file__).resolve().parents[3] / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
     for line in (
         "allow_anonymous false",
         "plugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",

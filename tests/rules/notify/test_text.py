@@ -68,7 +68,7 @@ def test_the_glossary_lists_every_thai_word_the_messages_use() -> None:
     from rules.labels import FEED_TH, KIND_TH, SEVERITY_TH, STATE_TH
     from rules.notify.text import _DURATION_PARTS, COLOUR_TH
 
-    glossary = (Path(__file__).parents[2] / "rules" / "templates" / "GLOSSARY.md").read_text(encoding="utf-8")
+    glossary = (Path(__file__).parents[3] / "rules" / "templates" / "GLOSSARY.md").read_text(encoding="utf-8")
     words = [*SEVERITY_TH.values(), *STATE_TH.values(), *KIND_TH.values(), *FEED_TH.values(), *COLOUR_TH.values()]
     words += [th for th, _en in UNITS.values()] + [part[1] for part in _DURATION_PARTS]
     words += [band.name_th for band in THAI_BANDS]

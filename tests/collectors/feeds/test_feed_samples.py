@@ -18,7 +18,7 @@ from collectors.sinks.memory import MemorySink
 from collectors.sinks.writer import BatchWriter
 from core.model import DeviceInfo
 
-FEEDS_DIR = Path(__file__).resolve().parents[2] / "collectors" / "feeds"
+FEEDS_DIR = Path(__file__).resolve().parents[3] / "collectors" / "feeds"
 
 
 def samples(feed: str, kind: str) -> list[bytes]:

@@ -10,7 +10,7 @@ from rules.notify.memory import MemoryNotifier
 from rules.notify.outbox import Outbox
 from rules.store import AlertStore
 from tests.rules.conftest import T0, minutes
-from tests.rules.test_pipeline import fire
+from tests.rules.notify.test_pipeline import fire
 
 ONE_RECEIVER = """
 receivers:

@@ -12,7 +12,7 @@ from collectors.errors import RejectedMessage
 from collectors.formats import LppError, LppFormat, decode_lpp
 
 VECTORS = json.loads(
-    (Path(__file__).parents[2] / "collectors" / "formats" / "lpp" / "testdata" / "vectors.json").read_text()
+    (Path(__file__).parents[3] / "collectors" / "formats" / "lpp" / "testdata" / "vectors.json").read_text()
 )
 
 
@@ -78,7 +78,7 @@ def test_plain_lpp_rejects() -> None:
 
 
 RIOT = json.loads(
-    (Path(__file__).parents[2] / "collectors" / "formats" / "lpp" / "testdata" / "riot_vectors.json").read_text()
+    (Path(__file__).parents[3] / "collectors" / "formats" / "lpp" / "testdata" / "riot_vectors.json").read_text()
 )
 
 

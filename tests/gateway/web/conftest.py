@@ -26,7 +26,7 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "console"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "console"
 USERS = {  # name: (role, cities)
     "somchai": ("engineer", ()),
     "malee": ("operator", ()),

@@ -14,7 +14,7 @@ from gateway.web.i18n import TEXT, Words
 from gateway.web.views import DEFAULT_HEARTBEAT_S, _battery, health_of
 
 NOW = datetime(2026, 12, 1, 17, 30, tzinfo=UTC)
-TEMPLATES = Path(__file__).resolve().parents[2] / "gateway" / "web" / "templates"
+TEMPLATES = Path(__file__).resolve().parents[3] / "gateway" / "web" / "templates"
 
 
 def message(age_s: float, accepted: bool = True) -> DeviceRecentMessage:

@@ -19,9 +19,9 @@ from rules.notify.routing import Router, parse_routing
 from rules.notify.suppress import Suppressor
 from rules.store import Alert, AlertStore
 from tests.rules.conftest import T0, bkk, device
+from tests.rules.notify.test_pipeline import fire
 from tests.rules.receivers import WebhookServer
 from tests.rules.test_cli import shell
-from tests.rules.test_pipeline import fire
 
 
 def alert(value: float | None, threshold: float | None, severity: str = "warning", id_: str = "a") -> Alert:

@@ -14,7 +14,7 @@ from collectors.errors import RejectedMessage
 from collectors.formats import NativeFormat, make_format
 from collectors.formats._common import EPOCH_MS_MAX, EPOCH_S_MAX, time_to_ns
 
-DATA = Path(__file__).parents[2] / "collectors" / "formats" / "native" / "testdata"
+DATA = Path(__file__).parents[3] / "collectors" / "formats" / "native" / "testdata"
 RECEIVED = 1_700_000_000_123_456_789
 NS = 1_000_000_000
 

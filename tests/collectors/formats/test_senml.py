@@ -9,7 +9,7 @@ import pytest
 from collectors.errors import RejectedMessage
 from collectors.formats import SenMLFormat
 
-DATA = Path(__file__).parents[2] / "collectors" / "formats" / "senml" / "testdata"
+DATA = Path(__file__).parents[3] / "collectors" / "formats" / "senml" / "testdata"
 RECEIVED = 1_700_000_000_000_000_000
 NS = 1_000_000_000
 

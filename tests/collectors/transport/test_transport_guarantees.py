@@ -1,7 +1,7 @@
 """The transport's guarantees, driven through the client seam with the in-process fake broker (no socket):
 acknowledge only after the sink's durable OK, reconnect forever with backoff after refusals and losses,
 resubscribe and count a lost session, never acknowledge what shutdown will not process, bounded in flight.
-The same guarantees against a real Mosquitto: tests/collectors/test_transport.py and tests/faults/."""
+The same guarantees against a real Mosquitto: tests/collectors/transport/test_transport.py and tests/faults/."""
 
 from __future__ import annotations
 
