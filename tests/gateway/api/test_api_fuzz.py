@@ -67,7 +67,16 @@ def _refused_by_a_rule(response: Any) -> bool:
     if response.status_code != 422:
         return False
     errors = response.json().get("errors") or []
-    return bool(errors) and all("in" not in e or _beyond_the_schema(e) for e in errors)
+    # A list item that may take several shapes (a matcher is a string or an object) is refused with one error per
+    # shape (`matchers.1.constrained-str`, `matchers.1.function-after[...]`): the item is refused by the rule
+    # when one of its errors is the rule's.
+    by_rule = {_item(e) for e in errors if "in" in e and _beyond_the_schema(e)}
+    return bool(errors) and all("in" not in e or _item(e) in by_rule for e in errors)
+
+
+def _item(error: dict[str, Any]) -> str:
+    """The field, or the list item it belongs to (`matchers.5.function-after[...]` -> `matchers.5`)."""
+    return ".".join(str(error.get("field")).split(".")[:2])
 
 
 def _beyond_the_schema(error: dict[str, Any]) -> bool:
