@@ -129,6 +129,7 @@ class AlertLifecycle:
         self.commit_policy = commit_policy or CommitPolicy()
         self._sleep = sleep
         self._batch: AlertBatch | None = None
+        self._counters: dict[tuple[str, str], Any] = {}
 
     async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kwargs)
@@ -179,7 +180,11 @@ class AlertLifecycle:
         return not await self.commit()
 
     async def publish(self, change: AlertChange, device: DeviceInfo | None) -> None:
-        ALERT_STATE_CHANGES.labels(change.alert.rule, change.state).inc()
+        counter = self._counters.get((change.alert.rule, change.state))
+        if counter is None:  # `labels()` checks and joins its arguments on every call: once per (rule, state)
+            counter = self._counters[(change.alert.rule, change.state)] = ALERT_STATE_CHANGES.labels(
+                change.alert.rule, change.state)
+        counter.inc()
         if self.emit_point is not None:
             try:
                 await self.emit_point(alert_point(change.alert, change.t_ns))

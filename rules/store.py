@@ -17,7 +17,8 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -235,18 +236,24 @@ class Alert:
     def fired(self, t_ns: int, value: float | None = None, threshold: float | None = None,
               message_th: str | None = None, message_en: str | None = None) -> Alert:
         """The snapshot after pending -> firing at `t_ns` (a None argument keeps what the alert has)."""
-        return replace(
-            self, state="firing", fired_ns=t_ns, updated_ns=t_ns,
-            value=self.value if value is None else value,
-            threshold=self.threshold if threshold is None else threshold,
-            message_th=self.message_th if message_th is None else message_th,
-            message_en=self.message_en if message_en is None else message_en,
+        return self._next(
+            "firing", self.value if value is None else value, self.threshold if threshold is None else threshold,
+            self.message_th if message_th is None else message_th,
+            self.message_en if message_en is None else message_en, t_ns, self.resolved_ns, t_ns,
         )
 
     def resolved(self, t_ns: int, value: float | None = None) -> Alert:
         """The snapshot after pending|firing -> resolved at `t_ns`."""
-        return replace(self, state="resolved", resolved_ns=t_ns, updated_ns=t_ns,
-                       value=self.value if value is None else value)
+        return self._next("resolved", self.value if value is None else value, self.threshold, self.message_th,
+                          self.message_en, self.fired_ns, t_ns, t_ns)
+
+    def _next(self, state: str, value: float | None, threshold: float | None, message_th: str, message_en: str,
+              fired_ns: int | None, resolved_ns: int | None, updated_ns: int) -> Alert:
+        """A copy with the columns a state change writes (`dataclasses.replace` costs 3× as much: a flapping
+        storm makes two snapshots per reading). The labels dict is shared: snapshots never mutate it."""
+        return Alert(self.id, self.rule, self.device_id, self.city, self.district, self.feed, self.severity, state,
+                     value, threshold, message_th, message_en, self.labels, self.started_ns, fired_ns, resolved_ns,
+                     updated_ns, self.ack_by, self.ack_ns, self.ack_comment, self.flap_count)
 
     @property
     def acknowledged(self) -> bool:
@@ -321,9 +328,12 @@ def alert_from_row(row: Mapping[Any, Any]) -> Alert:
     return alert
 
 
+_ALERT_VALUES = attrgetter(*ALERT_FIELDS)  # one C call for the 21 fields (a flapping storm writes a row per reading)
+
+
 def alert_row(alert: Alert) -> dict[str, Any]:
     """The `rules_alerts` row of a snapshot (every column)."""
-    row = {name: getattr(alert, name) for name in ALERT_FIELDS}
+    row = dict(zip(ALERT_FIELDS, _ALERT_VALUES(alert), strict=True))
     row["labels"] = dict(alert.labels)
     row["open_key"] = open_key(alert.rule, alert.device_id) if alert.is_open else None
     return row
@@ -373,6 +383,8 @@ _STATE_COLUMNS = (
     "state", "value", "threshold", "message_th", "message_en", "fired_ns", "resolved_ns", "updated_ns", "flap_count",
     "open_key",
 )
+_STATE_PARAMS = tuple(f"b_{name}" for name in _STATE_COLUMNS if name != "open_key")
+_STATE_VALUES = attrgetter(*(name for name in _STATE_COLUMNS if name != "open_key"))
 _ALERTS: Table = Base.metadata.tables["rules_alerts"]
 _INSERT = insert(_ALERTS).values({name: bindparam(name) for name in (*ALERT_FIELDS, "open_key")})
 _UPDATE = (
@@ -542,9 +554,10 @@ class AlertStore:
             if changes:
                 params = []
                 for w in changes:
-                    row = alert_row(w.alert)
-                    param = {f"b_{name}": row[name] for name in _STATE_COLUMNS}
-                    param["b_id"], param["b_expect"] = w.alert.id, w.expect
+                    alert = w.alert
+                    param = dict(zip(_STATE_PARAMS, _STATE_VALUES(alert), strict=True))
+                    param["b_open_key"] = open_key(alert.rule, alert.device_id) if alert.is_open else None
+                    param["b_id"], param["b_expect"] = alert.id, w.expect
                     params.append(param)
                 rowcount = self._execute_many(conn, _UPDATE, params)
                 if rowcount != len(params):
@@ -583,8 +596,17 @@ class AlertStore:
             names = tuple(done.positiontup or ())
             compiled = self._compiled[id(stmt)] = (str(done), names)
         sql, names = compiled
-        json_names = {n for n in names if n in ("labels", "b_labels")}
-        rows = [tuple(json.dumps(p[n]) if n in json_names else p[n] for n in names) for p in params]
+        values = itemgetter(*names)
+        json_at = [i for i, n in enumerate(names) if n in ("labels", "b_labels")]
+        if json_at:
+            rows: list[Any] = []
+            for p in params:
+                row = list(values(p))
+                for i in json_at:
+                    row[i] = json.dumps(row[i])
+                rows.append(row)
+        else:
+            rows = [values(p) for p in params]
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.executemany(sql, rows)
