@@ -25,3 +25,7 @@ NOTIFICATIONS_FAILING = Gauge(
     "1 while the receiver's last delivery attempt failed (messages stay owed and are retried), else 0",
     ["receiver"],
 )
+ALERT_BATCH_BUSY = Counter(
+    "nakhon_alert_batch_busy",
+    "Alert store batch commits that found the SQLite file locked by another writer and went to a thread to wait",
+)

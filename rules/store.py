@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -39,7 +41,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.dml import Insert, Update
@@ -235,18 +237,24 @@ class Alert:
     def fired(self, t_ns: int, value: float | None = None, threshold: float | None = None,
               message_th: str | None = None, message_en: str | None = None) -> Alert:
         """The snapshot after pending -> firing at `t_ns` (a None argument keeps what the alert has)."""
-        return replace(
-            self, state="firing", fired_ns=t_ns, updated_ns=t_ns,
-            value=self.value if value is None else value,
-            threshold=self.threshold if threshold is None else threshold,
-            message_th=self.message_th if message_th is None else message_th,
-            message_en=self.message_en if message_en is None else message_en,
+        return self._next(
+            "firing", self.value if value is None else value, self.threshold if threshold is None else threshold,
+            self.message_th if message_th is None else message_th,
+            self.message_en if message_en is None else message_en, t_ns, self.resolved_ns, t_ns,
         )
 
     def resolved(self, t_ns: int, value: float | None = None) -> Alert:
         """The snapshot after pending|firing -> resolved at `t_ns`."""
-        return replace(self, state="resolved", resolved_ns=t_ns, updated_ns=t_ns,
-                       value=self.value if value is None else value)
+        return self._next("resolved", self.value if value is None else value, self.threshold, self.message_th,
+                          self.message_en, self.fired_ns, t_ns, t_ns)
+
+    def _next(self, state: str, value: float | None, threshold: float | None, message_th: str, message_en: str,
+              fired_ns: int | None, resolved_ns: int | None, updated_ns: int) -> Alert:
+        """A copy with the columns a state change writes (`dataclasses.replace` costs 3× as much: a flapping
+        storm makes two snapshots per reading). The labels dict is shared: snapshots never mutate it."""
+        return Alert(self.id, self.rule, self.device_id, self.city, self.district, self.feed, self.severity, state,
+                     value, threshold, message_th, message_en, self.labels, self.started_ns, fired_ns, resolved_ns,
+                     updated_ns, self.ack_by, self.ack_ns, self.ack_comment, self.flap_count)
 
     @property
     def acknowledged(self) -> bool:
@@ -321,9 +329,12 @@ def alert_from_row(row: Mapping[Any, Any]) -> Alert:
     return alert
 
 
+_ALERT_VALUES = attrgetter(*ALERT_FIELDS)  # one C call for the 21 fields (a flapping storm writes a row per reading)
+
+
 def alert_row(alert: Alert) -> dict[str, Any]:
     """The `rules_alerts` row of a snapshot (every column)."""
-    row = {name: getattr(alert, name) for name in ALERT_FIELDS}
+    row = dict(zip(ALERT_FIELDS, _ALERT_VALUES(alert), strict=True))
     row["labels"] = dict(alert.labels)
     row["open_key"] = open_key(alert.rule, alert.device_id) if alert.is_open else None
     return row
@@ -373,6 +384,8 @@ _STATE_COLUMNS = (
     "state", "value", "threshold", "message_th", "message_en", "fired_ns", "resolved_ns", "updated_ns", "flap_count",
     "open_key",
 )
+_STATE_PARAMS = tuple(f"b_{name}" for name in _STATE_COLUMNS if name != "open_key")
+_STATE_VALUES = attrgetter(*(name for name in _STATE_COLUMNS if name != "open_key"))
 _ALERTS: Table = Base.metadata.tables["rules_alerts"]
 _INSERT = insert(_ALERTS).values({name: bindparam(name) for name in (*ALERT_FIELDS, "open_key")})
 _UPDATE = (
@@ -380,6 +393,21 @@ _UPDATE = (
     .where(_ALERTS.c.id == bindparam("b_id"), _ALERTS.c.state == bindparam("b_expect"))
     .values({name: bindparam(f"b_{name}") for name in _STATE_COLUMNS})
 )
+
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class StoreBusyError(RuntimeError):
+    """A write made `without_waiting` found the database locked by another writer; nothing was written."""
+
+
+def _is_busy(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", exc)
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code is not None:
+        return int(code) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "database is locked" in str(orig)
 
 
 def make_engine(url: str) -> Engine:
@@ -398,7 +426,7 @@ def make_engine(url: str) -> Engine:
                 # OS crash or power cut can lose the last commits. FULL would fsync every state change and a
                 # burst of alerts would stall the engine and, through its bounded queue, ingestion.
                 cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cur.close()
 
         return engine
@@ -414,6 +442,7 @@ class AlertStore:
         self.engine = make_engine(url) if isinstance(url, str) else url
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._compiled: dict[int, tuple[str, tuple[str, ...]]] = {}  # statement -> (SQLite SQL, parameter order)
+        self._local = threading.local()  # `without_waiting`, per thread
         if create:
             ensure_schema(self.engine, create=True)
 
@@ -524,50 +553,91 @@ class AlertStore:
             )
         return self.get(alert_id)
 
+    @property
+    def writes_without_waiting(self) -> bool:
+        """Whether `without_waiting` can make a write fail at once instead of waiting for another writer's lock
+        (a SQLite file: its busy timeout is per connection). PostgreSQL always goes through a thread."""
+        return self.engine.dialect.name == "sqlite" and self.engine.url.database not in (None, "", ":memory:")
+
+    @contextmanager
+    def without_waiting(self) -> Iterator[None]:
+        """Within, on this thread: a write that finds the database locked by another writer (the registry's
+        diagnostics share the SQLite file) raises `StoreBusyError` at once, with nothing written, instead of
+        waiting up to the busy timeout. For writes made on the event loop's thread, which must never wait."""
+        previous = getattr(self._local, "no_wait", False)
+        self._local.no_wait = True
+        try:
+            yield
+        finally:
+            self._local.no_wait = previous
+
     def apply_batch(self, writes: Sequence[AlertWrite]) -> set[str]:
         """Apply the net state changes of a batch in one transaction (Core bulk statements).
 
         Returns the ids of the writes that did not apply: an INSERT whose (rule, device) slot another evaluator
         holds (UNIQUE `open_key`), an UPDATE of an alert no longer in its `expect` state. Everything else is
-        committed when this returns; a database error raises with nothing committed."""
+        committed when this returns; a database error raises with nothing committed (`StoreBusyError` within
+        `without_waiting` when another writer holds the lock)."""
         if not writes:
             return set()
+        if not getattr(self._local, "no_wait", False):
+            return self._apply_batch(writes)
+        try:
+            with self.engine.connect() as conn:
+                raw = conn.connection.driver_connection
+                assert raw is not None
+                raw.execute("PRAGMA busy_timeout=0")
+                try:
+                    with conn.begin():
+                        return self._apply_on(conn, writes)
+                finally:
+                    raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        except (OperationalError, sqlite3.OperationalError) as exc:
+            if not _is_busy(exc):
+                raise
+            raise StoreBusyError("the alert database is locked by another writer: nothing written") from exc
+
+    def _apply_batch(self, writes: Sequence[AlertWrite]) -> set[str]:
+        with self.engine.begin() as conn:
+            return self._apply_on(conn, writes)
+
+    def _apply_on(self, conn: Connection, writes: Sequence[AlertWrite]) -> set[str]:
         table = _ALERTS
         rows = [alert_row(w.alert) for w in writes if w.insert]
         changes = [w for w in writes if not w.insert]
         failed: set[str] = set()
-        with self.engine.begin() as conn:
-            # UPDATEs first: a resolution in this batch frees the (rule, device) slot an INSERT of the same batch
-            # takes (resolved, then opened again by a later reading of the batch).
-            if changes:
-                params = []
-                for w in changes:
-                    row = alert_row(w.alert)
-                    param = {f"b_{name}": row[name] for name in _STATE_COLUMNS}
-                    param["b_id"], param["b_expect"] = w.alert.id, w.expect
-                    params.append(param)
-                rowcount = self._execute_many(conn, _UPDATE, params)
-                if rowcount != len(params):
-                    # which UPDATEs did not match: those rows do not hold the snapshot written
-                    wanted = {(w.alert.id, w.alert.state, w.alert.updated_ns) for w in changes}
-                    held = {tuple(row) for row in conn.execute(
-                        select(table.c.id, table.c.state, table.c.updated_ns).where(
-                            tuple_(table.c.id, table.c.state, table.c.updated_ns).in_(list(wanted))
-                        )
-                    )}
-                    failed.update(w.alert.id for w in changes if (w.alert.id, w.alert.state, w.alert.updated_ns)
-                                  not in held)
-            if rows:
-                try:
-                    with conn.begin_nested():
-                        self._execute_many(conn, _INSERT, rows)
-                except (IntegrityError, sqlite3.IntegrityError):  # a slot is taken (rare: a second evaluator)
-                    for row in rows:  # find which, row by row
-                        try:
-                            with conn.begin_nested():
-                                conn.execute(_INSERT, row)
-                        except IntegrityError:
-                            failed.add(row["id"])
+        # UPDATEs first: a resolution in this batch frees the (rule, device) slot an INSERT of the same batch
+        # takes (resolved, then opened again by a later reading of the batch).
+        if changes:
+            params = []
+            for w in changes:
+                alert = w.alert
+                param = dict(zip(_STATE_PARAMS, _STATE_VALUES(alert), strict=True))
+                param["b_open_key"] = open_key(alert.rule, alert.device_id) if alert.is_open else None
+                param["b_id"], param["b_expect"] = alert.id, w.expect
+                params.append(param)
+            rowcount = self._execute_many(conn, _UPDATE, params)
+            if rowcount != len(params):
+                # which UPDATEs did not match: those rows do not hold the snapshot written
+                wanted = {(w.alert.id, w.alert.state, w.alert.updated_ns) for w in changes}
+                held = {tuple(row) for row in conn.execute(
+                    select(table.c.id, table.c.state, table.c.updated_ns).where(
+                        tuple_(table.c.id, table.c.state, table.c.updated_ns).in_(list(wanted))
+                    )
+                )}
+                failed.update(w.alert.id for w in changes if (w.alert.id, w.alert.state, w.alert.updated_ns)
+                              not in held)
+        if rows:
+            try:
+                with conn.begin_nested():
+                    self._execute_many(conn, _INSERT, rows)
+            except (IntegrityError, sqlite3.IntegrityError):  # a slot is taken (rare: a second evaluator)
+                for row in rows:  # find which, row by row
+                    try:
+                        with conn.begin_nested():
+                            conn.execute(_INSERT, row)
+                    except IntegrityError:
+                        failed.add(row["id"])
         return failed
 
     def _execute_many(self, conn: Connection, stmt: Insert | Update, params: list[dict[str, Any]]) -> int | None:
@@ -583,8 +653,17 @@ class AlertStore:
             names = tuple(done.positiontup or ())
             compiled = self._compiled[id(stmt)] = (str(done), names)
         sql, names = compiled
-        json_names = {n for n in names if n in ("labels", "b_labels")}
-        rows = [tuple(json.dumps(p[n]) if n in json_names else p[n] for n in names) for p in params]
+        values = itemgetter(*names)
+        json_at = [i for i, n in enumerate(names) if n in ("labels", "b_labels")]
+        if json_at:
+            rows: list[Any] = []
+            for p in params:
+                row = list(values(p))
+                for i in json_at:
+                    row[i] = json.dumps(row[i])
+                rows.append(row)
+        else:
+            rows = [values(p) for p in params]
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.executemany(sql, rows)

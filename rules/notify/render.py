@@ -195,6 +195,11 @@ class _Summary:
             for step in path[1:]:
                 if value is _MISSING:
                     break
+                if type(value) is dict and step in value and step not in _DICT_ATTRIBUTES:
+                    # what the sandbox's getattr / getitem find for a plain dict's key, without their lookups
+                    # (an attribute of dict itself, e.g. `items`, wins in Jinja: that goes the long way)
+                    value = value[step]
+                    continue
                 value = self.env.getattr(value, step) if isinstance(step, str) else self.env.getitem(value, step)
                 if isinstance(value, Undefined):
                     value = _MISSING
@@ -213,6 +218,7 @@ class _Summary:
 
 
 _MISSING = object()
+_DICT_ATTRIBUTES = frozenset(dir(dict))  # `device.items` is the method in Jinja, not the key "items"
 
 
 def _read_paths(ast: nodes.Template) -> tuple[_Path, ...]:

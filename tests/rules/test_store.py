@@ -202,3 +202,22 @@ def test_postgres_url_is_accepted_lazily() -> None:
     s = AlertStore("postgresql+psycopg://u:p@127.0.0.1:1/none", create=False)
     assert s.engine.dialect.name == "postgresql"
     s.close()
+
+
+def test_fired_and_resolved_snapshots_keep_every_other_field_as_dataclasses_replace_would() -> None:
+    # `Alert._next` copies the fields positionally (a flapping storm makes two snapshots per reading): a field
+    # added to `Alert` and forgotten there, or two fields swapped, changes what these compare.
+    import dataclasses
+
+    alert = Alert(id="a1", rule="r", device_id="d", city="c", district="di", feed="flood", severity="warning",
+                  state="pending", value=1.5, threshold=2.5, message_th="th", message_en="en", labels={"k": "v"},
+                  started_ns=10, fired_ns=None, resolved_ns=None, updated_ns=11, ack_by="somchai", ack_ns=12,
+                  ack_comment="seen", flap_count=3)
+    assert alert.fired(20, 3.5, 4.5, "th2", "en2") == dataclasses.replace(
+        alert, state="firing", fired_ns=20, updated_ns=20, value=3.5, threshold=4.5, message_th="th2",
+        message_en="en2")
+    assert alert.fired(20) == dataclasses.replace(alert, state="firing", fired_ns=20, updated_ns=20)
+    fired = alert.fired(20)
+    assert fired.resolved(30, 0.5) == dataclasses.replace(fired, state="resolved", resolved_ns=30, updated_ns=30,
+                                                          value=0.5)
+    assert fired.resolved(30) == dataclasses.replace(fired, state="resolved", resolved_ns=30, updated_ns=30)

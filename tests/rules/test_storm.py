@@ -386,3 +386,100 @@ async def test_an_alert_resolved_and_opened_again_in_one_later_batch_is_not_lost
     assert eng.open_alert("flood_level_high", "gauge-again") == again
     assert [s for _, _, s in sink.states] == ["pending", "resolved", "pending"]
     assert last_state_per_alert(sink) == store_states(store)
+
+
+async def test_a_batch_finding_the_database_locked_waits_in_a_thread_and_publishes_only_after_its_commit(
+    tmp_path, clock, sink
+) -> None:
+    # The registry's diagnostics write to the same SQLite file: a batch tried on the loop's thread without waiting
+    # must, when another writer holds the lock, write nothing there, wait for the lock in a thread (the loop keeps
+    # running), and publish nothing before its commit.
+    import sqlite3
+
+    from rules.metrics import ALERT_BATCH_BUSY
+
+    path = tmp_path / "alerts.db"
+    store = AlertStore(f"sqlite:///{path}")
+    pipeline, mem = make_pipeline(store, clock)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        eng = engine_for(["flood_level_overbank"], store, sink, clock, pipeline)
+        await eng.start()
+        busy_before = ALERT_BATCH_BUSY._value.get()
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
+        dev = device("gauge-9", "flood")
+        task = asyncio.create_task(eng.process(reading(dev, T0, level_pct_bank=104.0), dev))
+        ticks = 0
+        for _ in range(20):  # the loop is not blocked while the batch waits for the lock
+            await asyncio.sleep(0.02)
+            ticks += 1
+        assert not task.done()
+        assert ALERT_BATCH_BUSY._value.get() == busy_before + 1
+        assert sink.points == [] and mem["ops"].sent == []
+        assert blocker.execute("SELECT count(*) FROM rules_alerts").fetchone() == (0,)
+        blocker.execute("COMMIT")
+        await asyncio.wait_for(task, 30)
+        stored = store.get_open("flood_level_overbank", "gauge-9")
+        assert stored is not None and [p.fields["alert_id"] for p in sink.points] == [stored.id]
+        assert ticks == 20
+    finally:
+        blocker.close()
+        await pipeline.stop()
+        store.close()
+
+
+def test_without_waiting_a_locked_database_refuses_at_once_writes_nothing_and_the_next_write_waits_again(
+    tmp_path,
+) -> None:
+    import sqlite3
+    import threading
+    import time
+
+    from rules.store import Alert, StoreBusyError
+
+    path = tmp_path / "alerts.db"
+    store = AlertStore(f"sqlite:///{path}")
+    assert store.writes_without_waiting
+    alert = Alert.opened(rule="r", device_id="d", city="c", district="x", feed="flood", severity="warning",
+                         t_ns=T0, firing=False)
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        t0 = time.monotonic()
+        with store.without_waiting():
+            try:
+                store.apply_batch([AlertWrite(alert, insert=True)])
+                raise AssertionError("a locked database must refuse the write")
+            except StoreBusyError:
+                pass
+        assert time.monotonic() - t0 < 1.0  # at once, not after the 30 s busy timeout
+        # outside `without_waiting` the same connection waits for the lock again (its busy timeout is restored)
+        threading.Timer(0.5, lambda: blocker.execute("COMMIT")).start()
+        t0 = time.monotonic()
+        assert store.apply_batch([AlertWrite(alert, insert=True)]) == set()
+        assert time.monotonic() - t0 >= 0.3
+        assert [a.id for a in store.list_alerts(limit=None)] == [alert.id]  # written once, by the second call
+    finally:
+        blocker.close()
+        store.close()
+
+
+async def test_a_batch_commits_on_the_loop_thread_when_the_sqlite_file_is_free(tmp_path, clock, sink) -> None:
+    import threading
+
+    threads: list[int] = []
+
+    class Recording(AlertStore):
+        def apply_batch(self, writes: Any) -> set[str]:
+            threads.append(threading.get_ident())
+            return super().apply_batch(writes)
+
+    store = Recording(f"sqlite:///{tmp_path / 'alerts.db'}")
+    try:
+        eng = engine_for(["flood_level_overbank"], store, sink, clock)
+        dev = device("gauge-8", "flood")
+        await eng.process(reading(dev, T0, level_pct_bank=104.0), dev)
+        assert threads == [threading.get_ident()]
+        assert store.get_open("flood_level_overbank", "gauge-8") is not None and len(sink.points) == 1
+    finally:
+        store.close()
