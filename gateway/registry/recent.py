@@ -96,7 +96,7 @@ class RecentMessages:
                 )
         if not rows:
             return
-        devices = [(d,) for d in dict.fromkeys(r[0] for r in rows)]
+        devices = [(d,) for d in sorted({r[0] for r in rows})]  # one lock order for concurrent flushes
         with self.db.engine.begin() as conn:
             if conn.dialect.name == "sqlite":
                 # Straight to the driver (as rules/store.py does): SQLAlchemy's per-row parameter processing cost
