@@ -118,3 +118,14 @@ class DiagnosticsBuffer:
                 new[device_id] = [_message(r) for r in list(diag.raw)[-count:]]
         self._new.clear()
         return new
+
+    def put_back(self, taken: dict[str, list[RecentMessage]]) -> None:
+        """Mark what `take_new()` returned as new again (its flush failed), so the next flush writes it: the
+        messages are still in each device's deque (or newer ones that replaced them); counts stay capped by
+        the deque and evicted devices are skipped, so a registry that keeps failing grows nothing."""
+        for device_id, messages in taken.items():
+            diag = self.get(device_id)
+            if diag is None:
+                continue
+            cap = diag.raw.maxlen or self.per_device
+            self._new[device_id] = min(cap, self._new.get(device_id, 0) + len(messages))

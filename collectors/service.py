@@ -209,7 +209,11 @@ class CollectorService:
     async def flush_diagnostics(self) -> None:
         new = self.diagnostics.take_new()  # taken on the loop; written to the registry in a thread
         if new and self._diagnostics_flush is not None:
-            await asyncio.to_thread(self._diagnostics_flush, new)
+            try:
+                await asyncio.to_thread(self._diagnostics_flush, new)
+            except Exception:  # not on cancellation: the thread may still complete the write
+                self.diagnostics.put_back(new)  # the newest messages are written by the next flush
+                raise
 
     def _save_state(self) -> None:
         state = {feed: enricher.export_state() for feed, enricher in self.enrichers.items()}
