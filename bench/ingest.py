@@ -199,7 +199,8 @@ class ProcessSampler:
     def _record(self, name: str, proc: psutil.Process) -> None:
         key = (name, proc.pid)
         value = self._cpu(proc)
-        self.first.setdefault(key, value if self.started else 0.0)
+        # At the baseline a process counts from what it had used; one first seen later (a publisher) from 0.
+        self.first.setdefault(key, 0.0 if self.started else value)
         self.last[key] = value
 
     def _run(self) -> None:

@@ -79,3 +79,30 @@ def test_threaded_load_that_failed_raises_on_stop() -> None:
     assert not load.alive()
     with pytest.raises(RuntimeError, match="test load failed: ConnectionError"):
         load.stop()
+
+
+def test_sampler_counts_only_the_cpu_used_inside_its_window() -> None:
+    """A process that burned ~0.6 s of CPU before the window and sleeps through it used ~0 s in the window (the
+    baseline used to count from 0, so a process's whole life — the collector's start-up — was reported)."""
+    import subprocess
+    import sys
+    import time
+
+    from bench.ingest import ProcessSampler
+
+    program = (
+        "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass\n"
+        "print(1, flush=True)\ntime.sleep(30)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "1"  # its CPU is spent
+        sampler = ProcessSampler({"sleeper": [proc.pid]}, collector_pid=proc.pid, interval_s=0.05)
+        sampler.start()
+        time.sleep(0.3)
+        sampler.stop()
+        assert sampler.cpu_seconds()["sleeper"] < 0.2
+        assert sampler.cpu_seconds()["collector"] < 0.2
+    finally:
+        proc.kill()
+        proc.wait()
