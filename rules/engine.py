@@ -32,7 +32,7 @@ from core.model import DeviceInfo, Reading
 from core.time import NS
 from rules.conditions import Context, DeviceMemory, Result, evaluate, heartbeat_s, history_windows, remember
 from rules.evidence import summary_context
-from rules.lifecycle import AlertLifecycle, CommitPolicy, EmitPoint
+from rules.lifecycle import AlertBatch, AlertLifecycle, CommitPolicy, EmitPoint
 from rules.metrics import RULES_QUEUE_DROPPED, RULES_READINGS_EVALUATED
 from rules.model import Absent, Rule, RuleSet
 from rules.notify.pipeline import NotificationPipeline
@@ -68,6 +68,7 @@ def offer(queue: asyncio.Queue[tuple[Reading, DeviceInfo]], reading: Reading, de
 
 class RulesEngine:
     _newest_ns: int | None = None  # the newest reading time evaluated (what a tick judges at in a backlog)
+    _in_flight: asyncio.Task[None] | None = None  # `run`'s batch being committed in the background
 
     def __init__(
         self,
@@ -140,21 +141,62 @@ class RulesEngine:
         """Evaluate readings in order, then commit their alert state changes in one transaction; notifications
         and alert points follow the commit. A reading that cannot be evaluated is logged and skipped."""
         await self.start()
+        await self._settle()
         async with self._lock:
             self.lifecycle.begin()
             try:
-                for reading, device in items:
-                    try:
-                        await self._evaluate(reading, device)
-                    except Exception:
-                        log.exception("rules: reading of %s could not be evaluated", reading.device_id)
+                await self._evaluate_all(items)
             finally:
                 await self._commit()
         RULES_READINGS_EVALUATED.inc(len(items))
 
+    async def _evaluate_all(self, items: Sequence[tuple[Reading, DeviceInfo]]) -> None:
+        for reading, device in items:
+            try:
+                await self._evaluate(reading, device)
+            except Exception:
+                log.exception("rules: reading of %s could not be evaluated", reading.device_id)
+
+    async def _settle(self) -> None:
+        """Wait until the batch `run` is committing in the background is committed and published."""
+        task, self._in_flight = self._in_flight, None
+        if task is not None:
+            await asyncio.shield(task)  # never raises: `_finish` reports its own failures
+
+    async def _evaluate_in_background(self, items: list[tuple[Reading, DeviceInfo]],
+                                      queue: asyncio.Queue[tuple[Reading, DeviceInfo]]) -> None:
+        """`run`'s batch: evaluate now; commit and publish in a task, so the next batch is evaluated while this
+        one's transaction runs in a thread (SQLite holds no GIL while it writes). One batch at most is in the
+        background: the next one's commit starts after it ended (commits and their publications stay in
+        order). The readings are marked done only after their batch's commit."""
+        async with self._lock:
+            self.lifecycle.begin()
+            try:
+                await self._evaluate_all(items)
+            finally:
+                batch = self.lifecycle.take()
+        await self._settle()
+        self._in_flight = asyncio.create_task(self._finish(batch, items, queue), name="rules-commit")
+
+    async def _finish(self, batch: AlertBatch | None, items: list[tuple[Reading, DeviceInfo]],
+                      queue: asyncio.Queue[tuple[Reading, DeviceInfo]]) -> None:
+        try:
+            failed = await self.lifecycle.commit_batch(batch, in_thread=True)
+            async with self._lock:
+                await self._adopt(failed)
+            RULES_READINGS_EVALUATED.inc(len(items))
+        except Exception:
+            log.exception("rules: a batch of %d readings could not be committed", len(items))
+        finally:
+            for _ in items:  # done only now: their state changes are committed (or reported) and published
+                queue.task_done()
+
     async def _commit(self) -> None:
         """Commit the batch; re-read from the store the alerts whose writes did not apply (adopt / forget)."""
-        for alert in await self.lifecycle.commit():
+        await self._adopt(await self.lifecycle.commit())
+
+    async def _adopt(self, failed: list[Alert]) -> None:
+        for alert in failed:
             st = self._state.get((alert.rule, alert.device_id))
             if st is None or (st.alert is not None and st.alert.id != alert.id):
                 continue
@@ -310,6 +352,7 @@ class RulesEngine:
         `keep_firing_for` and heartbeats at this earlier time instead (`run` passes it while readings are
         queued: see `_judged_at`); reminders and escalation always go by `now_ns`."""
         await self.start()
+        await self._settle()
         now = self.clock.now_ns() if now_ns is None else now_ns
         judged = now if data_ns is None else min(now, data_ns)
         async with self._lock:
@@ -439,6 +482,13 @@ class RulesEngine:
         await self.start()
         interval = tick_interval_s or self.tick_interval_s
         next_tick = time.monotonic() + interval
+        try:
+            await self._consume(queue, interval, next_tick)
+        finally:  # stopped (cancelled): the batch in the background still commits, publishes and is marked done
+            await self._settle()
+
+    async def _consume(self, queue: asyncio.Queue[tuple[Reading, DeviceInfo]], interval: float,
+                       next_tick: float) -> None:
         while True:
             items: list[tuple[Reading, DeviceInfo]] = []
             try:
@@ -454,11 +504,9 @@ class RulesEngine:
                     break
             if items:
                 try:
-                    await self.process_batch(items)
+                    await self._evaluate_in_background(items, queue)
                 except Exception:
                     log.exception("rules: a batch of %d readings could not be processed", len(items))
-                finally:
-                    # done only now: their state changes are committed (or reported) and published
                     for _ in items:
                         queue.task_done()
                 await asyncio.sleep(0)  # draining a full queue must not starve ingestion's acks

@@ -143,18 +143,31 @@ class AlertLifecycle:
         if self._batch is None:
             self._batch = AlertBatch()
 
+    def take(self) -> AlertBatch | None:
+        """End the batch begun with `begin()` without writing it: the caller commits it with `commit_batch`
+        (while the next batch is recorded)."""
+        batch, self._batch = self._batch, None
+        return batch
+
     async def commit(self) -> list[Alert]:
         """Write the batch in one transaction, then publish its changes in order. Returns the final snapshots of
         the alerts whose writes did not apply (taken by another evaluator, moved meanwhile, or the database
         stayed away for every attempt): nothing about those was published; the caller re-reads them."""
-        batch, self._batch = self._batch, None
+        return await self.commit_batch(self.take())
+
+    async def commit_batch(self, batch: AlertBatch | None, *, in_thread: bool = False) -> list[Alert]:
+        """`commit` of a batch ended by `take()`. `in_thread`: always write from a thread (the engine's loop
+        commits one batch in the background while it evaluates the next, see `RulesEngine.run`)."""
         if batch is None or not batch.writes:
             return []
         policy = self.commit_policy
         failed: set[str] | None = None
         for attempt in range(1, policy.attempts + 1):
             try:
-                failed = await self._apply(list(batch.writes.values()))
+                if in_thread:  # the statements made here, on the loop: the thread then mostly runs SQLite
+                    failed = await self._db(self.store.apply_batch, self.store.prepare(list(batch.writes.values())))
+                else:
+                    failed = await self._apply(list(batch.writes.values()))
                 break
             except SQLAlchemyError as exc:
                 ALERT_BATCH_FAILURES.labels("retried" if attempt < policy.attempts else "dropped").inc()

@@ -483,3 +483,204 @@ async def test_a_batch_commits_on_the_loop_thread_when_the_sqlite_file_is_free(t
         assert store.get_open("flood_level_overbank", "gauge-8") is not None and len(sink.points) == 1
     finally:
         store.close()
+
+
+# ---- the multi-row SQLite batch, time-ordered ids, the commit in the background (issue 11, fourth session) ----
+
+
+def _opened(device_id: str, t_ns: int, rule: str = "r", **kw: Any) -> Any:
+    from rules.store import Alert
+
+    return Alert.opened(rule=rule, device_id=device_id, city="c", district="x", feed="flood", severity="warning",
+                        t_ns=t_ns, firing=False, value=kw.pop("value", 1.5), threshold=1.0,
+                        message_th=kw.pop("message_th", f"ระดับน้ำสูง \"{device_id}\" \\ 1.5 ม."),
+                        message_en=f"High water at {device_id}", labels={"team": "flood", "zone": device_id[-1]})
+
+
+def test_a_batch_larger_than_one_statement_stores_every_column_of_every_row(store) -> None:
+    """Chunking: 1,000 openings and 900 state changes (more than one multi-row statement each); every stored
+    row equals its snapshot, column by column, on SQLite and PostgreSQL alike."""
+    first = [_opened(f"d{i:04d}", T0 + i) for i in range(900)]
+    assert store.apply_batch([AlertWrite(a, insert=True) for a in first]) == set()
+    changes = [a.fired(T0 + 10_000 + i, value=2.5, message_th=f"ไฟ {i}") if i % 2 else a.resolved(T0 + 10_000 + i, 0.2)
+               for i, a in enumerate(first)]
+    fresh = [_opened(f"e{i:04d}", T0 + 20_000 + i, rule="r2") for i in range(1_000)]
+    writes = [AlertWrite(c, insert=False, expect="pending") for c in changes] + \
+             [AlertWrite(a, insert=True) for a in fresh]
+    assert store.apply_batch(writes) == set()
+    stored = {a.id: a for a in store.list_alerts(limit=None)}
+    assert len(stored) == 1_900
+    for snapshot in [*changes, *fresh]:
+        assert stored[snapshot.id] == snapshot
+    # resolved ones freed their (rule, device) slot, the rest still hold theirs
+    assert store.get_open("r", "d0000") is None and store.get_open("r", "d0001") == changes[1]
+
+
+def test_an_opening_whose_slot_another_evaluator_holds_is_reported_and_the_rest_of_the_batch_is_stored(
+    store,
+) -> None:
+    """A second evaluator opened (r, d1) first: the batch's own opening of it does not apply (and is not an
+    error that loses the batch); the other openings are committed."""
+    theirs, _ = store.open_alert(rule="r", device_id="d1", city="c", district="x", feed="flood",
+                                 severity="warning", state="pending", t_ns=T0)
+    mine = [_opened(d, T0 + 5) for d in ("d0", "d1", "d2")]
+    failed = store.apply_batch([AlertWrite(a, insert=True) for a in mine])
+    assert failed == {mine[1].id}
+    assert store.get_open("r", "d1") == theirs
+    assert {a.id for a in store.list_alerts(limit=None)} == {theirs.id, mine[0].id, mine[2].id}
+
+
+def test_an_opening_resolved_within_its_batch_takes_no_slot_and_a_second_one_can_follow(store) -> None:
+    """Open and resolve in one batch is one INSERT of the resolved row (open_key NULL); a second alert of
+    the same (rule, device) opened in the same batch keeps the slot."""
+    a = _opened("d9", T0)
+    a_done = a.resolved(T0 + 1)
+    b = _opened("d9", T0 + 2)
+    assert store.apply_batch([AlertWrite(a_done, insert=True), AlertWrite(b, insert=True)]) == set()
+    assert store.get(a.id) == a_done and store.get_open("r", "d9") == b
+
+
+def test_alert_ids_are_unique_across_threads_and_ordered_by_creation_time() -> None:
+    """A flapping storm opens an alert per reading: ids must never repeat, also when threads make them at
+    the same nanosecond, and later ids sort after earlier ones (new rows go to the index's end)."""
+    import threading
+    import time
+
+    from rules.store import new_alert_id
+
+    made: list[list[str]] = [[] for _ in range(4)]
+
+    def make(out: list[str]) -> None:
+        for _ in range(20_000):
+            out.append(new_alert_id())
+
+    threads = [threading.Thread(target=make, args=(m,)) for m in made]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [i for m in made for i in m]
+    assert len(set(every)) == 80_000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in every)
+    before = new_alert_id()
+    time.sleep(0.002)
+    assert new_alert_id() > before
+    assert all(m == sorted(m) for m in made)  # per thread: made later, sorts later
+
+
+class GatedStore(AlertStore):
+    """`apply_batch` waits (in its thread) until the test opens the gate; records the order of commits."""
+
+    def __init__(self, url: str) -> None:
+        import threading
+
+        super().__init__(url)
+        self.gate = threading.Event()
+        self.started = threading.Event()
+        self.commits: list[int] = []
+        self.running = 0
+        self.overlapped = False
+
+    def apply_batch(self, writes: Any) -> set[str]:
+        self.running += 1
+        self.overlapped |= self.running > 1
+        self.started.set()
+        try:
+            self.gate.wait(10)
+            out = super().apply_batch(writes)
+            self.commits.append(len(getattr(writes, "writes", writes)))
+            return out
+        finally:
+            self.running -= 1
+
+
+async def test_the_next_batch_is_evaluated_while_one_commits_but_nothing_is_published_before_its_commit(
+    tmp_path, clock, sink
+) -> None:
+    """The engine's loop commits a batch in the background: meanwhile it evaluates the next one (its alert
+    is already open in memory), but no point of either batch goes out, no reading is marked done, and the
+    second commit starts only after the first ended (one transaction at a time, in order)."""
+    store = GatedStore(f"sqlite:///{tmp_path / 'alerts.db'}")
+    eng = engine_for(["flood_level_overbank"], store, sink, clock, batch_size=1)
+    queue: asyncio.Queue[tuple[Reading, DeviceInfo]] = asyncio.Queue(maxsize=10)
+    first, second = device("g-first", "flood"), device("g-second", "flood")
+    task = asyncio.create_task(eng.run(queue, tick_interval_s=3600))
+    try:
+        await queue.put((reading(first, T0, level_pct_bank=104.0), first))
+        await asyncio.to_thread(store.started.wait, 10)  # the first batch's commit is running, held
+        await queue.put((reading(second, T0, level_pct_bank=104.0), second))
+        for _ in range(200):
+            if eng.open_alert("flood_level_overbank", "g-second") is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert eng.open_alert("flood_level_overbank", "g-second") is not None  # evaluated meanwhile
+        assert sink.points == [] and store.list_alerts(limit=None) == []
+        assert queue._unfinished_tasks == 2  # type: ignore[attr-defined]  # neither reading is done
+        store.gate.set()
+        await asyncio.wait_for(queue.join(), 10)
+        assert store.commits == [1, 1] and not store.overlapped
+        assert [p.tags["device_id"] for p in sink.points] == ["g-first", "g-second"]
+        assert last_state_per_alert(sink) == store_states(store)
+    finally:
+        store.gate.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        store.close()
+
+
+async def test_stopping_the_loop_while_a_batch_commits_still_commits_publishes_and_marks_it_done(
+    tmp_path, clock, sink
+) -> None:
+    """Shutdown at the worst moment: the loop is cancelled while its batch is in the background commit. The
+    batch is still committed, its point handed over and its readings marked done (stop drains, loses none)."""
+    store = GatedStore(f"sqlite:///{tmp_path / 'alerts.db'}")
+    eng = engine_for(["flood_level_overbank"], store, sink, clock)
+    queue: asyncio.Queue[tuple[Reading, DeviceInfo]] = asyncio.Queue(maxsize=10)
+    dev = device("g-stop", "flood")
+    task = asyncio.create_task(eng.run(queue, tick_interval_s=3600))
+    try:
+        await queue.put((reading(dev, T0, level_pct_bank=104.0), dev))
+        await asyncio.to_thread(store.started.wait, 10)
+        task.cancel()
+        await asyncio.sleep(0.05)
+        assert not task.done()  # waiting for the commit it started
+        store.gate.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+        assert queue._unfinished_tasks == 0  # type: ignore[attr-defined]
+        stored = store.get_open("flood_level_overbank", "g-stop")
+        assert stored is not None and [p.fields["alert_id"] for p in sink.points] == [stored.id]
+    finally:
+        store.gate.set()
+        store.close()
+
+
+async def test_a_background_commit_that_fails_publishes_nothing_and_the_next_reading_opens_what_is_stored(
+    tmp_path, clock, sink
+) -> None:
+    """A crash between transition and commit, on the loop's background commit: nothing about the lost batch
+    is published, its readings are still marked done (reported, not retried forever), and the engine forgets
+    the uncommitted alert, so the next reading opens exactly what the store then holds."""
+    store = FlakyStore(f"sqlite:///{tmp_path / 'alerts.db'}", failures=2)
+    eng = engine_for(["flood_level_overbank"], store, sink, clock,
+                     commit_policy=CommitPolicy(attempts=2, initial_backoff_s=0))
+    eng.lifecycle._sleep = _no_sleep
+    queue: asyncio.Queue[tuple[Reading, DeviceInfo]] = asyncio.Queue(maxsize=10)
+    dev = device("g-lost", "flood")
+    task = asyncio.create_task(eng.run(queue, tick_interval_s=3600))
+    try:
+        await queue.put((reading(dev, T0, level_pct_bank=104.0), dev))
+        await asyncio.wait_for(queue.join(), 10)
+        assert store.attempts == 2 and sink.points == [] and store.list_alerts(limit=None) == []
+        assert eng.open_alert("flood_level_overbank", "g-lost") is None
+        await queue.put((reading(dev, T0 + minutes(1), level_pct_bank=104.0), dev))
+        await asyncio.wait_for(queue.join(), 10)
+        stored = store.get_open("flood_level_overbank", "g-lost")
+        assert stored is not None and eng.open_alert("flood_level_overbank", "g-lost") == stored
+        assert last_state_per_alert(sink) == store_states(store)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        store.close()
