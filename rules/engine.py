@@ -10,8 +10,9 @@ and drives the alert lifecycle.
 decides: `for` durations, `keep_firing_for` (flap damping), absence of data (heartbeat), reminders and escalation.
 
 Batches: `run` evaluates up to `batch_size` queued readings, then commits their alert state changes in one
-transaction (`AlertLifecycle.commit`) and only then publishes them (alert points, notifications) and marks the
-readings done; `process_batch` does the same for a list, `process` for one reading. Heartbeat checks are kept
+transaction in a thread while it evaluates the next batch (one batch in the background), and only after the
+commit publishes them (alert points, notifications) and marks the readings done; `process_batch` does the same
+for a list and waits for its commit, `process` for one reading. Heartbeat checks are kept
 in a heap by due time, so a tick looks only at the devices whose silence may have run out.
 Rule state is per device, so engines can be partitioned by device (one per district, or by MQTT shared
 subscription hash) without coordination; the database still keeps one open alert per (rule, device).

@@ -162,12 +162,16 @@ class AlertLifecycle:
             return []
         policy = self.commit_policy
         failed: set[str] | None = None
+        writes = list(batch.writes.values())
+        # in a thread: the statements are made here, on the loop, once for every attempt; the thread then
+        # mostly runs SQLite, which holds no GIL
+        prepared = self.store.prepare(writes) if in_thread else None
         for attempt in range(1, policy.attempts + 1):
             try:
-                if in_thread:  # the statements made here, on the loop: the thread then mostly runs SQLite
-                    failed = await self._db(self.store.apply_batch, self.store.prepare(list(batch.writes.values())))
+                if prepared is not None:
+                    failed = await self._db(self.store.apply_batch, prepared)
                 else:
-                    failed = await self._apply(list(batch.writes.values()))
+                    failed = await self._apply(writes)
                 break
             except SQLAlchemyError as exc:
                 ALERT_BATCH_FAILURES.labels("retried" if attempt < policy.attempts else "dropped").inc()
@@ -185,10 +189,10 @@ class AlertLifecycle:
 
     async def _apply(self, writes: list[AlertWrite]) -> set[str]:
         """`apply_batch`, on this thread when the database can refuse at once instead of waiting for a lock (a
-        SQLite file), else in a thread. Run in a thread, a batch's per-row steps each wait for the GIL while the
-        loop evaluates and ingests (the commit of a flapping storm's batch took ~5× its CPU time); on the loop it
-        is ~12 µs a row. Locked by another writer: nothing was written, so the same batch goes to a thread,
-        which waits for the lock. Either way `commit` publishes only after this returned."""
+        SQLite file), else in a thread (`process_batch` waits for its commit either way; `RulesEngine.run`
+        commits in a thread, in the background). Locked by another writer: nothing was written, so the same
+        batch goes to a thread, which waits for the lock. Either way `commit` publishes only after this
+        returned."""
         if self.inline_writes and self.store.writes_without_waiting:
             try:
                 with self.store.without_waiting():

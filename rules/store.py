@@ -185,7 +185,7 @@ def ensure_schema(engine: Engine, *, create: bool = True) -> None:
         Base.metadata.create_all(engine, tables=list(RULES_TABLES))
 
 
-_ID_SALT = secrets.randbits(64)  # drawn once per process: two processes never make the same id
+_ID_SALT = secrets.randbits(64)  # drawn once per process: two processes collide only with odds of 2**-64
 _ID_SEQUENCE = itertools.count()  # thread-safe: one process never makes the same id twice
 
 
@@ -478,6 +478,18 @@ def _prepare_sqlite(writes: Sequence[AlertWrite]) -> PreparedBatch:
     return prepared
 
 
+def _unmatched_updates(conn: Connection, changes: Sequence[AlertWrite]) -> set[str]:
+    """Which guarded UPDATEs of a batch did not match (fewer rows changed than written): the ids whose rows do
+    not hold the snapshot written."""
+    wanted = {(w.alert.id, w.alert.state, w.alert.updated_ns) for w in changes}
+    held = {tuple(row) for row in conn.execute(
+        select(_ALERTS.c.id, _ALERTS.c.state, _ALERTS.c.updated_ns).where(
+            tuple_(_ALERTS.c.id, _ALERTS.c.state, _ALERTS.c.updated_ns).in_(list(wanted))
+        )
+    )}
+    return {w.alert.id for w in changes if (w.alert.id, w.alert.state, w.alert.updated_ns) not in held}
+
+
 def _apply_sqlite(conn: Connection, prepared: PreparedBatch) -> set[str]:
     """`AlertStore._apply_on` on SQLite: the prepared multi-row statements on the driver's cursor (same outcome:
     the UPDATEs first, guarded by `expect`; an INSERT whose `open_key` slot is taken is skipped, not an error,
@@ -497,14 +509,7 @@ def _apply_sqlite(conn: Connection, prepared: PreparedBatch) -> set[str]:
         cursor.close()
     changes = [w for w in prepared.writes if not w.insert]
     if matched != len(changes):
-        # which UPDATEs did not match: those rows do not hold the snapshot written
-        wanted = {(w.alert.id, w.alert.state, w.alert.updated_ns) for w in changes}
-        held = {tuple(row) for row in conn.execute(
-            select(_ALERTS.c.id, _ALERTS.c.state, _ALERTS.c.updated_ns).where(
-                tuple_(_ALERTS.c.id, _ALERTS.c.state, _ALERTS.c.updated_ns).in_(list(wanted))
-            )
-        )}
-        failed.update(w.alert.id for w in changes if (w.alert.id, w.alert.state, w.alert.updated_ns) not in held)
+        failed.update(_unmatched_updates(conn, changes))
     ids = [w.alert.id for w in prepared.writes if w.insert]
     if inserted != len(ids):  # a slot is taken (rare: a second evaluator): which rows are not there
         present: set[str] = set()
@@ -733,7 +738,6 @@ class AlertStore:
         if conn.dialect.name == "sqlite":
             return _apply_sqlite(conn, prepared)
         writes = prepared.writes
-        table = _ALERTS
         rows = [alert_row(w.alert) for w in writes if w.insert]
         changes = [w for w in writes if not w.insert]
         failed: set[str] = set()
@@ -749,15 +753,7 @@ class AlertStore:
                 params.append(param)
             rowcount = self._execute_many(conn, _UPDATE, params)
             if rowcount != len(params):
-                # which UPDATEs did not match: those rows do not hold the snapshot written
-                wanted = {(w.alert.id, w.alert.state, w.alert.updated_ns) for w in changes}
-                held = {tuple(row) for row in conn.execute(
-                    select(table.c.id, table.c.state, table.c.updated_ns).where(
-                        tuple_(table.c.id, table.c.state, table.c.updated_ns).in_(list(wanted))
-                    )
-                )}
-                failed.update(w.alert.id for w in changes if (w.alert.id, w.alert.state, w.alert.updated_ns)
-                              not in held)
+                failed.update(_unmatched_updates(conn, changes))
         if rows:
             try:
                 with conn.begin_nested():
