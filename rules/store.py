@@ -474,7 +474,7 @@ def _prepare_sqlite(writes: Sequence[AlertWrite]) -> PreparedBatch:
             params.append(open_key(alert.rule, alert.device_id) if alert.is_open else None)
         prepared.inserts.append((
             f"INSERT INTO rules_alerts ({', '.join(_INSERT_COLUMNS)}) VALUES "
-            f"{_values_sql(len(chunk_alerts), len(_INSERT_COLUMNS))} ON CONFLICT (open_key) DO NOTHING", params))
+            f"{_values_sql(len(chunk_alerts), len(_INSERT_COLUMNS))} ON CONFLICT DO NOTHING", params))
     return prepared
 
 
@@ -492,8 +492,9 @@ def _unmatched_updates(conn: Connection, changes: Sequence[AlertWrite]) -> set[s
 
 def _apply_sqlite(conn: Connection, prepared: PreparedBatch) -> set[str]:
     """`AlertStore._apply_on` on SQLite: the prepared multi-row statements on the driver's cursor (same outcome:
-    the UPDATEs first, guarded by `expect`; an INSERT whose `open_key` slot is taken is skipped, not an error,
-    so the batch needs no savepoint). Returns the ids of the writes that did not apply."""
+    the UPDATEs first, guarded by `expect`; an INSERT whose `open_key` slot or id is taken is skipped, not an
+    error, so the batch needs no savepoint, and a batch applied again, e.g. retried after a commit whose
+    outcome was lost, changes nothing and fails nothing). Returns the ids of the writes that did not apply."""
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     failed: set[str] = set()
     try:

@@ -21,7 +21,7 @@ from rules.engine import RulesEngine
 from rules.lifecycle import CommitPolicy
 from rules.notify.base import NotifyMessage
 from rules.notify.render import Renderer
-from rules.store import AlertStore, AlertWrite
+from rules.store import Alert, AlertStore, AlertWrite
 from tests.rules.conftest import T0, PointSink, device, make_pipeline, minutes, reading
 
 FLOOD = ["flood_level_high", "flood_level_overbank"]
@@ -264,6 +264,29 @@ def test_apply_batch_reports_exactly_the_writes_that_did_not_apply(store) -> Non
     got_a, got_b = store.get(a.id), store.get(b.id)
     assert got_a is not None and got_a.state == "firing" and got_a.fired_ns == T0 + 5
     assert got_b is not None and got_b.state == "resolved"
+
+
+def test_a_batch_applied_again_on_sqlite_changes_nothing_and_fails_nothing(tmp_path) -> None:
+    """A commit whose outcome was lost (the error came after the data was durable) is retried by the commit
+    policy: the same batch again. Re-inserting rows already there, a resolved one holding only its id and an
+    open one its (rule, device) slot too, and re-applying a guarded update are no failure and write nothing
+    twice (a failure would keep the changes out of the `alerts` measurement)."""
+    store = AlertStore(f"sqlite:///{tmp_path / 'alerts.db'}")
+    try:
+        a = Alert.opened(rule="r", device_id="d1", city="c", district="x", feed="flood", severity="warning",
+                         t_ns=T0, firing=False)
+        b = Alert.opened(rule="r", device_id="d2", city="c", district="x", feed="flood", severity="warning",
+                         t_ns=T0, firing=False).resolved(T0 + 1)
+        opened = store.prepare([AlertWrite(a, insert=True), AlertWrite(b, insert=True)])
+        assert store.apply_batch(opened) == set()
+        assert store.apply_batch(opened) == set()
+        moved = store.prepare([AlertWrite(a.resolved(T0 + 2), insert=False, expect="pending")])
+        assert store.apply_batch(moved) == set()
+        assert store.apply_batch(moved) == set()
+        assert sorted((x.id, x.state) for x in store.list_alerts(limit=None)) == sorted(
+            [(a.id, "resolved"), (b.id, "resolved")])
+    finally:
+        store.close()
 
 
 async def test_a_tick_checks_only_the_devices_whose_heartbeat_is_due(store, clock, sink) -> None:
