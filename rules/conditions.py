@@ -76,17 +76,30 @@ def history_windows(ruleset: RuleSet) -> dict[str, float]:
     return out
 
 
+# A rate's series keeps its older samples about window / RATE_SAMPLE_STEPS apart (30 min: 15 s), so the memory
+# per device and field stays below 2 x RATE_SAMPLE_STEPS samples whatever the device's pace: 131 for a gauge
+# sending every second, which would otherwise keep 1,800 per 30 min window, as would a backlog drained at once
+# (300,000 readings of 1,000 gauges: +35 MB). A rate then starts within about one step of the window's start;
+# devices sending every minute keep every reading, as before.
+RATE_SAMPLE_STEPS = 120
+
+
 def remember(memory: DeviceMemory, reading: Reading, windows: dict[str, float]) -> None:
     memory.last_seen_ns = max(memory.last_seen_ns or 0, reading.time_ns)
+    t_ns = reading.time_ns
     for name, window in windows.items():
         v = reading.fields.get(name)
         if not _is_number(v):
             continue
         dq = memory.history.setdefault(name, deque())
-        if dq and reading.time_ns <= dq[-1][0]:
+        if dq and t_ns <= dq[-1][0]:
             continue  # out of order or duplicate: rates need a monotonic series
-        dq.append((reading.time_ns, float(v)))  # type: ignore[arg-type]
-        horizon = reading.time_ns - int(window * NS) - NS
+        sample = (t_ns, float(v))  # type: ignore[arg-type]
+        if len(dq) >= 2 and t_ns - dq[-2][0] < window * NS / RATE_SAMPLE_STEPS:
+            dq[-1] = sample  # the newest sample is always this reading (a rate is judged at it)
+        else:
+            dq.append(sample)
+        horizon = t_ns - int(window * NS) - NS
         while len(dq) > 2 and dq[1][0] <= horizon:
             dq.popleft()
 

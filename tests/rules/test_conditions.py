@@ -6,7 +6,17 @@ from typing import Any
 
 import pytest
 
-from rules.conditions import Context, DeviceMemory, evaluate, history_windows, in_schedule, remember, resolve_threshold
+from core.time import NS
+from rules.conditions import (
+    RATE_SAMPLE_STEPS,
+    Context,
+    DeviceMemory,
+    evaluate,
+    history_windows,
+    in_schedule,
+    remember,
+    resolve_threshold,
+)
 from rules.model import Rule, RuleSet, ScheduleSpec, ThresholdConfig, ThresholdRef
 from tests.rules.conftest import T0, bkk, device, minutes, reading
 
@@ -118,6 +128,23 @@ def test_rate_of_change_over_window() -> None:
     ev(when, {"level_m": 1.5}, mem=mem, t=T0 + minutes(40))
     r = ev(when, {"level_m": 1.5}, mem=mem, t=T0 + minutes(55))
     assert r.ok is False and r.value == pytest.approx(0.0)
+
+
+def test_a_gauge_reporting_every_second_keeps_a_bounded_series_and_the_right_rate() -> None:
+    """Two hours of one reading per second (or a backlog drained at once) must not keep 1,800 samples per 30 min
+    window per device: the series stays bounded, and the rate of a steady rise is still exact."""
+    when = {"rate": {"field": "level_m", "window": "30m", "per": "10m", "op": ">", "value": 0.1}}
+    mem = DeviceMemory()
+    r = None
+    for s in range(2 * 3600):
+        level = 1.0 + 0.012 * s / 60  # 0.012 m per minute = 0.12 m per 10 min
+        r = ev(when, {"level_m": level}, mem=mem, t=T0 + s * NS)
+        assert len(mem.history["level_m"]) <= 2 * RATE_SAMPLE_STEPS + 3
+    assert r is not None and r.ok is True and r.value == pytest.approx(0.12)
+    # then flat: within one window the rate falls to 0 and clears
+    for s in range(2 * 3600, 2 * 3600 + 1900):
+        r = ev(when, {"level_m": 2.44}, mem=mem, t=T0 + s * NS)
+    assert r is not None and r.ok is False and r.value == pytest.approx(0.0)
 
 
 def test_geofence_inside_outside_dwell(tmp_path: Path) -> None:
