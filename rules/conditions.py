@@ -76,11 +76,11 @@ def history_windows(ruleset: RuleSet) -> dict[str, float]:
     return out
 
 
-# A rate's series keeps its older samples about window / RATE_SAMPLE_STEPS apart (30 min: 15 s), so the memory
-# per device and field stays below 2 x RATE_SAMPLE_STEPS samples whatever the device's pace: 131 for a gauge
-# sending every second, which would otherwise keep 1,800 per 30 min window, as would a backlog drained at once
-# (300,000 readings of 1,000 gauges: +35 MB). A rate then starts within about one step of the window's start;
-# devices sending every minute keep every reading, as before.
+# A rate's series keeps its older samples at least window / RATE_SAMPLE_STEPS apart (30 min: 15 s) and its newest
+# sample at the latest reading (a rate is judged at it), so the memory per device and field stays about
+# RATE_SAMPLE_STEPS samples whatever the device's pace: a gauge sending every second would otherwise keep 1,800
+# per 30 min window, as would a backlog drained at once (300,000 readings of 1,000 gauges: +35 MB). A rate then
+# starts within one step of the window's start; devices sending every 15 s or slower keep every reading.
 RATE_SAMPLE_STEPS = 120
 
 
@@ -95,8 +95,8 @@ def remember(memory: DeviceMemory, reading: Reading, windows: dict[str, float]) 
         if dq and t_ns <= dq[-1][0]:
             continue  # out of order or duplicate: rates need a monotonic series
         sample = (t_ns, float(v))  # type: ignore[arg-type]
-        if len(dq) >= 2 and t_ns - dq[-2][0] < window * NS / RATE_SAMPLE_STEPS:
-            dq[-1] = sample  # the newest sample is always this reading (a rate is judged at it)
+        if len(dq) >= 2 and dq[-1][0] - dq[-2][0] < window * NS / RATE_SAMPLE_STEPS:
+            dq[-1] = sample  # the newest sample, too close to the one before to be kept, moves to this reading
         else:
             dq.append(sample)
         horizon = t_ns - int(window * NS) - NS
