@@ -43,6 +43,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
@@ -403,6 +404,8 @@ _STATE_PARAMS = tuple(f"b_{name}" for name in _STATE_COLUMNS if name != "open_ke
 _STATE_VALUES = attrgetter(*(name for name in _STATE_COLUMNS if name != "open_key"))
 _ALERTS: Table = Base.metadata.tables["rules_alerts"]
 _INSERT = insert(_ALERTS).values({name: bindparam(name) for name in (*ALERT_FIELDS, "open_key")})
+_INSERT_IF_FREE = postgresql_insert(_ALERTS).values(
+    {name: bindparam(name) for name in (*ALERT_FIELDS, "open_key")}).on_conflict_do_nothing()
 _UPDATE = (
     update(_ALERTS)
     .where(_ALERTS.c.id == bindparam("b_id"), _ALERTS.c.state == bindparam("b_expect"))
@@ -513,12 +516,17 @@ def _apply_sqlite(conn: Connection, prepared: PreparedBatch) -> set[str]:
         failed.update(_unmatched_updates(conn, changes))
     ids = [w.alert.id for w in prepared.writes if w.insert]
     if inserted != len(ids):  # a slot is taken (rare: a second evaluator): which rows are not there
-        present: set[str] = set()
-        for at in range(0, len(ids), 5_000):
-            part = ids[at:at + 5_000]
-            present.update(r[0] for r in conn.execute(select(_ALERTS.c.id).where(_ALERTS.c.id.in_(part))))
-        failed.update(i for i in ids if i not in present)
+        failed.update(_absent_ids(conn, ids))
     return failed
+
+
+def _absent_ids(conn: Connection, ids: Sequence[str]) -> set[str]:
+    """The alert ids of `ids` that have no row (their INSERT was skipped: the (rule, device) slot is taken)."""
+    present: set[str] = set()
+    for at in range(0, len(ids), 5_000):
+        part = list(ids[at:at + 5_000])
+        present.update(r[0] for r in conn.execute(select(_ALERTS.c.id).where(_ALERTS.c.id.in_(part))))
+    return {i for i in ids if i not in present}
 
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -755,7 +763,12 @@ class AlertStore:
             rowcount = self._execute_many(conn, _UPDATE, params)
             if rowcount != len(params):
                 failed.update(_unmatched_updates(conn, changes))
-        if rows:
+        if rows and conn.dialect.name == "postgresql":
+            # A row whose id or (rule, device) slot is taken is skipped, not an error (as on SQLite): a batch
+            # retried after a commit whose outcome was lost re-inserts rows that are there and fails nothing.
+            if self._execute_many(conn, _INSERT_IF_FREE, rows) != len(rows):
+                failed.update(_absent_ids(conn, [row["id"] for row in rows]))
+        elif rows:
             try:
                 with conn.begin_nested():
                     self._execute_many(conn, _INSERT, rows)

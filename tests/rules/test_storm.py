@@ -266,27 +266,23 @@ def test_apply_batch_reports_exactly_the_writes_that_did_not_apply(store) -> Non
     assert got_b is not None and got_b.state == "resolved"
 
 
-def test_a_batch_applied_again_on_sqlite_changes_nothing_and_fails_nothing(tmp_path) -> None:
+def test_a_batch_applied_again_changes_nothing_and_fails_nothing(store: AlertStore) -> None:
     """A commit whose outcome was lost (the error came after the data was durable) is retried by the commit
     policy: the same batch again. Re-inserting rows already there, a resolved one holding only its id and an
     open one its (rule, device) slot too, and re-applying a guarded update are no failure and write nothing
-    twice (a failure would keep the changes out of the `alerts` measurement)."""
-    store = AlertStore(f"sqlite:///{tmp_path / 'alerts.db'}")
-    try:
-        a = Alert.opened(rule="r", device_id="d1", city="c", district="x", feed="flood", severity="warning",
-                         t_ns=T0, firing=False)
-        b = Alert.opened(rule="r", device_id="d2", city="c", district="x", feed="flood", severity="warning",
-                         t_ns=T0, firing=False).resolved(T0 + 1)
-        opened = store.prepare([AlertWrite(a, insert=True), AlertWrite(b, insert=True)])
-        assert store.apply_batch(opened) == set()
-        assert store.apply_batch(opened) == set()
-        moved = store.prepare([AlertWrite(a.resolved(T0 + 2), insert=False, expect="pending")])
-        assert store.apply_batch(moved) == set()
-        assert store.apply_batch(moved) == set()
-        assert sorted((x.id, x.state) for x in store.list_alerts(limit=None)) == sorted(
-            [(a.id, "resolved"), (b.id, "resolved")])
-    finally:
-        store.close()
+    twice (a failure would keep the changes out of the `alerts` measurement). SQLite and PostgreSQL."""
+    a = Alert.opened(rule="r", device_id="d1", city="c", district="x", feed="flood", severity="warning",
+                     t_ns=T0, firing=False)
+    b = Alert.opened(rule="r", device_id="d2", city="c", district="x", feed="flood", severity="warning",
+                     t_ns=T0, firing=False).resolved(T0 + 1)
+    opened = store.prepare([AlertWrite(a, insert=True), AlertWrite(b, insert=True)])
+    assert store.apply_batch(opened) == set()
+    assert store.apply_batch(opened) == set()
+    moved = store.prepare([AlertWrite(a.resolved(T0 + 2), insert=False, expect="pending")])
+    assert store.apply_batch(moved) == set()
+    assert store.apply_batch(moved) == set()
+    assert sorted((x.id, x.state) for x in store.list_alerts(limit=None)) == sorted(
+        [(a.id, "resolved"), (b.id, "resolved")])
 
 
 async def test_a_tick_checks_only_the_devices_whose_heartbeat_is_due(store, clock, sink) -> None:
