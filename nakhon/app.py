@@ -156,6 +156,36 @@ async def _stop_stream(collector: CollectorService, rules: RulesService) -> None
     await collector.close()
 
 
+# glibc `mallopt` parameters (malloc.h)
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+MMAP_THRESHOLD_BYTES = 256 * 1024
+ARENA_MAX = 2
+
+
+def tune_memory_allocator() -> dict[str, bool]:
+    """Keep the C allocator from holding freed memory (glibc only; elsewhere nothing is changed). A storm's big
+    short-lived buffers (line-protocol bodies of alert points with their messages, megabytes each, encoded in
+    worker threads) otherwise land in a per-thread arena once glibc's mmap threshold has risen, and stay in the
+    process's RSS after they are freed. A fixed threshold (buffers above it are mapped and unmapped) and two arenas:
+    `nakhon bench --scenario flapping`, 100,000 readings, peak RSS of the storm 212–225 → 201 MB, same speed.
+    Called before any thread starts. Returns which settings glibc took."""
+    import ctypes
+    import ctypes.util
+
+    applied = {"mmap_threshold": False, "arena_max": False}
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return applied  # not glibc (musl, macOS): their allocators do not have these knobs
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    applied["mmap_threshold"] = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+    applied["arena_max"] = mallopt(_M_ARENA_MAX, ARENA_MAX) == 1
+    return applied
+
+
 def tune_garbage_collector() -> None:
     """Fewer, later young-generation collections: the ingest path allocates a few small objects per message
     and almost none of them form cycles (measured with `nakhon bench`: about 10 % less CPU per message).
@@ -167,6 +197,7 @@ def tune_garbage_collector() -> None:
 
 async def run_app(settings: Settings, component: str, stop: asyncio.Event) -> None:
     """`nakhon run`: start, serve until `stop` is set (SIGTERM), then stop flushing everything accepted."""
+    tune_memory_allocator()
     app = await start_app(settings, component)
     tune_garbage_collector()
     try:
@@ -175,4 +206,5 @@ async def run_app(settings: Settings, component: str, stop: asyncio.Event) -> No
         await app.stop()
 
 
-__all__ = ["COMPONENTS", "App", "alert_points_to", "run_app", "start_app", "tune_garbage_collector"]
+__all__ = ["COMPONENTS", "App", "alert_points_to", "run_app", "start_app", "tune_garbage_collector",
+           "tune_memory_allocator"]

@@ -231,3 +231,39 @@ async def test_a_failed_start_stops_what_had_started(tmp_path: Path) -> None:
         async with httpx.AsyncClient() as http:  # the gateway no longer answers
             with pytest.raises(httpx.ConnectError):
                 await http.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2)
+
+
+def test_the_c_allocator_takes_both_memory_settings_on_glibc_and_none_elsewhere() -> None:
+    """`nakhon run` fixes glibc's mmap threshold and arena count (a storm's freed megabyte buffers otherwise stay
+    in RSS: measured by `nakhon bench`, see `tune_memory_allocator`); on another C library nothing is changed."""
+    import platform
+
+    from nakhon.app import tune_memory_allocator
+
+    applied = tune_memory_allocator()
+    on_glibc = platform.libc_ver()[0] == "glibc"
+    assert applied == {"mmap_threshold": on_glibc, "arena_max": on_glibc}
+
+
+async def test_nakhon_run_tunes_the_allocator_before_it_starts_anything(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The arena limit only binds threads made after it: tuning after `start_app` (whose start-up runs registry
+    work in worker threads) would leave those threads their own arenas."""
+    import nakhon.app as app_module
+
+    order: list[str] = []
+
+    class _Stopped:
+        async def stop(self) -> None:
+            order.append("stop")
+
+    async def fake_start(settings: Any, component: str) -> Any:
+        order.append("start")
+        return _Stopped()
+
+    monkeypatch.setattr(app_module, "tune_memory_allocator", lambda: order.append("tune") or {})
+    monkeypatch.setattr(app_module, "start_app", fake_start)
+    monkeypatch.setattr(app_module, "tune_garbage_collector", lambda: order.append("gc"))
+    stop = asyncio.Event()
+    stop.set()
+    await app_module.run_app(object(), "all", stop)  # type: ignore[arg-type]
+    assert order == ["tune", "start", "gc", "stop"]
