@@ -1,15 +1,18 @@
 """The ingest pipeline for one message: format parser → registry → profile mapping → feed schema → derived
 values → sink, and the rules engine's stream. Every message ends either stored or quarantined; the
-coroutine returns only when that outcome is durable, and the MQTT transport acknowledges then.
+coroutine returns only when that outcome is durable and the rules engine has committed the evaluation of
+its readings, and the MQTT transport acknowledges then.
 
     transport ──bytes──▶ Pipeline.handle ──Point──▶ BatchWriter (sink | spool)   ─┐
-                                │         └─Reading──▶ rules queue (bounded)       ├─▶ PUBACK
+                                │         └─Reading──▶ rules queue (bounded) ──────┼─▶ PUBACK
+                                │                      (evaluated, committed)      │
                                 └──rejected──▶ QuarantineStore (durable) ─────────┘
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import Coroutine, Sequence
@@ -44,6 +47,26 @@ class ReadingConsumer(Protocol):
 
     async def offer(self, reading: Reading, device: DeviceInfo) -> None:
         """Queue the reading, waiting for room (backpressure)."""
+
+    @property
+    def offered(self) -> int:
+        """How many readings were queued so far (the sequence number of the last one)."""
+
+    def evaluated_through(self, seq: int) -> asyncio.Future[None]:
+        """Done once the first `seq` readings queued are evaluated and their alert state changes committed."""
+
+
+class _AckGroup:
+    """The messages of one writer batch: acknowledged when the batch is stored and the last reading offered to
+    the rules engine while it was open is evaluated (evaluations finish in offer order). One future per batch,
+    as the writer's: the transport acknowledges a batch's messages together."""
+
+    __slots__ = ("done", "stored", "through")
+
+    def __init__(self, stored: asyncio.Future[None]) -> None:
+        self.stored = stored
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.through = 0
 
 
 class FlowControl(Protocol):
@@ -115,9 +138,11 @@ class Pipeline:
         self.readings_out = readings_out
         self._format_by_topic: dict[str, PayloadFormat | None] = {}
         self._background: set[asyncio.Task[None]] = set()
-        # Readings the rules engine's queue had no room for. The MQTT ack does not wait for the rules engine
-        # (the data is what must be durable), but intake is held until this backlog has been handed over.
+        # Readings the rules engine's queue had no room for; intake is held until this backlog has been handed
+        # over. A message is acknowledged only when its data is stored and its reading evaluated: a crash loses
+        # no evaluation (the broker redelivers what was not acknowledged).
         self._overflow: deque[tuple[Reading, DeviceInfo]] = deque()
+        self._ack_group: _AckGroup | None = None
         self.flow: FlowControl | None = None
         self.time_policy = time_policy or TimePolicy()
         # Per feed, canonical field -> values that mean "missing" (power_kw -999, lat -1), for canonical payloads.
@@ -210,21 +235,53 @@ class Pipeline:
             tags.update(reading.tags)
         point = Point(self._measurements[reading.feed], tags, reading.fields, reading.time_ns)
         waits: list[asyncio.Future[None]] = []
+        shared_batch = True  # waits[0] is the writer's batch future, shared by the batch's messages
         try:
             waits.append(self.writer.add(point))
         except WriterFull:
+            shared_batch = False
             waits.append(self._later(self._add_when_room(point)))
         self.diagnostics.record(
             device.device_id, topic=topic, payload=payload, received_ns=received_ns, accepted=True,
             reading=reading.fields,
         )
-        if self.readings_out is not None and (self._overflow or not self.readings_out.offer_nowait(reading, device)):
+        rules = self.readings_out
+        if rules is None:
+            return waits
+        if self._overflow or not rules.offer_nowait(reading, device):
             self._overflow.append((reading, device))
             if len(self._overflow) == 1:
                 if self.flow is not None:
                     self.flow.hold("rules")
                 self._later(self._hand_over_overflow())
+        # The reading's place in the engine's order: the backlog is handed over in order, before anything new
+        # is offered (each hand-over moves one from the backlog to the queue: the sum stays).
+        through = rules.offered + len(self._overflow)
+        if shared_batch:
+            waits[0] = self._stored_and_evaluated(waits[0], through)  # the common case: one future per batch
+        else:
+            waits.append(rules.evaluated_through(through))
         return waits
+
+    def _stored_and_evaluated(self, stored: asyncio.Future[None], through: int) -> asyncio.Future[None]:
+        group = self._ack_group
+        if group is None or group.stored is not stored:
+            group = self._ack_group = _AckGroup(stored)
+            stored.add_done_callback(functools.partial(self._after_stored, group))
+        group.through = through
+        return group.done
+
+    def _after_stored(self, group: _AckGroup, _stored: asyncio.Future[None]) -> None:
+        """The batch is stored (or failed): now wait for the group's last evaluation (the batch is sealed, so
+        `through` is final)."""
+        if self._ack_group is group:
+            self._ack_group = None
+        stored = group.stored
+        if stored.cancelled() or stored.exception() is not None:
+            _chain(group.done, stored)
+            return
+        assert self.readings_out is not None
+        self.readings_out.evaluated_through(group.through).add_done_callback(functools.partial(_chain, group.done))
 
     async def _hand_over_overflow(self) -> None:
         assert self.readings_out is not None
@@ -234,6 +291,8 @@ class Pipeline:
                 await self.readings_out.offer(reading, device)
                 self._overflow.popleft()
         finally:
+            # Cancelled (stopping): what is left stays in the backlog, so nothing offered later takes its place
+            # in the engine's order (it would acknowledge messages whose readings were never evaluated).
             if self.flow is not None:
                 self.flow.release("rules")
 
@@ -351,6 +410,18 @@ class Pipeline:
             topic=topic, payload=payload, reason=rejected.reason, detail=rejected.detail, received_ns=received_ns,
             device_id=rejected.device_id, feed=rejected.feed,
         )
+
+
+def _chain(target: asyncio.Future[None], source: asyncio.Future[None]) -> None:
+    """Give `target` the outcome of the finished `source` (unless it has one)."""
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif (exc := source.exception()) is not None:
+        target.set_exception(exc)
+    else:
+        target.set_result(None)
 
 
 def _done() -> asyncio.Future[None]:

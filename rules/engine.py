@@ -508,6 +508,7 @@ class RulesEngine:
                     await self._evaluate_in_background(items, queue)
                 except Exception:
                     log.exception("rules: a batch of %d readings could not be processed", len(items))
+                    await self._settle()  # done in queue order: the batch before is committed first
                     for _ in items:
                         queue.task_done()
                 await asyncio.sleep(0)  # draining a full queue must not starve ingestion's acks

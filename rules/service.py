@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -46,7 +47,49 @@ DRAIN_TIMEOUT_S = 10.0  # at stop, how long queued readings may take to be evalu
 
 
 class ReadingQueue(asyncio.Queue[tuple[Reading, DeviceInfo]]):
-    """The bounded queue of readings waiting for the engine (the collectors' `ReadingConsumer`)."""
+    """The bounded queue of readings waiting for the engine (the collectors' `ReadingConsumer`).
+
+    It counts what was put and what the engine marked done (`task_done`: after the reading's batch of alert
+    state changes is committed and published). The engine finishes readings in queue order, so "the first n
+    are evaluated" is one number, and the collectors acknowledge a message to the broker only once its reading
+    is within it (`evaluated_through`): a crash loses no evaluation of an acknowledged message."""
+
+    def __init__(self, maxsize: int = 0) -> None:
+        super().__init__(maxsize)
+        self._offered = 0
+        self._evaluated = 0
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []  # heap of (seq, tie, future)
+        self._tie = 0
+
+    @property
+    def offered(self) -> int:
+        return self._offered
+
+    @property
+    def evaluated(self) -> int:
+        return self._evaluated
+
+    def put_nowait(self, item: tuple[Reading, DeviceInfo]) -> None:
+        super().put_nowait(item)  # `put` ends here too
+        self._offered += 1
+
+    def task_done(self) -> None:
+        super().task_done()
+        self._evaluated += 1
+        waiting = self._waiting
+        while waiting and waiting[0][0] <= self._evaluated:
+            future = heapq.heappop(waiting)[2]
+            if not future.done():
+                future.set_result(None)
+
+    def evaluated_through(self, seq: int) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if seq <= self._evaluated:
+            future.set_result(None)
+        else:
+            self._tie += 1
+            heapq.heappush(self._waiting, (seq, self._tie, future))
+        return future
 
     def offer_nowait(self, reading: Reading, device: DeviceInfo) -> bool:
         try:

@@ -19,6 +19,7 @@ from collectors.quarantine import QuarantineStore
 from collectors.sinks.memory import MemorySink
 from collectors.sinks.writer import BatchWriter
 from core.model import DeviceInfo, Reading
+from rules.service import ReadingQueue
 
 DEVICES = [
     DeviceInfo("air-001", "air", "laem-chabang", "ทุ่งสุขลา", name="โรงเรียน A"),
@@ -39,13 +40,22 @@ class Harness:
         self.readings: list[Reading] = []
         harness = self
 
-        class Out:
+        class Out:  # a rules engine that evaluates at once
             def offer_nowait(self, reading: Reading, device: DeviceInfo) -> bool:
                 harness.readings.append(reading)
                 return True
 
             async def offer(self, reading: Reading, device: DeviceInfo) -> None:
                 harness.readings.append(reading)
+
+            @property
+            def offered(self) -> int:
+                return len(harness.readings)
+
+            def evaluated_through(self, seq: int) -> asyncio.Future[None]:
+                done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                done.set_result(None)
+                return done
 
         out = Out()
 
@@ -220,19 +230,8 @@ async def test_full_rules_queue_holds_intake_and_hands_over_every_reading_in_ord
     sink = MemorySink()
     writer = BatchWriter(sink, None, flush_interval_s=0.01)
     quarantine = QuarantineStore(tmp_path / "q.db")
-    queue: asyncio.Queue[tuple[Reading, DeviceInfo]] = asyncio.Queue(maxsize=2)
+    queue = ReadingQueue(maxsize=2)
     events: list[str] = []
-
-    class Rules:
-        def offer_nowait(self, reading: Reading, device: DeviceInfo) -> bool:
-            try:
-                queue.put_nowait((reading, device))
-            except asyncio.QueueFull:
-                return False
-            return True
-
-        async def offer(self, reading: Reading, device: DeviceInfo) -> None:
-            await queue.put((reading, device))
 
     class Flow:
         def hold(self, reason: str) -> None:
@@ -246,7 +245,7 @@ async def test_full_rules_queue_holds_intake_and_hands_over_every_reading_in_ord
         directory=StaticDirectory(DEVICES),
         writer=writer,
         quarantine=quarantine,
-        readings_out=Rules(),
+        readings_out=queue,
     )
     pipeline.flow = Flow()
     await writer.start()
@@ -255,15 +254,59 @@ async def test_full_rules_queue_holds_intake_and_hands_over_every_reading_in_ord
                         RECEIVED_NS)
         for i in range(6)
     ]
-    # the data is acknowledged without waiting for the rules engine
-    await asyncio.wait_for(asyncio.gather(*outcomes), 5)
+    writer.flush()
     assert events == ["hold:rules"]
     seen = []
     while len(seen) < 6:
         reading, _device = await asyncio.wait_for(queue.get(), 5)
         seen.append(reading.fields["pm25_ugm3"])
+        queue.task_done()  # the engine evaluated it
     assert seen == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
-    await asyncio.sleep(0)
+    await asyncio.wait_for(asyncio.gather(*outcomes), 5)
     assert events == ["hold:rules", "release:rules"]
+    await writer.close()
+    await quarantine.close()
+
+
+async def test_a_stored_message_is_not_acknowledged_before_the_rules_engine_evaluated_its_reading(
+    tmp_path: Path,
+) -> None:
+    """Attack: a crash between the InfluxDB write and the evaluation. The message's outcome (what the transport
+    acknowledges on) waits for the engine, so the broker still holds it and redelivers it after a restart; an
+    evaluation finished for later readings does not release earlier ones out of order (the engine finishes in
+    queue order: one count)."""
+    sink = MemorySink()
+    writer = BatchWriter(sink, None, flush_interval_s=0.01)
+    quarantine = QuarantineStore(tmp_path / "q.db")
+    queue = ReadingQueue(maxsize=100)
+    pipeline = Pipeline(
+        inputs=[Input(["city/+/+/+"], make_format("native"))],
+        directory=StaticDirectory(DEVICES),
+        writer=writer,
+        quarantine=quarantine,
+        readings_out=queue,
+    )
+    await writer.start()
+    first = [pipeline.submit("city/laem-chabang/air/air-001",
+                             f'{{"pm25_ugm3": {i}, "ts": {1795741200 + i}}}'.encode(), RECEIVED_NS) for i in range(3)]
+    writer.flush()
+    later = pipeline.submit("city/laem-chabang/air/air-001", b'{"pm25_ugm3": 9, "ts": 1795741300}', RECEIVED_NS)
+    writer.flush()
+    for _ in range(20):  # the data is stored ...
+        await asyncio.sleep(0.01)
+    assert len([p for batch in sink.batches for p in batch]) == 4
+    assert not any(f.done() for f in [*first, later])  # ... but nothing evaluated: nothing acknowledged
+    for _ in range(2):
+        queue.get_nowait()
+        queue.task_done()
+    await asyncio.sleep(0.05)
+    assert not any(f.done() for f in [*first, later])  # two of the first batch's three: still not
+    queue.get_nowait()
+    queue.task_done()
+    await asyncio.wait_for(asyncio.gather(*first), 5)
+    assert not later.done()  # the next batch's reading is not evaluated yet
+    queue.get_nowait()
+    queue.task_done()
+    await asyncio.wait_for(later, 5)
     await writer.close()
     await quarantine.close()

@@ -4,6 +4,7 @@ a second point: each stored point names its message (pm25 = number / 100)."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -113,3 +114,63 @@ def test_broker_sigkill_and_restart_reconnects_and_says_whether_the_session_surv
         # the broker had not saved since the session began: it must have been said, not silent
         assert report["checks"]["broker"]["sessions_lost"] == 1
         assert "broker lost our session" in collector.log()
+
+
+IMMEDIATE_RULE = """\
+rules:
+  - name: pm25_very_high
+    feed: air
+    severity: critical
+    when:
+      compare: {field: pm25_ugm3, op: ">", value: 100}
+    summary_th: "PM2.5 สูงมาก {{ value }} ที่ {{ device.name }}"
+    summary_en: "PM2.5 very high {{ value }} at {{ device.name }}"
+"""
+
+
+def open_alerts_of(database: Path, rule: str) -> list[tuple[str, str]]:
+    with sqlite3.connect(database, timeout=30) as db:
+        return list(db.execute("SELECT device_id, state FROM rules_alerts WHERE rule = ?", (rule,)))
+
+
+@pytest.mark.slow
+def test_sigkill_after_the_data_is_stored_but_before_its_evaluation_is_committed_loses_no_alert(
+    tmp_path: Path, broker_workdir: Path,
+) -> None:
+    """Attack: the collector dies between the InfluxDB write and the commit of the reading's evaluation (the
+    alert store is locked meanwhile, so the engine's commit waits). The message was not acknowledged, so the
+    broker redelivers it to the restarted collector and the alert opens then; acknowledged on the write alone,
+    the evaluation would be lost and no alert would ever open."""
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "air.yaml").write_text(IMMEDIATE_RULE)
+    with durable_broker(broker_workdir, extra_conf="log_type notice") as broker, InfluxServer(tmp_path) as influx:
+        metrics_port = free_port()
+        config = write_config(tmp_path, mqtt_url=broker.url, influx_url=influx.url, metrics_port=metrics_port,
+                              extra=f'[rules]\ndir = "{rules_dir}"\n')
+        (tmp_path / "devices.csv").write_text(
+            "device_id,feed,city,district,lat,lon,name\n" + f"{DEVICES[0]},air,{CITY},บ่อวิน,13.08,100.88,{DEVICES[0]}\n")
+        nakhon(config, "devices", "import", str(tmp_path / "devices.csv"))
+        database = tmp_path / "data" / "registry.db"
+        collector = CollectorProcess(config, metrics_port, tmp_path / "collector.log")
+        collector.start()
+        try:
+            lock = sqlite3.connect(database, isolation_level=None, timeout=30)
+            lock.execute("BEGIN EXCLUSIVE")  # every writer waits: the engine's commit of the alert too
+            publisher = AckingPublisher(broker.port, client_id="faults-eval-pub")
+            publisher.publish_many([reading(15000)])  # pm25 150 µg/m³ on DEVICES[0]: the rule fires at once
+            assert publisher.wait_all_acked(30)
+            publisher.close()
+            assert set(wait_stored(influx, {15000})) == {15000}  # the data is durable ...
+            time.sleep(1.0)  # ... and an acknowledgement sent on the write alone would have gone out by now
+            collector.kill()
+            lock.execute("ROLLBACK")
+            lock.close()
+            assert open_alerts_of(database, "pm25_very_high") == []
+            collector.start()
+            deadline = time.monotonic() + 30
+            while not open_alerts_of(database, "pm25_very_high") and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert open_alerts_of(database, "pm25_very_high") == [(DEVICES[0], "firing")], collector.log()[-3000:]
+        finally:
+            collector.stop()
