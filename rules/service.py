@@ -65,10 +65,6 @@ class ReadingQueue(asyncio.Queue[tuple[Reading, DeviceInfo]]):
     def offered(self) -> int:
         return self._offered
 
-    @property
-    def evaluated(self) -> int:
-        return self._evaluated
-
     def put_nowait(self, item: tuple[Reading, DeviceInfo]) -> None:
         super().put_nowait(item)  # `put` ends here too
         self._offered += 1

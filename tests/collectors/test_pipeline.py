@@ -226,6 +226,17 @@ async def test_calibration_override_applies_to_canonical_payloads(tmp_path: Path
     assert point.fields["pm25_ugm3"] == pytest.approx(21.0)
 
 
+def native_pipeline(writer: BatchWriter, quarantine: QuarantineStore, queue: ReadingQueue) -> Pipeline:
+    """A native-format pipeline over the static devices, handing readings to a real `ReadingQueue`."""
+    return Pipeline(
+        inputs=[Input(["city/+/+/+"], make_format("native"))],
+        directory=StaticDirectory(DEVICES),
+        writer=writer,
+        quarantine=quarantine,
+        readings_out=queue,
+    )
+
+
 async def test_full_rules_queue_holds_intake_and_hands_over_every_reading_in_order(tmp_path: Path) -> None:
     sink = MemorySink()
     writer = BatchWriter(sink, None, flush_interval_s=0.01)
@@ -240,13 +251,7 @@ async def test_full_rules_queue_holds_intake_and_hands_over_every_reading_in_ord
         def release(self, reason: str) -> None:
             events.append(f"release:{reason}")
 
-    pipeline = Pipeline(
-        inputs=[Input(["city/+/+/+"], make_format("native"))],
-        directory=StaticDirectory(DEVICES),
-        writer=writer,
-        quarantine=quarantine,
-        readings_out=queue,
-    )
+    pipeline = native_pipeline(writer, quarantine, queue)
     pipeline.flow = Flow()
     await writer.start()
     outcomes = [
@@ -256,7 +261,7 @@ async def test_full_rules_queue_holds_intake_and_hands_over_every_reading_in_ord
     ]
     writer.flush()
     assert events == ["hold:rules"]
-    seen = []
+    seen: list[object] = []
     while len(seen) < 6:
         reading, _device = await asyncio.wait_for(queue.get(), 5)
         seen.append(reading.fields["pm25_ugm3"])
@@ -279,13 +284,7 @@ async def test_a_stored_message_is_not_acknowledged_before_the_rules_engine_eval
     writer = BatchWriter(sink, None, flush_interval_s=0.01)
     quarantine = QuarantineStore(tmp_path / "q.db")
     queue = ReadingQueue(maxsize=100)
-    pipeline = Pipeline(
-        inputs=[Input(["city/+/+/+"], make_format("native"))],
-        directory=StaticDirectory(DEVICES),
-        writer=writer,
-        quarantine=quarantine,
-        readings_out=queue,
-    )
+    pipeline = native_pipeline(writer, quarantine, queue)
     await writer.start()
     first = [pipeline.submit("city/laem-chabang/air/air-001",
                              f'{{"pm25_ugm3": {i}, "ts": {1795741200 + i}}}'.encode(), RECEIVED_NS) for i in range(3)]
