@@ -58,6 +58,9 @@ def bench(
     pace: Annotated[float, typer.Option(help="Storm scenarios: msg/s queueing a backlog (0: unpaced).")] = 6000.0,
     notify_wait: Annotated[float, typer.Option(
         help="Storm scenarios: seconds after the storm drain for notification groups to fall due.")] = 35.0,
+    show_pending_after: Annotated[float | None, typer.Option(
+        min=0, help="Storm scenarios: the collector's rules.show_pending_after_s (default: its own, 60 s; "
+                    "0: every pending alert stored and shown at once, as before candidates).")] = None,
 ) -> None:
     """Benchmark the ingest path against real Mosquitto and InfluxDB on this machine; prints JSON."""
     require_extra("bench")
@@ -72,7 +75,7 @@ def bench(
             raise typer.BadParameter(f"scenario must be live, storm or one of {', '.join(SCENARIOS)}")
         storm = run_storm_bench(scenarios=SCENARIOS if scenario == "storm" else (scenario,), messages=messages,
                                 stations=stations, pace=pace, notify_wait_s=notify_wait, timeout_s=timeout,
-                                keep=keep)
+                                keep=keep, show_pending_after_s=show_pending_after)
         _emit(storm, json_out)
         if storm["lost"] or storm["duplicates"] or not storm["alerts_consistent"]:
             raise typer.Exit(1)

@@ -244,10 +244,20 @@ class StormBackground(ThreadedLoad[Backlog]):
 # --------------------------------------------------------------------------------------------------- drain
 
 
+_CANDIDATE_OUTCOMES = ("proposed", "withdrawn", "shown")
+
+
 def _metrics(text: str) -> dict[str, float]:
-    """The counters the drain watches, from the collector's /metrics text."""
+    """The counters the drain watches, from the collector's /metrics text (and the alert candidates' outcomes,
+    `candidates_<outcome>`, reported with the drain)."""
     out = {"received": 0.0, "stored": 0.0, "evaluated": 0.0, "connected": 0.0}
     for line in text.splitlines():
+        if line.startswith("nakhon_alert_candidates_total"):
+            for outcome in _CANDIDATE_OUTCOMES:
+                if f'outcome="{outcome}"' in line:
+                    key = f"candidates_{outcome}"
+                    out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+            continue
         if line.startswith("nakhon_messages_received_total"):
             out["received"] += float(line.rsplit(" ", 1)[1])
         elif line.startswith("nakhon_points_stored_total") and 'feed="alerts"' not in line:
@@ -316,6 +326,7 @@ def drain(http: httpx.Client, collector_start: Callable[[], Any], sampler_for: C
         "received": int(last["received"]),
         "stored": int(last["stored"]),
         "evaluated": int(last["evaluated"]),
+        "alert_candidates": {o: int(last.get(f"candidates_{o}", 0)) for o in _CANDIDATE_OUTCOMES},
         "start": "collector's TCP connection to the broker" if received_first == 0 else "first metrics poll",
     }
 
@@ -404,8 +415,10 @@ def run_storm_bench(
     workdir: Path | None = None,
     keep: bool = False,
     log: Any = None,
+    show_pending_after_s: float | None = None,
 ) -> dict[str, Any]:
-    """Run the storm scenarios (each: calm drain, storm drain) on one set of servers; returns the result."""
+    """Run the storm scenarios (each: calm drain, storm drain) on one set of servers; returns the result.
+    `show_pending_after_s`: the collector's `rules.show_pending_after_s` (None: its default, 60 s)."""
     import httpx
 
     say = log or (lambda msg: print(msg, file=__import__("sys").stderr, flush=True))
@@ -431,6 +444,9 @@ def run_storm_bench(
         influx.start()
         metrics_port, gateway_port = servers.free_port(), servers.free_port()
         config = _write_config(root, broker.url, influx.url, metrics_port, gateway_port)
+        if show_pending_after_s is not None:
+            with config.open("a") as out:
+                out.write(f"[rules]\nshow_pending_after_s = {float(show_pending_after_s)}\n")
         _import_devices(config, [d for _, s, c in plan for d in (*s, *c)])
         log_path = root / "collector.log"
         registry_url = f"sqlite:///{(root / 'data' / 'registry.db').as_posix()}"
@@ -532,6 +548,7 @@ def run_storm_bench(
                 "pace_msgs_per_s": pace,
                 "notify_wait_s": notify_wait_s,
                 "rules": "shipped (rules/defaults)",
+                "show_pending_after_s": 60.0 if show_pending_after_s is None else show_pending_after_s,
                 "routing": "shipped (rules/notify/default_routing.yaml)",
                 "drain_method": "from the collector's TCP connection to the broker (psutil, every 10 ms) until its "
                                 "counters (polled every 0.2 s) show every point stored and every reading "

@@ -207,6 +207,12 @@ class RulesConfig(Strict):
     dir: str = Field(default="", description="Directory of rule YAML files; empty means the shipped defaults.")
     routes_file: str = Field(default="", description="Notification routing YAML; empty means log-only.")
     queue_size: int = Field(default=2_000, ge=1, description="Readings waiting for the rules engine (bounded).")
+    show_pending_after_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="A `for:` rule's condition is stored and shown as a pending alert once it held this long "
+        "(or fires); a shorter flap is only a candidate. 0: every pending alert is shown at once.",
+    )
     ack_link_secret: SecretStr | None = Field(
         default=None,
         description="Signs one-click acknowledge links (at least 32 characters); "

@@ -52,6 +52,7 @@ def rules_settings(settings: Any) -> RulesSettings:
             "routing_file": Path(settings.rules.routes_file) if settings.rules.routes_file else None,
             "public_url": settings.gateway.public_url,
             "queue_size": settings.rules.queue_size,
+            "show_pending_after_s": settings.rules.show_pending_after_s,
             "ack_link_secret": settings.rules.ack_link_secret,
             "ack_link_secret_file": Path(settings.data_dir) / SECRET_FILE_NAME,
             "ack_link_ttl_s": settings.rules.ack_link_ttl_s,

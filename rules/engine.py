@@ -38,7 +38,7 @@ from rules.metrics import RULES_QUEUE_DROPPED, RULES_READINGS_EVALUATED
 from rules.model import Absent, Rule, RuleSet
 from rules.notify.pipeline import NotificationPipeline
 from rules.notify.render import Renderer
-from rules.store import Alert, AlertStore
+from rules.store import Alert, AlertCandidate, AlertStore
 from rules.timeutil import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ DevicesProvider = Callable[[], Iterable[DeviceInfo]]
 @dataclass(slots=True)
 class _RuleState:
     alert: Alert | None = None
+    candidate: AlertCandidate | None = None  # a pending alert not shown yet (only while `alert` is None)
     last_ok: bool | None = None
     clear_since_ns: int | None = None
     value: float | None = None
@@ -84,7 +85,11 @@ class RulesEngine:
         batch_size: int = 500,
         commit_policy: CommitPolicy | None = None,
         known_devices: dict[str, DeviceInfo] | None = None,
+        show_pending_after_s: float = 0.0,
     ) -> None:
+        """`show_pending_after_s`: how long a `for:` rule's condition must hold before its pending alert is
+        stored and shown (0: at once). Until then it is an `AlertCandidate`: a flap shorter than this costs one
+        narrow row, no alert row, `alerts` points or messages."""
         self.ruleset = rules if isinstance(rules, RuleSet) else RuleSet(rules=list(rules))
         self.store = store
         self.pipeline = notifier_pipeline
@@ -93,6 +98,7 @@ class RulesEngine:
         self.renderer = renderer or (notifier_pipeline.renderer if notifier_pipeline else Renderer())
         self.tick_interval_s = tick_interval_s
         self.batch_size = max(1, batch_size)
+        self.show_pending_after_ns = max(0, int(show_pending_after_s * NS))
         self.lifecycle = AlertLifecycle(store, emit_point, notifier_pipeline, commit_policy)
         self._by_feed: dict[str, list[Rule]] = {}
         for rule in self.ruleset.rules:
@@ -125,6 +131,10 @@ class RulesEngine:
         for alert in open_alerts:
             if alert.rule in self._rules:
                 self._state[(alert.rule, alert.device_id)] = _RuleState(alert=alert, last_ok=True)
+        for candidate in await asyncio.to_thread(self.store.candidates):
+            if candidate.rule in self._rules and candidate.key not in self._state:  # an open alert wins
+                self._state[candidate.key] = _RuleState(candidate=candidate, last_ok=True, value=candidate.value,
+                                                        threshold=candidate.threshold)
         if self.pipeline is not None:
             await self.pipeline.restore([a for a in open_alerts if a.rule in self._rules])
 
@@ -318,13 +328,42 @@ class RulesEngine:
         await self.lifecycle.resolve(st.alert, dev, t_ns, value)
         st.alert, st.clear_since_ns = None, None
 
+    async def _promote(self, rule: Rule, st: _RuleState, device: DeviceInfo, reading: Reading | None,
+                       now: int) -> None:
+        """A candidate whose condition still holds at `now`: once it held for `show_pending_after_s` it becomes
+        the pending alert it stands for (opened at its `since`, with its opening evidence); once it held for
+        the rule's `for:` that alert fires (both in the batch that also deletes the candidate)."""
+        candidate = st.candidate
+        assert candidate is not None
+        held = now - candidate.since_ns
+        for_ns = int(rule.for_ * NS)
+        if held < for_ns and held < self.show_pending_after_ns:
+            return
+        st.candidate = None
+        await self.lifecycle.withdraw(rule.name, device.device_id, "shown")
+        await self._open(rule, st, device, st.opened or st.latest, candidate.since_ns, candidate.value,
+                         candidate.threshold)
+        if held >= for_ns and st.alert is not None and st.alert.state == "pending":
+            await self._fire(rule, st, device, reading, now)
+
     async def _step(
         self, rule: Rule, st: _RuleState, device: DeviceInfo, reading: Reading, result: Result, clear_ok: bool, now: int
     ) -> None:
         alert = st.alert
         if alert is None:
-            if result.ok:
-                await self._open(rule, st, device, reading, now, result.value, result.threshold)
+            candidate = st.candidate
+            if candidate is None:
+                if result.ok and rule.for_ > 0 and self.show_pending_after_ns > 0:
+                    st.candidate, st.opened = AlertCandidate(rule.name, device.device_id, now, result.value,
+                                                             result.threshold), reading
+                    await self.lifecycle.propose(st.candidate)
+                elif result.ok:
+                    await self._open(rule, st, device, reading, now, result.value, result.threshold)
+            elif clear_ok:
+                st.candidate = None
+                await self.lifecycle.withdraw(rule.name, device.device_id)
+            elif result.ok:
+                await self._promote(rule, st, device, reading, now)
             return
         if alert.state == "pending":
             if clear_ok:
@@ -379,7 +418,12 @@ class RulesEngine:
         for (rule_name, device_id), st in list(self._state.items()):
             rule = self._rules.get(rule_name)
             alert = st.alert
-            if rule is None or alert is None:
+            if rule is None:
+                continue
+            if alert is None:
+                device = self._known.get(device_id)
+                if st.candidate is not None and st.last_ok and device is not None:
+                    await self._promote(rule, st, device, None, now)
                 continue
             if (
                 alert.state == "pending"

@@ -21,8 +21,14 @@ from typing import Any, Protocol
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.model import DeviceInfo, Point
-from rules.metrics import ALERT_BATCH_BUSY, ALERT_BATCH_FAILURES, ALERT_POINT_ERRORS, ALERT_STATE_CHANGES
-from rules.store import Alert, AlertStore, AlertWrite, StoreBusyError
+from rules.metrics import (
+    ALERT_BATCH_BUSY,
+    ALERT_BATCH_FAILURES,
+    ALERT_CANDIDATES,
+    ALERT_POINT_ERRORS,
+    ALERT_STATE_CHANGES,
+)
+from rules.store import Alert, AlertCandidate, AlertStore, AlertWrite, StoreBusyError
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +98,30 @@ class AlertBatch:
 
     writes: dict[str, AlertWrite] = field(default_factory=dict)
     changes: list[tuple[AlertChange, DeviceInfo | None]] = field(default_factory=list)
+    # the final candidate of each (rule, device) changed in the batch, None where withdrawn; and the counts of
+    # what happened to candidates (rule, outcome), for `nakhon_alert_candidates_total` once committed
+    candidates: dict[tuple[str, str], AlertCandidate | None] = field(default_factory=dict)
+    candidate_outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not self.writes and not self.candidates
+
+    def propose(self, candidate: AlertCandidate) -> None:
+        self.candidates[candidate.key] = candidate
+        self._count(candidate.rule, "proposed")
+
+    def withdraw(self, rule: str, device_id: str, outcome: str) -> None:
+        key = (rule, device_id)
+        if self.candidates.get(key) is not None:
+            del self.candidates[key]  # proposed in this batch: never written
+        else:
+            self.candidates[key] = None
+        self._count(rule, outcome)
+
+    def _count(self, rule: str, outcome: str) -> None:
+        key = (rule, outcome)
+        self.candidate_outcomes[key] = self.candidate_outcomes.get(key, 0) + 1
 
     def record(self, alert: Alert, previous: str | None, t_ns: int, device: DeviceInfo | None,
                publish: bool = True) -> None:
@@ -158,20 +188,23 @@ class AlertLifecycle:
     async def commit_batch(self, batch: AlertBatch | None, *, in_thread: bool = False) -> list[Alert]:
         """`commit` of a batch ended by `take()`. `in_thread`: always write from a thread (the engine's loop
         commits one batch in the background while it evaluates the next, see `RulesEngine.run`)."""
-        if batch is None or not batch.writes:
+        if batch is None:
+            return []
+        if batch.empty:  # nothing to write (candidates proposed and withdrawn within it): only counted
+            self._count_candidates(batch)
             return []
         policy = self.commit_policy
         failed: set[str] | None = None
         writes = list(batch.writes.values())
         # in a thread: the statements are made here, on the loop, once for every attempt; the thread then
         # mostly runs SQLite, which holds no GIL
-        prepared = self.store.prepare(writes) if in_thread else None
+        prepared = self.store.prepare(writes, batch.candidates) if in_thread else None
         for attempt in range(1, policy.attempts + 1):
             try:
                 if prepared is not None:
                     failed = await self._db(self.store.apply_batch, prepared)
                 else:
-                    failed = await self._apply(writes)
+                    failed = await self._apply(writes, batch.candidates)
                 break
             except SQLAlchemyError as exc:
                 ALERT_BATCH_FAILURES.labels("retried" if attempt < policy.attempts else "dropped").inc()
@@ -182,12 +215,18 @@ class AlertLifecycle:
                 log.warning("alert store: commit failed (attempt %d), retrying: %s", attempt, exc)
                 await self._sleep(min(policy.max_backoff_s, policy.initial_backoff_s * 2 ** (attempt - 1)))
         failed = failed or set()
+        self._count_candidates(batch)
         for change, device in batch.changes:
             if change.alert.id not in failed:
                 await self.publish(change, device)
         return [w.alert for w in batch.writes.values() if w.alert.id in failed]
 
-    async def _apply(self, writes: list[AlertWrite]) -> set[str]:
+    def _count_candidates(self, batch: AlertBatch) -> None:
+        for (rule, outcome), n in batch.candidate_outcomes.items():
+            ALERT_CANDIDATES.labels(rule, outcome).inc(n)
+
+    async def _apply(self, writes: list[AlertWrite],
+                     candidates: dict[tuple[str, str], AlertCandidate | None]) -> set[str]:
         """`apply_batch`, on this thread when the database can refuse at once instead of waiting for a lock (a
         SQLite file), else in a thread (`process_batch` waits for its commit either way; `RulesEngine.run`
         commits in a thread, in the background). Locked by another writer: nothing was written, so the same
@@ -196,10 +235,10 @@ class AlertLifecycle:
         if self.inline_writes and self.store.writes_without_waiting:
             try:
                 with self.store.without_waiting():
-                    return self.store.apply_batch(writes)
+                    return self.store.apply_batch(writes, candidates)
             except StoreBusyError:
                 ALERT_BATCH_BUSY.inc()
-        failed: set[str] = await self._db(self.store.apply_batch, writes)
+        failed: set[str] = await self._db(self.store.apply_batch, writes, candidates)
         return failed
 
     async def _record(self, alert: Alert, previous: str | None, t_ns: int, device: DeviceInfo | None,
@@ -212,6 +251,29 @@ class AlertLifecycle:
         assert self._batch is not None
         self._batch.record(alert, previous, t_ns, device, publish)
         return not await self.commit()
+
+    async def propose(self, candidate: AlertCandidate) -> None:
+        """A pending alert not shown yet (`AlertCandidate`): recorded in the batch, committed with it."""
+        batch = self._batch
+        if batch is not None:
+            batch.propose(candidate)
+            return
+        self.begin()
+        assert self._batch is not None
+        self._batch.propose(candidate)
+        await self.commit()
+
+    async def withdraw(self, rule: str, device_id: str, outcome: str = "withdrawn") -> None:
+        """The candidate of (rule, device) ends: `withdrawn` (cleared before it was shown) or `shown` (it became
+        an alert, opened in the same batch)."""
+        batch = self._batch
+        if batch is not None:
+            batch.withdraw(rule, device_id, outcome)
+            return
+        self.begin()
+        assert self._batch is not None
+        self._batch.withdraw(rule, device_id, outcome)
+        await self.commit()
 
     async def publish(self, change: AlertChange, device: DeviceInfo | None) -> None:
         counter = self._counters.get((change.alert.rule, change.state))

@@ -29,3 +29,9 @@ ALERT_BATCH_BUSY = Counter(
     "nakhon_alert_batch_busy",
     "Alert store batch commits that found the SQLite file locked by another writer and went to a thread to wait",
 )
+ALERT_CANDIDATES = Counter(
+    "nakhon_alert_candidates",
+    "Pending alerts not shown yet, by rule and outcome: proposed (the condition began to hold), withdrawn (it "
+    "cleared before show_pending_after_s or for:), shown (it became an alert)",
+    ["rule", "outcome"],
+)

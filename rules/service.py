@@ -211,6 +211,7 @@ def build_rules_service(
         renderer=renderer,
         tick_interval_s=settings.tick_interval_s,
         known_devices=evaluated,
+        show_pending_after_s=settings.show_pending_after_s,
     )
     queue = queue if queue is not None else ReadingQueue(maxsize=settings.queue_size)
     return RulesService(settings, store, ruleset, routing, pipeline, engine, queue, ack_links)

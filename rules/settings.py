@@ -17,6 +17,9 @@ class RulesSettings(BaseModel):
     queue_size: int = Field(10_000, ge=1)  # readings waiting for the engine
     receiver_queue_size: int = Field(100, ge=1)  # messages waiting per receiver
     tick_interval_s: float = Field(5.0, gt=0)
+    # a `for:` rule's condition is stored and shown as a pending alert once it held this long (or fires);
+    # a shorter flap is a candidate only (rules/store.py `AlertCandidate`). 0: shown at once.
+    show_pending_after_s: float = Field(60.0, ge=0)
     retry_max_attempts: int = Field(0, ge=0)  # 0: retry while the message still matters
     retry_initial_backoff_s: float = Field(2.0, ge=0)
     retry_max_backoff_s: float = Field(60.0, ge=0)  # the longest wait between two attempts (per receiver: `retry.max`)

@@ -36,6 +36,7 @@ from sqlalchemy import (
     Text,
     bindparam,
     create_engine,
+    delete,
     event,
     insert,
     inspect,
@@ -87,6 +88,20 @@ class AlertRow(Base):
     ack_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     ack_comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     flap_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class CandidateRow(Base):
+    """A pending alert not shown yet (`AlertCandidate`): one per (rule, device) whose condition holds, waiting
+    for its `for:` or for `show_pending_after_s`. Written in the transaction of its reading's batch, so a
+    restart resumes the `for:` from when the condition began."""
+
+    __tablename__ = "rules_alert_candidates"
+
+    rule: Mapped[str] = mapped_column(String(120), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    since_ns: Mapped[int] = mapped_column(BigInteger)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class SilenceRow(Base):
@@ -156,7 +171,8 @@ Index("ix_rules_alerts_rule_device", AlertRow.rule, AlertRow.device_id)
 # The tables this module owns on the shared metadata (the registry's tables are the migrations' business).
 RULES_TABLES: tuple[Table, ...] = tuple(
     Base.metadata.tables[name]
-    for name in ("rules_alerts", "rules_silences", "rules_notifications", "rules_notification_outbox")
+    for name in ("rules_alerts", "rules_silences", "rules_notifications", "rules_notification_outbox",
+                 "rules_alert_candidates")
 )
 
 
@@ -288,6 +304,29 @@ class Alert:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class AlertCandidate:
+    """A pending alert not shown yet: the condition of `rule` holds on `device_id` since `since_ns` (with the
+    opening evaluation's value). It becomes an alert (pending from `since_ns`) once it held for
+    `show_pending_after_s`, or fires once it held for the rule's `for:`; a clear reading before then withdraws
+    it. A flap shorter than that costs one narrow row written and deleted, not an alert's row, points and
+    messages (a Prometheus pending alert is not stored at all; this one survives a restart)."""
+
+    rule: str
+    device_id: str
+    since_ns: int
+    value: float | None = None
+    threshold: float | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.rule, self.device_id)
+
+
+# A batch's candidate changes: the final candidate of each (rule, device), None where it was withdrawn.
+CandidateChanges = Mapping[tuple[str, str], AlertCandidate | None]
+
+
 @dataclass(slots=True)
 class Silence:
     id: str
@@ -403,6 +442,7 @@ _STATE_COLUMNS = (
 _STATE_PARAMS = tuple(f"b_{name}" for name in _STATE_COLUMNS if name != "open_key")
 _STATE_VALUES = attrgetter(*(name for name in _STATE_COLUMNS if name != "open_key"))
 _ALERTS: Table = Base.metadata.tables["rules_alerts"]
+_CANDIDATES: Table = Base.metadata.tables["rules_alert_candidates"]
 _INSERT = insert(_ALERTS).values({name: bindparam(name) for name in (*ALERT_FIELDS, "open_key")})
 _INSERT_IF_FREE = postgresql_insert(_ALERTS).values(
     {name: bindparam(name) for name in (*ALERT_FIELDS, "open_key")}).on_conflict_do_nothing()
@@ -448,10 +488,35 @@ class PreparedBatch:
     writes: Sequence[AlertWrite]
     updates: list[tuple[str, list[Any]]] = field(default_factory=list)
     inserts: list[tuple[str, list[Any]]] = field(default_factory=list)
+    candidates: CandidateChanges = field(default_factory=dict)
+    candidate_statements: list[tuple[str, list[Any]]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.writes and not self.candidates
 
 
-def _prepare_sqlite(writes: Sequence[AlertWrite]) -> PreparedBatch:
-    prepared = PreparedBatch(writes)
+def _prepare_sqlite_candidates(prepared: PreparedBatch) -> None:
+    """Every changed (rule, device) slot deleted, then the batch's final candidates inserted: a batch applied
+    again (a retry after a commit whose outcome was lost) ends the same."""
+    keys = list(prepared.candidates)
+    for at in range(0, len(keys), _SQLITE_CHUNK_ROWS):
+        chunk = keys[at:at + _SQLITE_CHUNK_ROWS]
+        prepared.candidate_statements.append((
+            f"DELETE FROM rules_alert_candidates WHERE (rule, device_id) IN (VALUES {_values_sql(len(chunk), 2)})",
+            [part for key in chunk for part in key]))
+    proposed = [c for c in prepared.candidates.values() if c is not None]
+    for at in range(0, len(proposed), _SQLITE_CHUNK_ROWS):
+        rows = proposed[at:at + _SQLITE_CHUNK_ROWS]
+        prepared.candidate_statements.append((
+            "INSERT INTO rules_alert_candidates (rule, device_id, since_ns, value, threshold) VALUES "
+            f"{_values_sql(len(rows), 5)}",
+            [v for c in rows for v in (c.rule, c.device_id, c.since_ns, c.value, c.threshold)]))
+
+
+def _prepare_sqlite(writes: Sequence[AlertWrite], candidates: CandidateChanges) -> PreparedBatch:
+    prepared = PreparedBatch(writes, candidates=candidates)
+    _prepare_sqlite_candidates(prepared)
     memo: dict[tuple[tuple[str, str], ...], str] = {}
     changes = [w for w in writes if not w.insert]
     for at in range(0, len(changes), _SQLITE_CHUNK_ROWS):
@@ -501,6 +566,8 @@ def _apply_sqlite(conn: Connection, prepared: PreparedBatch) -> set[str]:
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     failed: set[str] = set()
     try:
+        for sql, params in prepared.candidate_statements:
+            cursor.execute(sql, params)
         matched = 0
         for sql, params in prepared.updates:
             cursor.execute(sql, params)
@@ -704,23 +771,25 @@ class AlertStore:
         finally:
             self._local.no_wait = previous
 
-    def prepare(self, writes: Sequence[AlertWrite]) -> PreparedBatch:
+    def prepare(self, writes: Sequence[AlertWrite], candidates: CandidateChanges | None = None) -> PreparedBatch:
         """The batch ready for `apply_batch`: on SQLite its statements and values are made here (call it on the
         event loop's thread, then `apply_batch` in a thread). Cheap pure Python; no database access."""
         if self.engine.dialect.name == "sqlite":
-            return _prepare_sqlite(writes)
-        return PreparedBatch(writes)
+            return _prepare_sqlite(writes, candidates or {})
+        return PreparedBatch(writes, candidates=candidates or {})
 
-    def apply_batch(self, writes: Sequence[AlertWrite] | PreparedBatch) -> set[str]:
+    def apply_batch(self, writes: Sequence[AlertWrite] | PreparedBatch,
+                    candidates: CandidateChanges | None = None) -> set[str]:
         """Apply the net state changes of a batch in one transaction (SQLite: multi-row statements; PostgreSQL:
-        Core bulk statements). `writes` may come `prepare`d.
+        Core bulk statements). `writes` may come `prepare`d (with its candidates); `candidates`: the batch's
+        final candidate of each changed (rule, device), None where withdrawn.
 
         Returns the ids of the writes that did not apply: an INSERT whose (rule, device) slot another evaluator
         holds (UNIQUE `open_key`), an UPDATE of an alert no longer in its `expect` state. Everything else is
         committed when this returns; a database error raises with nothing committed (`StoreBusyError` within
         `without_waiting` when another writer holds the lock)."""
-        prepared = writes if isinstance(writes, PreparedBatch) else self.prepare(writes)
-        if not prepared.writes:
+        prepared = writes if isinstance(writes, PreparedBatch) else self.prepare(writes, candidates)
+        if prepared.empty:
             return set()
         if not getattr(self._local, "no_wait", False):
             return self._apply_batch(prepared)
@@ -746,6 +815,14 @@ class AlertStore:
     def _apply_on(self, conn: Connection, prepared: PreparedBatch) -> set[str]:
         if conn.dialect.name == "sqlite":
             return _apply_sqlite(conn, prepared)
+        if prepared.candidates:  # as on SQLite: every changed slot deleted, the final candidates inserted
+            keys = list(prepared.candidates)
+            for at in range(0, len(keys), 5_000):
+                conn.execute(delete(_CANDIDATES).where(
+                    tuple_(_CANDIDATES.c.rule, _CANDIDATES.c.device_id).in_(keys[at:at + 5_000])))
+            proposed = [asdict(c) for c in prepared.candidates.values() if c is not None]
+            if proposed:
+                conn.execute(insert(_CANDIDATES), proposed)
         writes = prepared.writes
         rows = [alert_row(w.alert) for w in writes if w.insert]
         changes = [w for w in writes if not w.insert]
@@ -789,6 +866,13 @@ class AlertStore:
 
     def open_alerts(self) -> list[Alert]:
         return self.list_alerts(states=OPEN_STATES, limit=None)
+
+    def candidates(self) -> list[AlertCandidate]:
+        """The pending alerts not shown yet (the engine resumes them at start)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_CANDIDATES.c.rule, _CANDIDATES.c.device_id, _CANDIDATES.c.since_ns,
+                                       _CANDIDATES.c.value, _CANDIDATES.c.threshold)).all()
+        return [AlertCandidate(*row) for row in rows]
 
     def list_alerts(
         self,

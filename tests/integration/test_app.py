@@ -48,12 +48,13 @@ def _count_constructions(monkeypatch: pytest.MonkeyPatch) -> dict[type, int]:
     return counts
 
 
-def _settings(tmp_path: Path, broker_url: str, port: int) -> Any:
+def _settings(tmp_path: Path, broker_url: str, port: int, **extra: Any) -> Any:
     return load_settings(
         data_dir=tmp_path / "data",
         mqtt={"url": broker_url, "client_id": "it-app-collector"},
         gateway={"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"},
         metrics={"port": 0},
+        **extra,
     )
 
 
@@ -83,7 +84,8 @@ async def test_stop_evaluates_queued_readings_and_stores_their_alert_points(tmp_
     in the sink: the engine drains before the writer closes, and the writer flushes before the sink closes."""
     with MosquittoServer(tmp_path) as broker:
         port = free_port()
-        settings = _settings(tmp_path, broker.url, port)
+        # pending alerts shown at once: each queued reading's evaluation leaves a point
+        settings = _settings(tmp_path, broker.url, port, rules={"show_pending_after_s": 0})
         app = await start_app(settings, "all", gateway_port=port, sink=SQLiteSink(tmp_path / "ts.db"))
         assert app.rules is not None and app.collector is not None
         # The engine is held until MQTT intake has stopped, so the readings are still queued when stopping begins.

@@ -14,7 +14,7 @@ from rules.notify.memory import MemoryNotifier
 from rules.notify.pipeline import NotificationPipeline, RetryPolicy
 from rules.notify.render import Renderer
 from rules.notify.routing import parse_routing
-from rules.store import AlertStore
+from rules.store import RULES_TABLES, AlertStore
 from rules.timeutil import FakeClock, ns_from_datetime
 from tests.gateway.pg import fresh_database, postgres_server
 
@@ -66,7 +66,7 @@ def _empty_rules_tables(url: str) -> None:
     try:
         with engine.begin() as conn:
             conn.execute(text("SET LOCAL lock_timeout = '10s'"))  # a leaked transaction fails the test, not hangs
-            tables = "rules_alerts, rules_silences, rules_notifications, rules_notification_outbox"
+            tables = ", ".join(t.name for t in RULES_TABLES)
             conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY"))
     finally:
         engine.dispose()

@@ -121,12 +121,12 @@ class FlakyStore(AlertStore):
         self.failures = failures
         self.attempts = 0
 
-    def apply_batch(self, writes: Any) -> set[str]:
+    def apply_batch(self, writes: Any, candidates: Any = None) -> set[str]:
         self.attempts += 1
         if self.failures > 0:
             self.failures -= 1
             raise OperationalError("INSERT", {}, Exception("disk I/O error (test)"))
-        return super().apply_batch(writes)
+        return super().apply_batch(writes, candidates)
 
 
 async def test_a_crash_before_the_commit_sends_no_notification_and_no_point(tmp_path, clock, sink) -> None:
@@ -489,9 +489,9 @@ async def test_a_batch_commits_on_the_loop_thread_when_the_sqlite_file_is_free(t
     threads: list[int] = []
 
     class Recording(AlertStore):
-        def apply_batch(self, writes: Any) -> set[str]:
+        def apply_batch(self, writes: Any, candidates: Any = None) -> set[str]:
             threads.append(threading.get_ident())
-            return super().apply_batch(writes)
+            return super().apply_batch(writes, candidates)
 
     store = Recording(f"sqlite:///{tmp_path / 'alerts.db'}")
     try:
@@ -600,13 +600,13 @@ class GatedStore(AlertStore):
         self.running = 0
         self.overlapped = False
 
-    def apply_batch(self, writes: Any) -> set[str]:
+    def apply_batch(self, writes: Any, candidates: Any = None) -> set[str]:
         self.running += 1
         self.overlapped |= self.running > 1
         self.started.set()
         try:
             self.gate.wait(10)
-            out = super().apply_batch(writes)
+            out = super().apply_batch(writes, candidates)
             self.commits.append(len(getattr(writes, "writes", writes)))
             return out
         finally:
