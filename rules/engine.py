@@ -6,8 +6,11 @@ and drives the alert lifecycle.
     asyncio.create_task(engine.run(queue))  # queue: asyncio.Queue[tuple[Reading, DeviceInfo]] (bounded)
     offer(queue, reading, device)        # on the ingest path: never blocks, counts drops
 
-`process` touches the database only when an alert changes state. `tick(now_ns)` handles what time alone
-decides: `for` durations, `keep_firing_for` (flap damping), absence of data (heartbeat), reminders and escalation.
+`process` touches the database only when an alert changes state. A `for:` rule's condition that begins to hold
+is first an `AlertCandidate` (one narrow row), and becomes a stored, shown pending alert only once it held for
+`show_pending_after_s` (or fires at its `for:`): a flap shorter than that writes no alert row, point or message.
+`tick(now_ns)` handles what time alone decides: `for` durations, `keep_firing_for` (flap damping), absence of
+data (heartbeat), reminders and escalation.
 
 Batches: `run` evaluates up to `batch_size` queued readings, then commits their alert state changes in one
 transaction in a thread while it evaluates the next batch (one batch in the background), and only after the

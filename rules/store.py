@@ -2,7 +2,8 @@
 
 One open alert per (rule, device) is enforced by the database: `open_key` is UNIQUE and holds
 "rule|device_id" while the alert is pending or firing, NULL once resolved (NULLs never collide), so two
-evaluators racing to open the same alert get one row. Times are UTC nanoseconds (BigInteger).
+evaluators racing to open the same alert get one row. Times are UTC nanoseconds (BigInteger). A pending alert
+not shown yet is an `AlertCandidate` in `rules_alert_candidates` (primary key (rule, device)).
 
 The tables live on the registry's shared `core.db.Base`, so one Alembic history migrates them together
 (`core/migrations/versions/0002_rules.py`): in production the schema comes from `RegistryStore(url).migrate()`.
