@@ -424,9 +424,10 @@ class RulesEngine:
             if rule is None:
                 continue
             if alert is None:
-                device = self._known.get(device_id)
-                if st.candidate is not None and st.last_ok and device is not None:
-                    await self._promote(rule, st, device, None, now)
+                if st.candidate is not None and st.last_ok:
+                    device = self._known.get(device_id)
+                    if device is not None:
+                        await self._promote(rule, st, device, None, now)
                 continue
             if (
                 alert.state == "pending"

@@ -206,9 +206,17 @@ _EDGE = 1e-9  # closer than this to a breakpoint: decide with the exact (Decimal
 _HALF = 1e-6  # closer than this to a .5: round with the exact path
 
 
-def _fast_index(c: float, rows: tuple[tuple[float, float, int, int], ...]) -> int | None:
+def _rounded(x: float) -> int | None:
+    """`x` rounded half-up, or None when it is too close to a .5 for float arithmetic to decide."""
+    if abs(x - math.floor(x) - 0.5) < _HALF:
+        return None
+    return math.floor(x + 0.5)
+
+
+def _fast_index(c: float, rows: tuple[tuple[float, float, int, int], ...], extend_top: bool = False) -> int | None:
     """The rounded sub-index in float arithmetic, or None when the exact path must decide (on a breakpoint,
-    on a .5 after interpolation, or above the table). Every reading runs this, so it avoids Decimal."""
+    on a .5 after interpolation, or above the table unless `extend_top`: then the top band's slope goes on, as
+    the US exact path does). Every reading runs this, so it avoids Decimal."""
     for c_lo, c_hi, i_lo, i_hi in rows:
         if abs(c - c_hi) < _EDGE or abs(c - c_lo) < _EDGE:
             return None
@@ -216,14 +224,25 @@ def _fast_index(c: float, rows: tuple[tuple[float, float, int, int], ...]) -> in
             x = (i_hi - i_lo) * (c - c_lo) / (c_hi - c_lo) + i_lo
             if x < i_lo:
                 return i_lo
-            frac = x - math.floor(x)
-            if abs(frac - 0.5) < _HALF:
-                return None
-            return math.floor(x + 0.5)
-    return None
+            return _rounded(x)
+    if not extend_top:
+        return None
+    c_lo, c_hi, i_lo, i_hi = rows[-1]
+    return _rounded((i_hi - i_lo) * (c - c_lo) / (c_hi - c_lo) + i_lo)
+
+
+def _fast_thai_above_200(pollutant: str, c: float) -> int | None:
+    """`thai_sub_index_exact` above the table, in float (None on the ">200" breakpoint or a .5): a haze episode
+    keeps PM2.5 means above 75 µg/m³ for days, each mean a new value the memo below cannot serve."""
+    lo = _THAI_ABOVE_200_FLOAT[pollutant]
+    if abs(c - lo) < _EDGE:
+        return None
+    c_lo, c_hi, i_lo, i_hi = _THAI_FLOAT[pollutant][-1]
+    return _rounded(201 + (i_hi - i_lo) * max(c - lo, 0.0) / (c_hi - c_lo))
 
 
 _THAI_FLOAT = {p: _float_rows(t) for p, t in THAI_TABLE.items()}
+_THAI_ABOVE_200_FLOAT = {p: float(lo) for p, lo in THAI_ABOVE_200_LO.items()}
 
 
 # Results of the exact path, by (pollutant, concentration): it decides values on a breakpoint or a reporting step
@@ -242,7 +261,10 @@ def _remember(memo: dict[tuple[str, float], int], key: tuple[str, float], value:
 
 def thai_sub_index(pollutant: str, concentration: float) -> int:
     """Thai PCD sub-index for one pollutant, rounded half-up."""
-    fast = _fast_index(concentration, _THAI_FLOAT[pollutant])
+    rows = _THAI_FLOAT[pollutant]
+    fast = _fast_index(concentration, rows)
+    if fast is None and concentration > rows[-1][1] + _EDGE:
+        fast = _fast_thai_above_200(pollutant, concentration)
     if fast is not None:
         return fast
     key = (pollutant, concentration)
@@ -302,7 +324,7 @@ def us_sub_index(pollutant: str, concentration: float) -> int:
     steps = concentration / step
     # truncation in float is exact unless the value sits (within float error) on a reporting step
     if steps - math.floor(steps) > _HALF and math.ceil(steps) - steps > _HALF:
-        fast = _fast_index(math.floor(steps) * step, _US_FLOAT[pollutant])
+        fast = _fast_index(math.floor(steps) * step, _US_FLOAT[pollutant], extend_top=True)
         if fast is not None:
             return min(fast, US_AQI_CAP)
     key = (pollutant, concentration)

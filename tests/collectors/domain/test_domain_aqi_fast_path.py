@@ -60,3 +60,19 @@ def test_a_remembered_exact_result_is_the_exact_result(pollutant: str, n: int, s
     for _ in range(2):
         assert aqi.thai_sub_index(pollutant, c) == exact_thai(pollutant, c)
         assert aqi.us_sub_index(pollutant, c) == exact_us(pollutant, c)
+
+
+@pytest.mark.parametrize("pollutant", POLLUTANTS)
+def test_fast_path_above_the_table_matches_exact(pollutant: str) -> None:
+    """A haze episode keeps means above the tables (Thai: the ">200" extrapolation; US: the top band's slope)
+    for days; the float path there agrees with the exact one on every reporting step, between them, and on the
+    ">200" breakpoint itself, up to four times the top of each table."""
+    thai_top = float(aqi.THAI_TABLE[pollutant][-1].c_hi)
+    above_200 = float(aqi.THAI_ABOVE_200_LO[pollutant])
+    thai = [c for c in [above_200, *(v for v in grid(thai_top * 4, 0.05) if v > thai_top)]
+            if aqi.thai_sub_index(pollutant, c) != exact_thai(pollutant, c)]
+    us_top = float(aqi.US_TABLE[pollutant][-1].c_hi)
+    us_step = float(aqi.US_TRUNCATION[pollutant])
+    us = [c for c in grid(us_top * 4, us_step) if c > us_top
+          and aqi.us_sub_index(pollutant, c) != exact_us(pollutant, c)]
+    assert (thai, us) == ([], [])

@@ -195,9 +195,11 @@ def test_imported_device_overbank_alert_is_acknowledged_by_the_duty_officer(
     try:
         officer = login(duty, stack, "malee")
         officer.goto(f"{stack.url}/alerts")
-        # 2.5 m on a 2 m bank is 125 %: the overbank rule opens an alert, which the open page shows live
+        # 2.5 m on a 2 m bank is 125 %, reported for 90 s: past `rules.show_pending_after_s` (60 s) the overbank
+        # rule's pending alert is shown, live on the open page
+        now_ms = int(time.time() * 1000)
         publish(stack, "device.flood-lc-30", password, "city/laem-chabang/flood/flood-lc-30",
-                {"level_m": 2.5, "ts": int(time.time() * 1000)})
+                {"level_m": 2.5, "ts": now_ms - 90_000}, {"level_m": 2.5, "ts": now_ms})
         group = "section.group[data-group*='rule=flood_level_overbank,city=laem-chabang']"
         alert = officer.locator(f"{group} article.alert[data-device=flood-lc-30]")
         alert.wait_for(timeout=WAIT_MS)
