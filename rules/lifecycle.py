@@ -241,39 +241,30 @@ class AlertLifecycle:
         failed: set[str] = await self._db(self.store.apply_batch, writes, candidates)
         return failed
 
+    async def _in_batch(self, record: Callable[[AlertBatch], None]) -> list[Alert]:
+        """`record` into the batch begun with `begin()` (committed with it: returns []), else into a batch of its
+        own committed now (returns the alerts whose writes did not apply)."""
+        if self._batch is not None:
+            record(self._batch)
+            return []
+        self.begin()
+        assert self._batch is not None
+        record(self._batch)
+        return await self.commit()
+
     async def _record(self, alert: Alert, previous: str | None, t_ns: int, device: DeviceInfo | None,
                       publish: bool = True) -> bool:
         """Record a change; outside a batch commit it now. False when it did not apply."""
-        if self._batch is not None:
-            self._batch.record(alert, previous, t_ns, device, publish)
-            return True
-        self.begin()
-        assert self._batch is not None
-        self._batch.record(alert, previous, t_ns, device, publish)
-        return not await self.commit()
+        return not await self._in_batch(lambda batch: batch.record(alert, previous, t_ns, device, publish))
 
     async def propose(self, candidate: AlertCandidate) -> None:
         """A pending alert not shown yet (`AlertCandidate`): recorded in the batch, committed with it."""
-        batch = self._batch
-        if batch is not None:
-            batch.propose(candidate)
-            return
-        self.begin()
-        assert self._batch is not None
-        self._batch.propose(candidate)
-        await self.commit()
+        await self._in_batch(lambda batch: batch.propose(candidate))
 
     async def withdraw(self, rule: str, device_id: str, outcome: str = "withdrawn") -> None:
         """The candidate of (rule, device) ends: `withdrawn` (cleared before it was shown) or `shown` (it became
         an alert, opened in the same batch)."""
-        batch = self._batch
-        if batch is not None:
-            batch.withdraw(rule, device_id, outcome)
-            return
-        self.begin()
-        assert self._batch is not None
-        self._batch.withdraw(rule, device_id, outcome)
-        await self.commit()
+        await self._in_batch(lambda batch: batch.withdraw(rule, device_id, outcome))
 
     async def publish(self, change: AlertChange, device: DeviceInfo | None) -> None:
         counter = self._counters.get((change.alert.rule, change.state))
