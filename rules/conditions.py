@@ -210,24 +210,50 @@ def in_schedule(spec: ScheduleSpec, t_ns: int) -> bool:
     return holiday if spec.holidays == "only" else not holiday
 
 
-def _rate(spec: Any, ctx: Context) -> Result:
+def _rate_of(spec: Any, ctx: Context) -> float | None:
+    """The rate of change at this reading, or None (too little history, or this reading not in the series)."""
     dq = ctx.memory.history.get(spec.field)
     if not dq or len(dq) < 2:
-        return Result(None)
+        return None
     t_last, v_last = dq[-1]
     if t_last != ctx.reading.time_ns:
-        return Result(None)
+        return None
     horizon = t_last - int(spec.window * NS)
     first = next(((t, v) for t, v in dq if t >= horizon), None)
     if first is None or first[0] == t_last:
-        return Result(None)
+        return None
     span_s = (t_last - first[0]) / NS
     min_span = spec.min_span if spec.min_span is not None else spec.window / 2
     if span_s < min_span:
+        return None
+    return float((v_last - first[1]) / span_s * spec.per)
+
+
+def _rate(spec: Any, ctx: Context) -> Result:
+    rate = _rate_of(spec, ctx)
+    if rate is None:
         return Result(None)
-    rate = (v_last - first[1]) / span_s * spec.per
     threshold = _operand(spec.value, ctx)
     return Result(_compare(rate, spec.op, threshold), rate, _num(threshold))
+
+
+def _all_of(results: list[Result]) -> Result:
+    value = next((r for r in results if r.value is not None), Result(None))
+    if any(r.ok is False for r in results):
+        return Result(False, value.value, value.threshold)
+    if any(r.ok is None for r in results):
+        return Result(None, value.value, value.threshold)
+    return Result(True, value.value, value.threshold)
+
+
+def _any_of(results: list[Result]) -> Result:
+    hit = next((r for r in results if r.ok), None)
+    if hit is not None:
+        return hit
+    value = next((r for r in results if r.value is not None), Result(None))
+    if any(r.ok is None for r in results):
+        return Result(None, value.value, value.threshold)
+    return Result(False, value.value, value.threshold)
 
 
 def evaluate(cond: Any, ctx: Context) -> Result:
@@ -267,28 +293,96 @@ def evaluate(cond: Any, ctx: Context) -> Result:
     if isinstance(cond, Schedule):
         return Result(in_schedule(cond.schedule, ctx.reading.time_ns))
     if isinstance(cond, All):
-        results = [evaluate(c, ctx) for c in cond.all]  # evaluate all: stateful kinds must see every reading
-        value = next((r for r in results if r.value is not None), Result(None))
-        if any(r.ok is False for r in results):
-            return Result(False, value.value, value.threshold)
-        if any(r.ok is None for r in results):
-            return Result(None, value.value, value.threshold)
-        return Result(True, value.value, value.threshold)
+        return _all_of([evaluate(c, ctx) for c in cond.all])  # evaluate all: stateful kinds see every reading
     if isinstance(cond, AnyOf):
-        results = [evaluate(c, ctx) for c in cond.any]
-        hit = next((r for r in results if r.ok), None)
-        if hit is not None:
-            return hit
-        value = next((r for r in results if r.value is not None), Result(None))
-        if any(r.ok is None for r in results):
-            return Result(None, value.value, value.threshold)
-        return Result(False, value.value, value.threshold)
+        return _any_of([evaluate(c, ctx) for c in cond.any])
     if isinstance(cond, Not):
         r = evaluate(cond.not_, ctx)
         return Result(None if r.ok is None else not r.ok, r.value, r.threshold)
     if isinstance(cond, Absent):
         return Result(False)  # data arrived: an absence is over
     raise TypeError(f"unknown condition {type(cond).__name__}")
+
+
+Evaluator = Callable[[Context], Result]
+_MISSING = object()
+
+
+def bind(cond: Any, device: DeviceInfo, thresholds: ThresholdConfig) -> Evaluator:
+    """`evaluate(cond, ·)` for one device: the same Results, with the thresholds that depend only on the device
+    and the rule set resolved now (not per reading) and no dispatch on the condition's kind per reading. The
+    engine binds a rule's conditions when it first sees a device (again when the directory hands it a changed
+    device: a new DeviceInfo), so a reading costs a field lookup and a comparison per compare."""
+    if isinstance(cond, Compare):
+        bound = _bind_compare(cond.compare, device, thresholds)
+        if bound is not None:
+            return bound
+    elif isinstance(cond, Rate):
+        bound = _bind_rate(cond.rate, device, thresholds)
+        if bound is not None:
+            return bound
+    elif isinstance(cond, All):
+        every = [bind(c, device, thresholds) for c in cond.all]
+        return lambda ctx: _all_of([part(ctx) for part in every])
+    elif isinstance(cond, AnyOf):
+        either = [bind(c, device, thresholds) for c in cond.any]
+        return lambda ctx: _any_of([part(ctx) for part in either])
+    elif isinstance(cond, Not):
+        inner = bind(cond.not_, device, thresholds)
+
+        def negated(ctx: Context) -> Result:
+            r = inner(ctx)
+            return Result(None if r.ok is None else not r.ok, r.value, r.threshold)
+
+        return negated
+    return lambda ctx: evaluate(cond, ctx)
+
+
+def _static_operand(value: Any, device: DeviceInfo, thresholds: ThresholdConfig) -> tuple[bool, Any]:
+    """(True, the operand's value) when it does not depend on the reading; (False, None) when it does."""
+    if not isinstance(value, ThresholdRef):
+        return True, value
+    if value.field is not None:  # a field of the reading may give it
+        return False, None
+    return True, resolve_threshold(value, device, thresholds)
+
+
+def _bind_compare(spec: Any, device: DeviceInfo, thresholds: ThresholdConfig) -> Evaluator | None:
+    static, right = _static_operand(spec.value, device, thresholds)
+    if not static:
+        return None
+    name, op_name, right_num = spec.field, spec.op, _num(right)
+
+    def compare_value(ctx: Context) -> Result:
+        v = ctx.get(name)
+        return Result(_compare(v, op_name, right), _num(v), right_num)
+
+    if not _is_number(right):
+        return compare_value
+    op, r = _OPS[op_name], float(right)
+
+    def compare_number(ctx: Context) -> Result:
+        v = ctx.reading.fields.get(name, _MISSING)
+        if type(v) is float and v - v == 0.0:  # a finite float, the usual case (inf - inf and nan are nan)
+            return Result(op(v, r), v, r)
+        return compare_value(ctx)
+
+    return compare_number
+
+
+def _bind_rate(spec: Any, device: DeviceInfo, thresholds: ThresholdConfig) -> Evaluator | None:
+    static, threshold = _static_operand(spec.value, device, thresholds)
+    if not static:
+        return None
+    op_name, threshold_num = spec.op, _num(threshold)
+
+    def rate(ctx: Context) -> Result:
+        value = _rate_of(spec, ctx)
+        if value is None:
+            return Result(None)
+        return Result(_compare(value, op_name, threshold), value, threshold_num)
+
+    return rate
 
 
 def heartbeat_s(spec: Any, device: DeviceInfo, thresholds: ThresholdConfig) -> float:

@@ -34,7 +34,7 @@ from typing import Any
 
 from core.model import DeviceInfo, Reading
 from core.time import NS
-from rules.conditions import Context, DeviceMemory, Result, evaluate, heartbeat_s, history_windows, remember
+from rules.conditions import Context, DeviceMemory, Evaluator, Result, bind, heartbeat_s, history_windows, remember
 from rules.evidence import summary_context
 from rules.lifecycle import AlertBatch, AlertLifecycle, CommitPolicy, EmitPoint
 from rules.metrics import RULES_QUEUE_DROPPED, RULES_READINGS_EVALUATED
@@ -59,6 +59,29 @@ class _RuleState:
     threshold: float | None = None
     opened: Reading | None = None  # the reading that opened the alert (its evidence)
     latest: Reading | None = None  # the latest reading evaluated: what a `for:` firing on a tick shows
+
+
+@dataclass(slots=True)
+class _Watch:
+    """One rule as it applies to one device: its state, and its conditions bound to the device's thresholds."""
+
+    rule: Rule
+    key: tuple[str, str]
+    state: _RuleState
+    when: Evaluator | None  # None: an absence rule (a reading ends the absence)
+    clear: Evaluator | None
+
+
+@dataclass(slots=True)
+class _DevicePlan:
+    """What a device's readings are evaluated with: built when the engine first sees the device, and again when
+    it is handed another DeviceInfo for it (the directory swaps in new objects when a device changes) or a
+    reading of another feed. Rule matching and threshold lookups then cost nothing per reading."""
+
+    device: DeviceInfo
+    feed: str
+    memory: DeviceMemory
+    watches: tuple[_Watch, ...]
 
 
 def offer(queue: asyncio.Queue[tuple[Reading, DeviceInfo]], reading: Reading, device: DeviceInfo) -> bool:
@@ -110,6 +133,7 @@ class RulesEngine:
         self._windows = history_windows(self.ruleset)
         self._state: dict[tuple[str, str], _RuleState] = {}
         self._memory: dict[str, DeviceMemory] = {}
+        self._plans: dict[str, _DevicePlan] = {}
         # Each device as last evaluated; the embedder may share the dict as the notifications' device lookup.
         self._known: dict[str, DeviceInfo] = known_devices if known_devices is not None else {}
         self._lock = asyncio.Lock()
@@ -221,33 +245,52 @@ class RulesEngine:
                 st.alert = None  # a later open finds the stored one (unique slot) and adopts it
             st.clear_since_ns = None
 
-    async def _evaluate(self, reading: Reading, device: DeviceInfo) -> None:
-        if self._newest_ns is None or reading.time_ns > self._newest_ns:
-            self._newest_ns = reading.time_ns
-        self._known[device.device_id] = device
-        mem = self._memory.setdefault(device.device_id, DeviceMemory())
-        remember(mem, reading, self._windows)
-        ctx = Context(reading, device, self.ruleset.thresholds, mem)
-        for rule in self._by_feed.get(reading.feed, ()):
+    def _plan(self, device: DeviceInfo, feed: str) -> _DevicePlan:
+        watches = []
+        thresholds = self.ruleset.thresholds
+        for rule in self._by_feed.get(feed, ()):
             if not rule.applies_to(device.device_id, device.city, device.district, device.profile):
                 continue
             key = (rule.name, device.device_id)
             st = self._state.get(key)
-            if st is None:  # not setdefault: a state object per rule and reading would be built to be dropped
+            if st is None:
                 st = self._state[key] = _RuleState()
             if rule.is_absence:
+                watches.append(_Watch(rule, key, st, None, None))
+            else:
+                clear = bind(rule.clear, device, thresholds) if rule.clear is not None else None
+                watches.append(_Watch(rule, key, st, bind(rule.when, device, thresholds), clear))
+        memory = self._memory.setdefault(device.device_id, DeviceMemory())
+        plan = self._plans[device.device_id] = _DevicePlan(device, feed, memory, tuple(watches))
+        return plan
+
+    async def _evaluate(self, reading: Reading, device: DeviceInfo) -> None:
+        if self._newest_ns is None or reading.time_ns > self._newest_ns:
+            self._newest_ns = reading.time_ns
+        self._known[device.device_id] = device
+        plan = self._plans.get(device.device_id)
+        if plan is None or plan.device is not device or plan.feed != reading.feed:
+            plan = self._plan(device, reading.feed)
+        mem = plan.memory
+        remember(mem, reading, self._windows)
+        ctx = Context(reading, device, self.ruleset.thresholds, mem)
+        for watch in plan.watches:
+            st, rule = watch.state, watch.rule
+            if watch.when is None:  # an absence rule
                 st.last_ok = False
                 if st.alert is not None:
                     await self._resolve(st, device, reading.time_ns, None)
-                if key not in self._due_at:
+                if watch.key not in self._due_at:
                     self._schedule_absence(rule, device)
                 continue
-            result = evaluate(rule.when, ctx)
+            result = watch.when(ctx)
             # hysteresis: a separate clear condition, else "the alert condition is known to be false"
-            clear_ok = evaluate(rule.clear, ctx).ok is True if rule.clear is not None else result.ok is False
+            clear_ok = watch.clear(ctx).ok is True if watch.clear is not None else result.ok is False
             if result.ok:
                 clear_ok = False
             st.last_ok, st.value, st.threshold, st.latest = result.ok, result.value, result.threshold, reading
+            if st.alert is None and st.candidate is None and not result.ok:
+                continue  # nothing open and nothing begins (what `_step` would conclude)
             await self._step(rule, st, device, reading, result, clear_ok, reading.time_ns)
 
     def _messages(
