@@ -256,6 +256,10 @@ def _any_of(results: list[Result]) -> Result:
     return Result(False, value.value, value.threshold)
 
 
+def _negated(r: Result) -> Result:
+    return Result(None if r.ok is None else not r.ok, r.value, r.threshold)
+
+
 def evaluate(cond: Any, ctx: Context) -> Result:
     if isinstance(cond, Compare):
         spec = cond.compare
@@ -297,8 +301,7 @@ def evaluate(cond: Any, ctx: Context) -> Result:
     if isinstance(cond, AnyOf):
         return _any_of([evaluate(c, ctx) for c in cond.any])
     if isinstance(cond, Not):
-        r = evaluate(cond.not_, ctx)
-        return Result(None if r.ok is None else not r.ok, r.value, r.threshold)
+        return _negated(evaluate(cond.not_, ctx))
     if isinstance(cond, Absent):
         return Result(False)  # data arrived: an absence is over
     raise TypeError(f"unknown condition {type(cond).__name__}")
@@ -329,12 +332,7 @@ def bind(cond: Any, device: DeviceInfo, thresholds: ThresholdConfig) -> Evaluato
         return lambda ctx: _any_of([part(ctx) for part in either])
     elif isinstance(cond, Not):
         inner = bind(cond.not_, device, thresholds)
-
-        def negated(ctx: Context) -> Result:
-            r = inner(ctx)
-            return Result(None if r.ok is None else not r.ok, r.value, r.threshold)
-
-        return negated
+        return lambda ctx: _negated(inner(ctx))
     return lambda ctx: evaluate(cond, ctx)
 
 

@@ -252,9 +252,7 @@ class RulesEngine:
             if not rule.applies_to(device.device_id, device.city, device.district, device.profile):
                 continue
             key = (rule.name, device.device_id)
-            st = self._state.get(key)
-            if st is None:
-                st = self._state[key] = _RuleState()
+            st = self._state.setdefault(key, _RuleState())  # once per device and rule: not the hot path
             if rule.is_absence:
                 watches.append(_Watch(rule, key, st, None, None))
             else:
