@@ -43,6 +43,22 @@ log = logging.getLogger(__name__)
 _MAX_REMAINING_LENGTH_BYTES = 4  # MQTT's variable-byte integer: at most 4 bytes (268,435,455)
 
 
+def _variable_byte_integer(data: bytes, position: int, end: int) -> tuple[int, int]:
+    """MQTT's variable-byte integer at data[position:end]: (its value, the position after it), that position -1
+    when the integer is not whole before `end`. More than 4 bytes is malformed: ValueError."""
+    value = shift = 0
+    while position < end:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, position
+        shift += 7
+        if shift >= 7 * _MAX_REMAINING_LENGTH_BYTES:
+            raise ValueError("an MQTT variable-byte integer longer than 4 bytes")
+    return value, -1
+
+
 def _puback(mid: int) -> bytes:
     # Remaining length 2: reason code and properties omitted, which means Success (MQTT 5 §3.4.2.1; 3.1.1 form)
     return bytes((0x40, 0x02, mid >> 8, mid & 0xFF))
@@ -168,19 +184,12 @@ class GmqttClient:
         parsed = 0
         while size - parsed >= 2:
             # fixed header: the command byte, then the remaining length (variable-byte integer)
-            position = parsed + 1
-            length = shift = 0
-            while True:
-                if position >= size:
-                    return self._consumed(connection, parsed)  # the header itself is not whole yet
-                byte = data[position]
-                position += 1
-                length |= (byte & 0x7F) << shift
-                if not byte & 0x80:
-                    break
-                shift += 7
-                if shift >= 7 * _MAX_REMAINING_LENGTH_BYTES:
-                    return -1
+            try:
+                length, position = _variable_byte_integer(data, parsed + 1, size)
+            except ValueError:
+                return -1
+            if position < 0:
+                break  # the header itself is not whole yet
             end = position + length
             if end > size:
                 break
@@ -220,14 +229,9 @@ class GmqttClient:
             position += 2
         if self._v5:
             # properties: a variable-byte length, then the properties (we ask for none we need: no topic aliases)
-            length = shift = 0
-            while True:
-                byte = raw[position]
-                position += 1
-                length |= (byte & 0x7F) << shift
-                if not byte & 0x80:
-                    break
-                shift += 7
+            length, position = _variable_byte_integer(raw, position, end)
+            if position < 0 or position + length > end:
+                raise ValueError("PUBLISH properties run past the packet")
             position += length
         self._message(topic, raw[position:end], qos, mid)
 

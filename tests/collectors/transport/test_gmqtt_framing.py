@@ -126,11 +126,13 @@ def test_a_packet_that_fails_is_logged_and_the_ones_after_it_still_arrive(caplog
     events, connection = _Events(), _Connection()
     events.fail_on = b"boom"
     truncated = bytes((0x32, 0x03, 0x00, 0x09, 0x61))  # topic length 9 in a 3-byte packet
-    stream = (_publish("t/1", b"boom", qos=1, mid=7, v5=True) + truncated
+    # properties length 9 (then 1 byte) in a packet that ends first
+    short_properties = bytes((0x32, 0x07, 0x00, 0x01, 0x74, 0x00, 0x01, 0x09, 0x01))
+    stream = (_publish("t/1", b"boom", qos=1, mid=7, v5=True) + truncated + short_properties
               + _publish("t/2", b"ok", qos=1, mid=8, v5=True))
     assert _feed(_client(events, MQTTv50), connection, [stream]) == 0
     assert events.messages == [("t/2", b"ok", 1, 8)]
-    assert caplog.text.count("could not be handled") == 2
+    assert caplog.text.count("could not be handled") == 3
 
 
 def test_a_superseded_connections_leftovers_are_dropped_not_delivered() -> None:
