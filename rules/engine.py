@@ -158,10 +158,24 @@ class RulesEngine:
         for alert in open_alerts:
             if alert.rule in self._rules:
                 self._state[(alert.rule, alert.device_id)] = _RuleState(alert=alert, last_ok=True)
+        stale: list[AlertCandidate] = []
         for candidate in await asyncio.to_thread(self.store.candidates):
             if candidate.rule in self._rules and candidate.key not in self._state:  # an open alert wins
                 self._state[candidate.key] = _RuleState(candidate=candidate, last_ok=True, value=candidate.value,
                                                         threshold=candidate.threshold)
+            else:
+                stale.append(candidate)
+        if stale:
+            # A removed rule's candidate (or one an open alert supersedes) would otherwise stay in the store and,
+            # were the rule added back, be shown as pending since long ago without a reading saying so.
+            async with self._lock:
+                self.lifecycle.begin()
+                try:
+                    for candidate in stale:
+                        await self.lifecycle.withdraw(candidate.rule, candidate.device_id, "discarded")
+                finally:
+                    await self._commit()
+            log.info("rules: %d pending candidates of removed rules (or of open alerts) discarded", len(stale))
         if self.pipeline is not None:
             await self.pipeline.restore([a for a in open_alerts if a.rule in self._rules])
 

@@ -32,6 +32,7 @@ ALERT_BATCH_BUSY = Counter(
 ALERT_CANDIDATES = Counter(
     "nakhon_alert_candidates",
     "Pending alerts not shown yet, by rule and outcome: proposed (the condition began to hold), withdrawn (it "
-    "cleared before show_pending_after_s or for:), shown (it became an alert)",
+    "cleared before show_pending_after_s or for:), shown (it became an alert), discarded (at start: its rule was "
+    "removed, or an open alert of the same rule and device supersedes it)",
     ["rule", "outcome"],
 )

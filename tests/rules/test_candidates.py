@@ -108,6 +108,26 @@ async def test_a_restart_in_the_middle_of_for_does_not_start_it_again(store, clo
     assert store.candidates() == []
 
 
+async def test_a_removed_rules_candidate_is_discarded_and_not_shown_when_the_rule_comes_back(
+    store, clock, sink
+) -> None:
+    """The rule goes from the config while its condition holds; weeks later it comes back. Without a reading
+    saying so, nothing may appear as pending since weeks ago (nor fire on the first tick)."""
+    dev = device("gauge-9", "flood")
+    before = engine_for(["flood_level_high"], store, sink, clock)
+    await before.process(reading(dev, T0, level_pct_bank=71.0), dev)
+    assert [c.key for c in store.candidates()] == [("flood_level_high", "gauge-9")]
+    discarded = candidates_counted("flood_level_high", "discarded")
+    without = engine_for(["flood_level_overbank"], store, sink, clock)  # the rule removed
+    await without.start()
+    assert store.candidates() == []
+    assert candidates_counted("flood_level_high", "discarded") - discarded == 1
+    back = engine_for(["flood_level_high"], store, sink, clock)
+    await back.start()
+    await back.tick(T0 + minutes(60 * 24 * 21))
+    assert store.list_alerts(limit=None) == [] and sink.points == []
+
+
 async def test_time_alone_shows_and_fires_a_candidate(store, clock, sink) -> None:
     eng = engine_for(["flood_level_high"], store, sink, clock)
     dev = device("gauge-5", "flood")
