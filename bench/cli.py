@@ -61,6 +61,9 @@ def bench(
     show_pending_after: Annotated[float | None, typer.Option(
         min=0, help="Storm scenarios: the collector's rules.show_pending_after_s (default: its own, 60 s; "
                     "0: every pending alert stored and shown at once, as before candidates).")] = None,
+    quiet_hours: Annotated[bool, typer.Option(
+        help="Storm scenarios: keep the shipped routing's quiet hours (22:00-07:00 Asia/Bangkok hold all but "
+             "critical messages); --no-quiet-hours counts the grouped messages of a run at night.")] = True,
 ) -> None:
     """Benchmark the ingest path against real Mosquitto and InfluxDB on this machine; prints JSON."""
     require_extra("bench")
@@ -75,7 +78,8 @@ def bench(
             raise typer.BadParameter(f"scenario must be live, storm or one of {', '.join(SCENARIOS)}")
         storm = run_storm_bench(scenarios=SCENARIOS if scenario == "storm" else (scenario,), messages=messages,
                                 stations=stations, pace=pace, notify_wait_s=notify_wait, timeout_s=timeout,
-                                keep=keep, show_pending_after_s=show_pending_after)
+                                keep=keep, show_pending_after_s=show_pending_after,
+                                quiet_hours=quiet_hours)
         _emit(storm, json_out)
         if storm["lost"] or storm["duplicates"] or not storm["alerts_consistent"]:
             raise typer.Exit(1)

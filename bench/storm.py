@@ -36,6 +36,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from bench.ingest import (
     ProcessSampler,
     _import_devices,
@@ -50,6 +52,8 @@ from bench.ingest import (
 )
 from bench.load import ThreadedLoad
 from nakhon.sim.city import City, SimDevice
+from rules.conditions import in_schedule
+from rules.notify.routing import DEFAULT_ROUTING_FILE, load_routing
 
 if TYPE_CHECKING:
     import httpx
@@ -381,6 +385,24 @@ def _store_rows(registry_url: str) -> tuple[dict[str, str], list[dict[str, Any]]
     return {a["id"]: a["state"] for a in alerts}, alerts, notes
 
 
+def without_quiet_hours(routing: dict[str, Any]) -> dict[str, Any]:
+    """A routing document (as loaded from YAML) with `quiet_hours` taken out of the route and every sub-route."""
+
+    def strip(route: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in route.items() if k != "quiet_hours"}
+        if "routes" in out:
+            out["routes"] = [strip(r) for r in out["routes"]]
+        return out
+
+    return {**routing, "route": strip(routing["route"])} if "route" in routing else dict(routing)
+
+
+def _in_quiet_hours(t_ns: int) -> bool:
+    """Whether the shipped routing's quiet hours (top-level route) hold non-critical messages at `t_ns`."""
+    route = load_routing(DEFAULT_ROUTING_FILE).route
+    return route.quiet_hours is not None and in_schedule(route.quiet_hours.schedule(), t_ns)
+
+
 def notifications_between(notes: list[dict[str, Any]], start_ns: int, end_ns: int) -> dict[str, Any]:
     """Messages (one per group flush) and the alert notes in them, by outcome, created in [start, end)."""
     window = [n for n in notes if start_ns <= n["created_ns"] < end_ns]
@@ -416,9 +438,12 @@ def run_storm_bench(
     keep: bool = False,
     log: Any = None,
     show_pending_after_s: float | None = None,
+    quiet_hours: bool = True,
 ) -> dict[str, Any]:
     """Run the storm scenarios (each: calm drain, storm drain) on one set of servers; returns the result.
-    `show_pending_after_s`: the collector's `rules.show_pending_after_s` (None: its default, 60 s)."""
+    `show_pending_after_s`: the collector's `rules.show_pending_after_s` (None: its default, 60 s).
+    `quiet_hours`: False routes with the shipped routing minus its quiet hours (22:00-07:00 Asia/Bangkok hold
+    every message but critical ones: a run at night would count none)."""
     import httpx
 
     say = log or (lambda msg: print(msg, file=__import__("sys").stderr, flush=True))
@@ -444,9 +469,17 @@ def run_storm_bench(
         influx.start()
         metrics_port, gateway_port = servers.free_port(), servers.free_port()
         config = _write_config(root, broker.url, influx.url, metrics_port, gateway_port)
+        rules_settings: list[str] = []
         if show_pending_after_s is not None:
+            rules_settings.append(f"show_pending_after_s = {float(show_pending_after_s)}")
+        if not quiet_hours:
+            routing_path = root / "routing.yaml"
+            routing_path.write_text(yaml.safe_dump(without_quiet_hours(yaml.safe_load(
+                DEFAULT_ROUTING_FILE.read_text(encoding="utf-8"))), allow_unicode=True), encoding="utf-8")
+            rules_settings.append(f"routes_file = {json.dumps(str(routing_path))}")
+        if rules_settings:
             with config.open("a") as out:
-                out.write(f"[rules]\nshow_pending_after_s = {float(show_pending_after_s)}\n")
+                out.write("[rules]\n" + "".join(f"{line}\n" for line in rules_settings))
         _import_devices(config, [d for _, s, c in plan for d in (*s, *c)])
         log_path = root / "collector.log"
         registry_url = f"sqlite:///{(root / 'data' / 'registry.db').as_posix()}"
@@ -549,7 +582,11 @@ def run_storm_bench(
                 "notify_wait_s": notify_wait_s,
                 "rules": "shipped (rules/defaults)",
                 "show_pending_after_s": 60.0 if show_pending_after_s is None else show_pending_after_s,
-                "routing": "shipped (rules/notify/default_routing.yaml)",
+                "routing": "shipped (rules/notify/default_routing.yaml)" + ("" if quiet_hours else
+                                                                           ", without its quiet hours"),
+                "quiet_hours_during_storm_phases": {
+                    r["scenario"]: any(_in_quiet_hours(t) for t in r["storm"]["window_ns"]) for r in results
+                } if quiet_hours else None,
                 "drain_method": "from the collector's TCP connection to the broker (psutil, every 10 ms) until its "
                                 "counters (polled every 0.2 s) show every point stored and every reading "
                                 "evaluated by the rules engine",

@@ -58,3 +58,25 @@ def test_alert_consistency_counts_every_kind_of_disagreement() -> None:
         "missing_in_store": 1,
         "state_mismatches": 1,
     }
+
+
+def test_the_routing_without_quiet_hours_is_the_shipped_one_minus_only_its_quiet_hours(tmp_path: Path) -> None:
+    """`--no-quiet-hours` (a run at night in Bangkok would otherwise count no message): the shipped routing
+    still loads, every route keeps its receiver, grouping and waits, and no route keeps quiet hours."""
+    import yaml
+
+    from bench.storm import without_quiet_hours
+    from rules.notify.routing import DEFAULT_ROUTING_FILE, load_routing
+
+    shipped = yaml.safe_load(DEFAULT_ROUTING_FILE.read_text(encoding="utf-8"))
+    assert "quiet_hours" in shipped["route"]  # else this test attacks nothing
+    path = tmp_path / "routing.yaml"
+    path.write_text(yaml.safe_dump(without_quiet_hours(shipped), allow_unicode=True), encoding="utf-8")
+    loaded, original = load_routing(path), load_routing(DEFAULT_ROUTING_FILE)
+    routes = [loaded.route, *loaded.route.routes]
+    assert all(r.quiet_hours is None for r in routes)
+    assert loaded.model_dump(exclude={"route"}) == original.model_dump(exclude={"route"})
+    assert loaded.route.model_dump(exclude={"quiet_hours", "routes"}) == original.route.model_dump(
+        exclude={"quiet_hours", "routes"})
+    assert [r.model_dump(exclude={"quiet_hours"}) for r in loaded.route.routes] == [
+        r.model_dump(exclude={"quiet_hours"}) for r in original.route.routes]
