@@ -273,6 +273,21 @@ def _metrics(text: str) -> dict[str, float]:
     return out
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def _cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system, every thread) process `pid` has used so far."""
+    import psutil
+
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return float(times.user + times.system)
+
+
 def _connected_at(pid: int, broker_port: int, timeout_s: float) -> float | None:
     """monotonic time at which process `pid` first has a TCP connection to the broker (polled every 10 ms)."""
     import psutil
@@ -302,11 +317,14 @@ def drain(http: httpx.Client, collector_start: Callable[[], Any], sampler_for: C
     # The drain starts when the collector's MQTT connection opens (the broker sends the queued messages right
     # after CONNACK); its metrics endpoint only comes up later, when part of the backlog is already read.
     t_first = _connected_at(proc.pid, broker_port, timeout_s=120)
+    cpu_first = _cpu_s(proc.pid)
     received_first = 0.0
     last = {"received": 0.0, "stored": 0.0, "evaluated": 0.0}
+    progress: list[list[float]] = []  # [s since the drain began, received, stored, evaluated] when they moved
     progress_at = time.monotonic()
     deadline = time.monotonic() + timeout_s
     t_done: float | None = None
+    cpu_done: float | None = None
     while time.monotonic() < deadline and proc.poll() is None:
         with contextlib.suppress(httpx.HTTPError):
             m = _metrics(http.get(url, timeout=5).text)
@@ -315,23 +333,34 @@ def drain(http: httpx.Client, collector_start: Callable[[], Any], sampler_for: C
                 t_first, received_first = now, m["received"]
             if m != last:
                 last, progress_at = m, now
+                if t_first is not None:
+                    progress.append([round(now - t_first, 2), int(m["received"]), int(m["stored"]),
+                                     int(m["evaluated"])])
             if m["stored"] >= expected and m["evaluated"] >= expected:
-                t_done = now
+                t_done, cpu_done = now, _cpu_s(proc.pid)
                 break
         if time.monotonic() - progress_at > 60:
             break  # nothing moved for a minute: report what arrived
         time.sleep(0.2)
     seconds = (t_done - t_first) if t_done is not None and t_first is not None else None
+    cpu_us = None
+    if t_done is not None and cpu_first is not None and cpu_done is not None and received_first == 0:
+        cpu_us = round((cpu_done - cpu_first) / expected * 1e6, 1)
     rate = (expected - received_first) / seconds if seconds else 0.0
     return proc, sampler, {
         "drained": t_done is not None,
         "seconds": None if seconds is None else round(seconds, 2),
         "msgs_per_s": round(rate, 1),
+        # the collector's CPU (all its threads) from its connection to the end of the drain, per reading: what
+        # the drain cost whatever share of the two cores the scheduler gave it (start-up before connecting out)
+        "collector_cpu_us_per_msg": cpu_us,
         "received": int(last["received"]),
         "stored": int(last["stored"]),
         "evaluated": int(last["evaluated"]),
         "alert_candidates": {o: int(last.get(f"candidates_{o}", 0)) for o in _CANDIDATE_OUTCOMES},
         "start": "collector's TCP connection to the broker" if received_first == 0 else "first metrics poll",
+        "progress_columns": ["s", "received", "stored", "evaluated"],
+        "progress": progress,
     }
 
 
@@ -537,6 +566,10 @@ def run_storm_bench(
                 "calm": phases["calm"],
                 "storm": phases["storm"],
                 "storm_to_calm": round(storm_rate / calm_rate, 3) if calm_rate else None,
+                # CPU per reading, storm over calm: the noise-free side of the ratio above (1.0: a storm reading
+                # costs the collector what a calm one does; the drain ratio also moves with the machine)
+                "storm_to_calm_cpu_per_msg": _ratio(phases["storm"]["collector_cpu_us_per_msg"],
+                                                    phases["calm"]["collector_cpu_us_per_msg"]),
             })
 
         # untimed checks
