@@ -268,6 +268,8 @@ def _metrics(text: str) -> dict[str, float]:
             out["stored"] += float(line.rsplit(" ", 1)[1])
         elif line.startswith("nakhon_rules_readings_evaluated_total"):
             out["evaluated"] += float(line.rsplit(" ", 1)[1])
+        elif line.startswith('python_gc_collections_total{generation="2"}'):
+            out["full_gc"] = float(line.rsplit(" ", 1)[1])
         elif line.startswith("nakhon_mqtt_connected"):
             out["connected"] = float(line.rsplit(" ", 1)[1])
     return out
@@ -320,6 +322,7 @@ def drain(http: httpx.Client, collector_start: Callable[[], Any], sampler_for: C
     cpu_first = _cpu_s(proc.pid)
     received_first = 0.0
     last = {"received": 0.0, "stored": 0.0, "evaluated": 0.0}
+    full_gc_first: float | None = None
     progress: list[list[float]] = []  # [s since the drain began, received, stored, evaluated] when they moved
     progress_at = time.monotonic()
     deadline = time.monotonic() + timeout_s
@@ -329,6 +332,8 @@ def drain(http: httpx.Client, collector_start: Callable[[], Any], sampler_for: C
         with contextlib.suppress(httpx.HTTPError):
             m = _metrics(http.get(url, timeout=5).text)
             now = time.monotonic()
+            if full_gc_first is None and "full_gc" in m:
+                full_gc_first = m["full_gc"]
             if t_first is None and m["received"] > 0:
                 t_first, received_first = now, m["received"]
             if m != last:
@@ -354,6 +359,8 @@ def drain(http: httpx.Client, collector_start: Callable[[], Any], sampler_for: C
         # the collector's CPU (all its threads) from its connection to the end of the drain, per reading: what
         # the drain cost whatever share of the two cores the scheduler gave it (start-up before connecting out)
         "collector_cpu_us_per_msg": cpu_us,
+        # full (generation 2) garbage collections in the collector from its first metrics poll to the end
+        "full_gc_collections": None if full_gc_first is None else int(last.get("full_gc", 0) - full_gc_first),
         "received": int(last["received"]),
         "stored": int(last["stored"]),
         "evaluated": int(last["evaluated"]),

@@ -37,6 +37,7 @@ def test_storm_scenarios_small_are_lossless_and_the_alert_store_matches_the_meas
             assert figures["acknowledged_by_broker"] == figures["published"] == 800
             assert figures["evaluated"] >= 800 and figures["stored"] >= 800
             assert figures["collector_cpu_us_per_msg"] > 0
+            assert isinstance(figures["full_gc_collections"], int) and figures["full_gc_collections"] >= 0
             assert figures["progress"][-1][1:] == [figures["received"], figures["stored"], figures["evaluated"]]
         assert s["lost"] == 0
         assert "calm" in s and "storm_to_calm" in s and "notifications_storm_phase" in s
