@@ -39,13 +39,15 @@ from bench.ingest import (
     _wait_healthy,
     _write_config,
 )
-from bench.storm import SCENARIO_SPECS, _calm, _messages, drain, publish_backlog
+from bench.storm import SCENARIO_SPECS, _calm, _cpu_s, _messages, drain, publish_backlog
 from nakhon.sim.city import City
 
 
-def _cpu_s(proc: psutil.Process) -> float:
-    times = proc.cpu_times()
-    return float(times.user + times.system)
+def _collector_cpu_s(pid: int) -> float:
+    cpu = _cpu_s(pid)
+    if cpu is None:
+        raise RuntimeError(f"collector {pid} ended before its CPU time could be read")
+    return cpu
 
 
 def _on_connect(pid: int, port: int, then: Any) -> None:
@@ -118,7 +120,7 @@ def main() -> None:
                     os.environ.update(env)
 
                 def connected(p: psutil.Process) -> None:
-                    at_connect.append(_cpu_s(p))
+                    at_connect.append(_collector_cpu_s(p.pid))
                     if profile:
                         subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
                                           str(p.pid), "-d", str(args.pyspy_s), "-r", "200", "-f", "raw", "-o",
@@ -130,7 +132,7 @@ def main() -> None:
 
             proc, sampler, fig = drain(http, start, lambda pid: ProcessSampler(groups, pid), metrics_port,
                                        broker.port, len(backlog.acked), 600)
-            cpu_end = _cpu_s(psutil.Process(proc.pid))
+            cpu_end = _collector_cpu_s(proc.pid)
             sampler.stop()
             _stop_collector(proc)
             if at_connect:
