@@ -52,8 +52,12 @@ def bench(
     ] = None,
     scenario: Annotated[str, typer.Option(
         help="live (publish while the collector runs, the default), or an alert storm drained from a backlog "
-             "beside a calm one: haze, flapping, flood, storm (all three). --messages: backlog per phase."
+             "beside a calm one: haze, flapping, flood, storm (all three); control: a second calm backlog in "
+             "place of the storm (the machine's own noise). --messages: backlog per phase."
     )] = "live",
+    repeat: Annotated[int, typer.Option(
+        min=1, help="Storm scenarios: independent runs (fresh servers each); the JSON adds a per-scenario "
+                    "summary (median, min, max of storm_to_calm).")] = 1,
     stations: Annotated[int, typer.Option(help="Storm scenarios: devices per backlog.")] = 1000,
     pace: Annotated[float, typer.Option(help="Storm scenarios: msg/s queueing a backlog (0: unpaced).")] = 6000.0,
     notify_wait: Annotated[float, typer.Option(
@@ -71,15 +75,18 @@ def bench(
 
     if qos not in (0, 1, 2):
         raise typer.BadParameter("qos must be 0, 1 or 2")
+    if repeat > 1 and scenario == "live":
+        raise typer.BadParameter(f"--repeat is for the storm scenarios, not --scenario live (got --repeat {repeat})")
     if scenario != "live":
-        from bench.storm import SCENARIOS, run_storm_bench
+        from bench.storm import CONTROL, SCENARIOS, run_storm_bench, run_storm_repeats
 
-        if scenario not in (*SCENARIOS, "storm"):
-            raise typer.BadParameter(f"scenario must be live, storm or one of {', '.join(SCENARIOS)}")
-        storm = run_storm_bench(scenarios=SCENARIOS if scenario == "storm" else (scenario,), messages=messages,
-                                stations=stations, pace=pace, notify_wait_s=notify_wait, timeout_s=timeout,
-                                keep=keep, show_pending_after_s=show_pending_after,
-                                quiet_hours=quiet_hours)
+        if scenario not in (*SCENARIOS, "storm", CONTROL):
+            raise typer.BadParameter(
+                f"scenario must be live, storm, {CONTROL} or one of {', '.join(SCENARIOS)}; got {scenario!r}")
+        options = dict(scenarios=SCENARIOS if scenario == "storm" else (scenario,), messages=messages,
+                       stations=stations, pace=pace, notify_wait_s=notify_wait, timeout_s=timeout, keep=keep,
+                       show_pending_after_s=show_pending_after, quiet_hours=quiet_hours)
+        storm = run_storm_bench(**options) if repeat == 1 else run_storm_repeats(repeat, **options)
         _emit(storm, json_out)
         if storm["lost"] or storm["duplicates"] or not storm["alerts_consistent"]:
             raise typer.Exit(1)

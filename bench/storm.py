@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import statistics
 import tempfile
 import threading
 import time
@@ -104,11 +105,19 @@ def _flood(device: SimDevice, k: int, n: int) -> dict[str, Any]:
     return {**_calm(device), "level_m": _bank_level(device, pct)}
 
 
+def _control(device: SimDevice, k: int, n: int) -> dict[str, Any]:
+    # A/A control: the "storm" backlog is a second calm one (other devices, same readings), so its ratio is
+    # what the machine alone does to two identical drains of one run.
+    return _calm(device)
+
+
 SCENARIO_SPECS = {
     "haze": Scenario("haze", ("air",), 100 * MINUTE_S, _haze),
     "flapping": Scenario("flapping", ("flood", "energy"), 25 * MINUTE_S, _flapping),
     "flood": Scenario("flood", ("flood",), 25 * MINUTE_S, _flood),
+    "control": Scenario("control", ("air",), 100 * MINUTE_S, _control),
 }
+CONTROL = "control"
 
 
 # --------------------------------------------------------------------------------------------------- backlog
@@ -485,7 +494,7 @@ def run_storm_bench(
     say = log or (lambda msg: print(msg, file=__import__("sys").stderr, flush=True))
     unknown = [s for s in scenarios if s not in SCENARIO_SPECS]
     if unknown:
-        raise ValueError(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
+        raise ValueError(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIO_SPECS)}")
     servers = _servers()
     load_before = os.getloadavg()
     root = Path(tempfile.mkdtemp(prefix="nakhon-storm-", dir=workdir))
@@ -637,6 +646,52 @@ def run_storm_bench(
         _teardown(http, collector, [influx, broker], root, keep)
 
 
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 3) if values else None
+
+
+def summarise_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per scenario over repeated runs: each run's `storm_to_calm` (and CPU-per-reading ratio), their median,
+    min and max, how many runs met 0.8, the median calm and storm drain rates, the largest peak RSS."""
+    out: dict[str, Any] = {}
+    names = list(dict.fromkeys(r["scenario"] for run in runs for r in run["scenarios"]))
+    for name in names:
+        rows = [r for run in runs for r in run["scenarios"] if r["scenario"] == name]
+        ratios = [r["storm_to_calm"] for r in rows if r["storm_to_calm"] is not None]
+        cpu = [r["storm_to_calm_cpu_per_msg"] for r in rows if r.get("storm_to_calm_cpu_per_msg") is not None]
+        out[name] = {
+            "runs": len(rows),
+            "storm_to_calm": ratios,
+            "storm_to_calm_median": _median(ratios),
+            "storm_to_calm_min": min(ratios, default=None),
+            "storm_to_calm_max": max(ratios, default=None),
+            "runs_ge_0.8": sum(1 for x in ratios if x >= 0.8),
+            "storm_to_calm_cpu_per_msg": cpu,
+            "storm_to_calm_cpu_per_msg_median": _median(cpu),
+            "calm_msgs_per_s_median": _median([r["calm"]["msgs_per_s"] for r in rows]),
+            "storm_msgs_per_s_median": _median([r["storm"]["msgs_per_s"] for r in rows]),
+            "collector_peak_rss_mb_max": max((max(r["calm"]["collector_peak_rss_mb"],
+                                                  r["storm"]["collector_peak_rss_mb"]) for r in rows), default=None),
+            "lost": sum(r["lost"] for r in rows),
+        }
+    return out
+
+
+def run_storm_repeats(repeat: int, **kwargs: Any) -> dict[str, Any]:
+    """`run_storm_bench` `repeat` times, each on fresh servers, collector and devices; the runs and their summary.
+    One drain pair is one sample of a noisy machine (see the control scenario): the median says more."""
+    if repeat < 1:
+        raise ValueError(f"repeat must be at least 1, got {repeat}")
+    runs = [run_storm_bench(**kwargs) for _ in range(repeat)]
+    return {
+        "summary": summarise_runs(runs),
+        "lost": sum(run["lost"] for run in runs),
+        "duplicates": sum(run["duplicates"] for run in runs),
+        "alerts_consistent": all(run["alerts_consistent"] for run in runs),
+        "runs": runs,
+    }
+
+
 def _devices_of(plan: list[tuple[Scenario, list[SimDevice], list[SimDevice]]], name: str) -> list[SimDevice]:
     return next([*s, *c] for spec, s, c in plan if spec.name == name)
 
@@ -645,4 +700,5 @@ def _storm_devices_of(plan: list[tuple[Scenario, list[SimDevice], list[SimDevice
     return next(s for spec, s, _ in plan if spec.name == name)
 
 
-__all__ = ["SCENARIOS", "StormBackground", "alert_consistency", "publish_backlog", "run_storm_bench"]
+__all__ = ["CONTROL", "SCENARIOS", "StormBackground", "alert_consistency", "publish_backlog", "run_storm_bench",
+           "run_storm_repeats", "summarise_runs"]

@@ -36,7 +36,8 @@ def test_with_the_bench_extra_the_commands_keep_their_options() -> None:
     notify = _nakhon("bench-notify", "--help")
     assert bench.returncode == 0 and notify.returncode == 0, bench.stderr + notify.stderr
     for option in ("--messages", "--devices", "--publishers", "--qos", "--json-out", "--keep", "--probe-rate",
-                   "--timeout", "--profile-collector", "--scenario", "--stations", "--pace", "--notify-wait"):
+                   "--timeout", "--profile-collector", "--scenario", "--stations", "--pace", "--notify-wait",
+                   "--repeat"):
         assert option in bench.stdout
     for option in ("--probes", "--background-rate", "--devices", "--json-out", "--keep", "--outage-s",
                    "--storm-background"):
@@ -47,3 +48,12 @@ def test_a_bad_option_is_still_refused_with_the_extra_installed() -> None:
     proc = _nakhon("bench", "--qos", "5")
     assert proc.returncode != 0
     assert "qos must be 0, 1 or 2" in proc.stderr
+
+
+def test_an_unknown_scenario_and_a_repeated_live_run_are_refused_naming_what_was_wrong() -> None:
+    unknown = _nakhon("bench", "--scenario", "typhoon")
+    assert unknown.returncode != 0
+    assert "'typhoon'" in unknown.stderr and "control" in unknown.stderr
+    live = _nakhon("bench", "--repeat", "3")
+    assert live.returncode != 0
+    assert "--repeat is for the storm scenarios" in live.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.storm import alert_consistency
+from bench.storm import SCENARIO_SPECS, alert_consistency, summarise_runs
 
 
 @pytest.mark.slow
@@ -49,6 +49,58 @@ def test_storm_scenarios_small_are_lossless_and_the_alert_store_matches_the_meas
     flaps = result["scenarios"][1]["storm"]["alert_candidates"]
     assert flaps["proposed"] >= 20 * 20 and flaps["withdrawn"] >= 20 * 19 and flaps["shown"] == 0
     assert flood.get("firing", 0) >= 2 * 20  # every gauge: high, then overbank
+
+
+@pytest.mark.slow
+def test_the_control_scenario_repeated_drains_two_calm_backlogs_per_run_and_summarises_the_runs(
+        tmp_path: Path) -> None:
+    """`--scenario control --repeat 2`: two independent runs, each a calm and a second calm backlog (no alert),
+    and a summary listing both runs' ratios."""
+    out = tmp_path / "control.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "nakhon.cli", "bench", "--scenario", "control", "--repeat", "2", "--messages", "200",
+         "--stations", "10", "--pace", "2000", "--notify-wait", "0", "--json-out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, f"nakhon bench exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    result = json.loads(out.read_text())
+    assert len(result["runs"]) == 2 and result["lost"] == 0 and result["duplicates"] == 0
+    assert result["alerts_consistent"]
+    for run in result["runs"]:
+        (control,) = run["scenarios"]
+        assert control["scenario"] == "control"
+        assert control["calm"]["drained"] and control["storm"]["drained"]
+        assert control["alerts_of_storm_devices_by_state"] == {}
+        assert control["storm"]["alert_candidates"]["proposed"] == 0
+    summary = result["summary"]["control"]
+    assert summary["runs"] == 2
+    assert summary["storm_to_calm"] == [run["scenarios"][0]["storm_to_calm"] for run in result["runs"]]
+
+
+def test_the_control_scenarios_second_backlog_is_the_calm_one() -> None:
+    from nakhon.sim.city import City
+
+    device = City().device("air", 0)
+    control = SCENARIO_SPECS["control"]
+    assert [control.storm(device, k, 100) for k in (0, 50, 99)] == [SCENARIO_SPECS["haze"].storm(device, 0, 100)] * 3
+
+
+def test_the_summary_of_repeated_runs_gives_each_scenarios_ratios_median_and_worst() -> None:
+    def run(haze: float, flood: float) -> dict[str, object]:
+        def scenario(name: str, ratio: float) -> dict[str, object]:
+            return {"scenario": name, "storm_to_calm": ratio, "storm_to_calm_cpu_per_msg": 1.0, "lost": 0,
+                    "calm": {"msgs_per_s": 20000.0, "collector_peak_rss_mb": 200.0},
+                    "storm": {"msgs_per_s": 20000.0 * ratio, "collector_peak_rss_mb": 210.0 + ratio}}
+        return {"scenarios": [scenario("haze", haze), scenario("flood", flood)]}
+
+    summary = summarise_runs([run(0.7, 1.1), run(0.9, 0.95), run(1.2, 0.85)])
+    assert summary["haze"]["storm_to_calm"] == [0.7, 0.9, 1.2]
+    assert summary["haze"]["storm_to_calm_median"] == 0.9
+    assert (summary["haze"]["storm_to_calm_min"], summary["haze"]["storm_to_calm_max"]) == (0.7, 1.2)
+    assert summary["haze"]["runs_ge_0.8"] == 2 and summary["flood"]["runs_ge_0.8"] == 3
+    assert summary["flood"]["storm_to_calm_median"] == 0.95
+    assert summary["haze"]["storm_msgs_per_s_median"] == 18000.0
+    assert summary["haze"]["collector_peak_rss_mb_max"] == 211.2
 
 
 def test_alert_consistency_counts_every_kind_of_disagreement() -> None:
