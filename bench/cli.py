@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -83,7 +83,7 @@ def bench(
         if scenario not in (*SCENARIOS, "storm", CONTROL):
             raise typer.BadParameter(
                 f"scenario must be live, storm, {CONTROL} or one of {', '.join(SCENARIOS)}; got {scenario!r}")
-        options = dict(scenarios=SCENARIOS if scenario == "storm" else (scenario,), messages=messages,
+        options: dict[str, Any] = dict(scenarios=SCENARIOS if scenario == "storm" else (scenario,), messages=messages,
                        stations=stations, pace=pace, notify_wait_s=notify_wait, timeout_s=timeout, keep=keep,
                        show_pending_after_s=show_pending_after, quiet_hours=quiet_hours)
         storm = run_storm_bench(**options) if repeat == 1 else run_storm_repeats(repeat, **options)
