@@ -12,7 +12,6 @@ in order. Nothing is published about a change that was not committed. Outside a 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -341,7 +340,7 @@ class AlertLifecycle:
 
     async def note_flap(self, alert: Alert, t_ns: int) -> Alert | None:
         """Count a damped flap (no state change: nothing is published)."""
-        updated = dataclasses.replace(alert, flap_count=alert.flap_count + 1, updated_ns=t_ns)
+        updated = alert.flapped(t_ns)
         if not await self._record(updated, alert.state, t_ns, None, publish=False):
             return await self._db(self.store.get, alert.id)
         return updated

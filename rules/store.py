@@ -281,6 +281,13 @@ class Alert:
         return self._next("resolved", self.value if value is None else value, self.threshold, self.message_th,
                           self.message_en, self.fired_ns, t_ns, t_ns)
 
+    def flapped(self, t_ns: int) -> Alert:
+        """The snapshot after one more damped flap at `t_ns` (no state change)."""
+        return Alert(self.id, self.rule, self.device_id, self.city, self.district, self.feed, self.severity,
+                     self.state, self.value, self.threshold, self.message_th, self.message_en, self.labels,
+                     self.started_ns, self.fired_ns, self.resolved_ns, t_ns, self.ack_by, self.ack_ns,
+                     self.ack_comment, self.flap_count + 1)
+
     def _next(self, state: str, value: float | None, threshold: float | None, message_th: str, message_en: str,
               fired_ns: int | None, resolved_ns: int | None, updated_ns: int) -> Alert:
         """A copy with the columns a state change writes (`dataclasses.replace` costs 3× as much: a flapping

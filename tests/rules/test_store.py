@@ -204,7 +204,7 @@ def test_postgres_url_is_accepted_lazily() -> None:
     s.close()
 
 
-def test_fired_and_resolved_snapshots_keep_every_other_field_as_dataclasses_replace_would() -> None:
+def test_fired_resolved_and_flapped_snapshots_keep_every_other_field_as_dataclasses_replace_would() -> None:
     # `Alert._next` copies the fields positionally (a flapping storm makes two snapshots per reading): a field
     # added to `Alert` and forgotten there, or two fields swapped, changes what these compare.
     import dataclasses
@@ -221,3 +221,4 @@ def test_fired_and_resolved_snapshots_keep_every_other_field_as_dataclasses_repl
     assert fired.resolved(30, 0.5) == dataclasses.replace(fired, state="resolved", resolved_ns=30, updated_ns=30,
                                                           value=0.5)
     assert fired.resolved(30) == dataclasses.replace(fired, state="resolved", resolved_ns=30, updated_ns=30)
+    assert fired.flapped(25) == dataclasses.replace(fired, flap_count=4, updated_ns=25)
