@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.storm import SCENARIO_SPECS, alert_consistency, summarise_runs
+from bench.storm import SCENARIO_SPECS, alert_consistency, prefix_rate, seconds_to, summarise_runs
 
 
 @pytest.mark.slow
@@ -101,6 +101,29 @@ def test_the_summary_of_repeated_runs_gives_each_scenarios_ratios_median_and_wor
     assert summary["flood"]["storm_to_calm_median"] == 0.95
     assert summary["haze"]["storm_msgs_per_s_median"] == 18000.0
     assert summary["haze"]["collector_peak_rss_mb_max"] == 211.2
+
+
+def test_the_time_to_a_count_is_interpolated_between_the_polls_around_it_and_waits_for_both_counters() -> None:
+    # [s, received, stored, evaluated]: a reading counts once it is stored *and* evaluated
+    progress = [[0.2, 3000, 1000, 2000], [0.4, 5000, 3000, 3000], [0.6, 7000, 5000, 4000], [0.8, 8000, 8000, 8000]]
+    assert seconds_to(progress, 1000) == 0.2
+    assert seconds_to(progress, 2000) == 0.2 + 0.2 * (2000 - 1000) / (3000 - 1000)
+    assert seconds_to(progress, 4000) == 0.6  # stored 5000 but evaluated only 4000 at 0.6 s
+    assert abs(seconds_to(progress, 6000) - (0.6 + 0.2 * 2000 / 4000)) < 1e-9
+    assert seconds_to(progress, 9000) is None  # never reached
+    assert prefix_rate({"progress": progress}, 4000) == round(4000 / 0.6, 1)
+    assert prefix_rate({"progress": []}, 10) is None
+
+
+def test_only_the_scenarios_whose_storm_begins_calm_have_a_calm_prefix_and_it_really_is_calm() -> None:
+    from nakhon.sim.city import City
+
+    city = City()
+    for name, spec in SCENARIO_SPECS.items():
+        device = city.device(spec.feeds[0], 0)
+        calm = SCENARIO_SPECS["control"].storm(device, 0, 100)
+        first_storm = next((k for k in range(100) if spec.storm(device, k, 100) != calm), 100)
+        assert first_storm == int(100 * spec.calm_prefix), name  # haze, flood: 20; flapping: 0; control: 100
 
 
 def test_alert_consistency_counts_every_kind_of_disagreement() -> None:
