@@ -41,6 +41,8 @@ def test_storm_scenarios_small_are_lossless_and_the_alert_store_matches_the_meas
             assert figures["progress"][-1][1:] == [figures["received"], figures["stored"], figures["evaluated"]]
         assert s["lost"] == 0
         assert "calm" in s and "storm_to_calm" in s and "notifications_storm_phase" in s
+    # haze and flood storms begin with a fifth of calm readings (800 / 5); every flapping reading is a storm one
+    assert [(s["calm_prefix"] or {}).get("readings") for s in result["scenarios"]] == [160, None, 160]
     haze, flapping, flood = (s["alerts_of_storm_devices_by_state"] for s in result["scenarios"])
     assert haze == {"firing": 20}  # every station crossed AQI 100 and stayed past `for: 1h`
     # 40 readings per device ~38 s apart: each pair a flap shorter than show_pending_after_s (60 s), so a
