@@ -100,6 +100,8 @@ def test_the_summary_of_repeated_runs_gives_each_scenarios_ratios_median_and_wor
     assert summary["haze"]["storm_to_calm_median"] == 0.9
     assert (summary["haze"]["storm_to_calm_min"], summary["haze"]["storm_to_calm_max"]) == (0.7, 1.2)
     assert summary["haze"]["runs_ge_0.8"] == 2 and summary["flood"]["runs_ge_0.8"] == 3
+    assert summary["haze"]["median_ge_0.8"] and summary["flood"]["median_ge_0.8"]
+    assert not summarise_runs([run(0.7, 0.9), run(0.79, 0.9), run(1.2, 0.9)])["haze"]["median_ge_0.8"]
     assert summary["flood"]["storm_to_calm_median"] == 0.95
     assert summary["haze"]["storm_msgs_per_s_median"] == 18000.0
     assert summary["haze"]["collector_peak_rss_mb_max"] == 211.2
