@@ -60,8 +60,9 @@ def bench(
                     "summary (median, min, max of storm_to_calm).")] = 1,
     stations: Annotated[int, typer.Option(help="Storm scenarios: devices per backlog.")] = 1000,
     pace: Annotated[float, typer.Option(help="Storm scenarios: msg/s queueing a backlog (0: unpaced).")] = 6000.0,
-    notify_wait: Annotated[float, typer.Option(
-        help="Storm scenarios: seconds after the storm drain for notification groups to fall due.")] = 35.0,
+    notify_wait: Annotated[float | None, typer.Option(
+        help="Storm scenarios: seconds after the storm drain for notification groups to fall due (default: the "
+             "longest shipped group_wait of the scenario's feeds + 10 s: air 130, flood and energy 40).")] = None,
     show_pending_after: Annotated[float | None, typer.Option(
         min=0, help="Storm scenarios: the collector's rules.show_pending_after_s (default: its own, 60 s; "
                     "0: every pending alert stored and shown at once, as before candidates).")] = None,

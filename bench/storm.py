@@ -12,7 +12,8 @@ What one run does (method and definitions: `bench/README.md`, "Alert storm scena
    an unpaced paho publisher gets only part of a large backlog acknowledged), the collector starts and drains it;
    then the same with the **storm** backlog. Drain rate = messages / (first message received → every point
    stored and every reading evaluated by the rules engine), from the collector's own counters polled every 0.2 s;
-4. after the storm drain, `notify_wait_s` for the notification groups to fall due, then the collector stops
+4. after the storm drain, `notify_wait_s` for the notification groups to fall due (default: the longest shipped
+   `group_wait` of the scenario's feeds + 10 s), then the collector stops
    (SIGTERM: it drains the rules queue and flushes the writer);
 5. untimed checks: every acknowledged (device, ts) is in InfluxDB once; the alert store (the registry database)
    agrees with the `alerts` measurement (the last point of every alert has the stored state); notifications sent.
@@ -54,7 +55,7 @@ from bench.ingest import (
 from bench.load import ThreadedLoad
 from nakhon.sim.city import City, SimDevice
 from rules.conditions import in_schedule
-from rules.notify.routing import DEFAULT_ROUTING_FILE, load_routing
+from rules.notify.routing import DEFAULT_ROUTING_FILE, Router, load_routing
 
 if TYPE_CHECKING:
     import httpx
@@ -464,6 +465,21 @@ def without_quiet_hours(routing: dict[str, Any]) -> dict[str, Any]:
     return {**routing, "route": strip(routing["route"])} if "route" in routing else dict(routing)
 
 
+NOTIFY_WAIT_MARGIN_S = 10.0  # after the group_wait: the engine's tick (5 s) and the flush itself
+
+
+def notify_wait_for(spec: Scenario) -> float:
+    """Seconds after a storm drain for its notification groups to fall due: the longest `group_wait` of the shipped
+    routes its feeds' alerts take (air 2 min, flood and energy 30 s), plus NOTIFY_WAIT_MARGIN_S; 0 for the control
+    (its second backlog is calm: nothing to notify)."""
+    if spec.calm_prefix >= 1.0:
+        return 0.0
+    router = Router(load_routing(DEFAULT_ROUTING_FILE))
+    waits = [route.group_wait for feed in spec.feeds for severity in ("info", "warning", "critical")
+             for route in router.match({"feed": feed, "severity": severity})]
+    return max(waits) + NOTIFY_WAIT_MARGIN_S
+
+
 def _in_quiet_hours(t_ns: int) -> bool:
     """Whether the shipped routing's quiet hours (top-level route) hold non-critical messages at `t_ns`."""
     route = load_routing(DEFAULT_ROUTING_FILE).route
@@ -499,7 +515,7 @@ def run_storm_bench(
     messages: int = 100_000,
     stations: int = 1000,
     pace: float = 6000.0,
-    notify_wait_s: float = 35.0,
+    notify_wait_s: float | None = None,
     timeout_s: float = 900.0,
     workdir: Path | None = None,
     keep: bool = False,
@@ -566,6 +582,7 @@ def run_storm_bench(
 
         results: list[dict[str, Any]] = []
         all_acked: list[tuple[str, int]] = []
+        notify_waits: dict[str, float] = {}
         for spec, storm_devs, calm_devs in plan:
             per_device = max(1, messages // len(storm_devs))
             phases: dict[str, Any] = {}
@@ -577,8 +594,10 @@ def run_storm_bench(
                 started_ns = time.time_ns()
                 collector, sampler, figures = drain(http, start, sampler_for, metrics_port, broker.port,
                                                     len(backlog.acked), timeout_s)
-                if phase == "storm" and notify_wait_s > 0:
-                    time.sleep(notify_wait_s)  # notification groups fall due (shipped group_wait 30 s)
+                wait_s = notify_wait_for(spec) if notify_wait_s is None else notify_wait_s
+                if phase == "storm" and wait_s > 0:
+                    time.sleep(wait_s)  # the notification groups fall due
+                    notify_waits[spec.name] = wait_s
                 sampler.stop()
                 _stop_collector(collector)
                 collector = None
@@ -664,7 +683,7 @@ def run_storm_bench(
                 "messages_per_phase": messages,
                 "stations": stations,
                 "pace_msgs_per_s": pace,
-                "notify_wait_s": notify_wait_s,
+                "notify_wait_s": notify_waits,
                 "rules": "shipped (rules/defaults)",
                 "show_pending_after_s": 60.0 if show_pending_after_s is None else show_pending_after_s,
                 "routing": "shipped (rules/notify/default_routing.yaml)" + ("" if quiet_hours else

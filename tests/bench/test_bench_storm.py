@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.storm import SCENARIO_SPECS, alert_consistency, prefix_rate, seconds_to, summarise_runs
+from bench.storm import (
+    SCENARIO_SPECS,
+    alert_consistency,
+    notify_wait_for,
+    prefix_rate,
+    seconds_to,
+    summarise_runs,
+)
 
 
 @pytest.mark.slow
@@ -128,6 +135,13 @@ def test_only_the_scenarios_whose_storm_begins_calm_have_a_calm_prefix_and_it_re
         calm = SCENARIO_SPECS["control"].storm(device, 0, 100)
         first_storm = next((k for k in range(100) if spec.storm(device, k, 100) != calm), 100)
         assert first_storm == int(100 * spec.calm_prefix), name  # haze, flood: 20; flapping: 0; control: 100
+
+
+def test_the_default_notify_wait_outlasts_the_shipped_group_wait_of_each_scenarios_feeds() -> None:
+    # shipped routing: air alerts wait 2 min before their group is sent, everything else 30 s
+    assert notify_wait_for(SCENARIO_SPECS["haze"]) == 120 + 10
+    assert notify_wait_for(SCENARIO_SPECS["flapping"]) == notify_wait_for(SCENARIO_SPECS["flood"]) == 30 + 10
+    assert notify_wait_for(SCENARIO_SPECS["control"]) == 0  # a calm second backlog: nothing to notify
 
 
 def test_alert_consistency_counts_every_kind_of_disagreement() -> None:
