@@ -84,9 +84,11 @@ def bench(
         if scenario not in (*SCENARIOS, "storm", CONTROL):
             raise typer.BadParameter(
                 f"scenario must be live, storm, {CONTROL} or one of {', '.join(SCENARIOS)}; got {scenario!r}")
-        options: dict[str, Any] = dict(scenarios=SCENARIOS if scenario == "storm" else (scenario,), messages=messages,
-                       stations=stations, pace=pace, notify_wait_s=notify_wait, timeout_s=timeout, keep=keep,
-                       show_pending_after_s=show_pending_after, quiet_hours=quiet_hours)
+        options: dict[str, Any] = {
+            "scenarios": SCENARIOS if scenario == "storm" else (scenario,), "messages": messages,
+            "stations": stations, "pace": pace, "notify_wait_s": notify_wait, "timeout_s": timeout, "keep": keep,
+            "show_pending_after_s": show_pending_after, "quiet_hours": quiet_hours,
+        }
         storm = run_storm_bench(**options) if repeat == 1 else run_storm_repeats(repeat, **options)
         _emit(storm, json_out)
         if storm["lost"] or storm["duplicates"] or not storm["alerts_consistent"]:

@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.storm import SCENARIO_SPECS, _calm, _messages
+from bench.storm import SCENARIO_SPECS, _messages, calm_backlog
 from collectors.directory import StaticDirectory
 from collectors.domain import default_enrichers
 from collectors.formats import make_format
@@ -54,12 +54,10 @@ class EncodingSink:
 
     def __init__(self) -> None:
         self.points = 0
-        self.bytes = 0
 
     async def write(self, points: Sequence[Point]) -> None:
-        body = await asyncio.to_thread(encode_batch, points)
+        await asyncio.to_thread(encode_batch, points)
         self.points += len(points)
-        self.bytes += len(body)
 
     async def ping(self) -> bool:
         return True
@@ -100,12 +98,12 @@ async def _phase(pipeline: Pipeline, messages: list[tuple[str, bytes]], window: 
     pending: deque[asyncio.Future[None]] = deque()
     GC.reset()
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    for topic, payload in messages:
+    for i, (topic, payload) in enumerate(messages, 1):
         pending.append(pipeline.submit(topic, payload, time.time_ns()))
         while len(pending) >= window:
             await pending.popleft()
-        if len(pending) % 256 == 0:
-            await asyncio.sleep(0)  # the transport yields between packets too
+        if i % 256 == 0:
+            await asyncio.sleep(0)  # the transport yields to the loop between reads too
     while pending:
         await pending.popleft()
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
@@ -118,7 +116,7 @@ async def _phase(pipeline: Pipeline, messages: list[tuple[str, bytes]], window: 
 async def run(scenario: str, messages: int, stations: int, rounds: int, window: int, workdir: Path,
               control: bool = False) -> dict[str, Any]:
     spec = SCENARIO_SPECS[scenario]
-    storm_fields = (lambda d, k, n: _calm(d)) if control else spec.storm
+    storm_fields = calm_backlog if control else spec.storm
     city = City()
     per_feed = max(1, stations // len(spec.feeds))
     sets = [[city.device(f, (2 * r + j) * per_feed + i) for f in spec.feeds for i in range(per_feed)]
@@ -142,7 +140,7 @@ async def run(scenario: str, messages: int, stations: int, rounds: int, window: 
     try:
         for r in range(rounds):
             row: dict[str, Any] = {}
-            for phase, devs, fields in (("calm", sets[2 * r], lambda d, k, n: _calm(d)),
+            for phase, devs, fields in (("calm", sets[2 * r], calm_backlog),
                                         ("storm", sets[2 * r + 1], storm_fields)):
                 per_device = max(1, messages // len(devs))
                 backlog = [(t, p) for t, p, _ in _messages(devs, per_device, spec.span_s, fields)]
